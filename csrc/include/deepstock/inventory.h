@@ -1,0 +1,215 @@
+// The inventory transition (DESIGN.md, "Timing convention"), written once for the CPU and CUDA
+// launchers. Per day: (1) on a review day the order is placed; (2) arrivals due today join
+// on-hand (an order with lead time 0 arrives today); (3) demand occurs: lost sales sell
+// min(on-hand, demand), backlog lets on-hand go negative; (4) end-of-day costs: h per unit of
+// positive end inventory, p per unit short (lost today, or backordered at the end of the day),
+// c per unit ordered.
+//
+// Pipeline convention: pipeline[b, k] is the quantity that arrives k days from the start of the
+// epoch (k = 0: today, before demand). An order placed today with lead time L arrives on day L.
+// Inventory position = on-hand + sum of the pipeline.
+//
+// Subgradients at the kinks: a day whose inventory ends exactly at zero counts as stocked
+// (the right derivative, the side of more stock): a unit more on-hand adds h and, under lost
+// sales, carries over to tomorrow; a unit less adds p. Stockout days are days with e < 0.
+#pragma once
+
+#include "deepstock/common.h"
+
+namespace deepstock {
+
+// Totals over some days of one environment. The order matches the `stats` output columns.
+template <typename T>
+struct DayTotals {
+  T sold = T(0);            // units of demand filled from stock on the day it occurred
+  T short_units = T(0);     // units lost (lost sales) or backordered at the end of the day (backlog)
+  T stockout_days = T(0);   // days ending with unmet demand
+  T holding_units = T(0);   // sum over days of max(end-of-day inventory, 0)
+
+  DEEPSTOCK_HD void add(const DayTotals& o) {
+    sold += o.sold;
+    short_units += o.short_units;
+    stockout_days += o.stockout_days;
+    holding_units += o.holding_units;
+  }
+};
+
+// Steps (3)-(4) of one day. x: on-hand after today's arrivals (negative = backorders), updated
+// to the end-of-day on-hand. Returns whether the day ended stocked (x - demand >= 0), which is
+// all the backward pass needs to know about the day.
+template <typename T>
+DEEPSTOCK_HD bool settle_day(T& x, T demand, bool lost_sales, DayTotals<T>& totals) {
+  const T e = x - demand;
+  const bool stocked = e >= T(0);
+  const T on_shelf = x > T(0) ? x : T(0);
+  totals.sold += on_shelf < demand ? on_shelf : demand;
+  totals.short_units += stocked ? T(0) : -e;
+  totals.stockout_days += stocked ? T(0) : T(1);
+  totals.holding_units += stocked ? e : T(0);
+  x = (lost_sales && !stocked) ? T(0) : e;
+  return stocked;
+}
+
+// d(loss)/d(on-hand after arrivals) for one day, given d(loss)/d(end-of-day on-hand) = grad_end,
+// d(loss)/d(holding units) = grad_hold and d(loss)/d(short units) = grad_short.
+template <typename T>
+DEEPSTOCK_HD T settle_day_backward(bool stocked, bool lost_sales, T grad_end, T grad_hold,
+                                   T grad_short) {
+  return stocked ? grad_hold + grad_end : (lost_sales ? -grad_short : grad_end - grad_short);
+}
+
+// Quantity that joins on-hand on day d of an epoch (step 2).
+template <typename T>
+DEEPSTOCK_HD T arrival(const T* pipe, int64_t max_lead, int64_t d, int64_t lead, T order) {
+  return (d < max_lead ? pipe[d] : T(0)) + (d == lead ? order : T(0));
+}
+
+// The per-environment inputs shared by the forward and backward of inventory_step.
+template <typename T, typename I>
+struct StepInputs {
+  const T* on_hand;          // [B]
+  const T* pipeline;         // [B, max_lead]
+  const I* lead_time;        // [B]
+  const T* order;            // [B]
+  const T* demand;           // [B, days] with strides below
+  const T* holding_cost;     // [B] or [1]
+  const T* penalty_cost;
+  const T* order_cost;
+  int64_t demand_stride_b, demand_stride_d;
+  int64_t holding_stride, penalty_stride, order_cost_stride;  // 1, or 0 to broadcast
+  int64_t max_lead, days;
+  bool lost_sales;
+
+  DEEPSTOCK_HD T h(int64_t b) const { return holding_cost[b * holding_stride]; }
+  DEEPSTOCK_HD T p(int64_t b) const { return penalty_cost[b * penalty_stride]; }
+  DEEPSTOCK_HD T c(int64_t b) const { return order_cost[b * order_cost_stride]; }
+  DEEPSTOCK_HD T demand_at(int64_t b, int64_t d) const {
+    return demand[b * demand_stride_b + d * demand_stride_d];
+  }
+
+  // Input-error bits of environment b (common.h).
+  DEEPSTOCK_HD int validate(int64_t b) const {
+    int err = 0;
+    if (!nonneg_finite(order[b])) err |= kBadOrder;
+    const int64_t lead = static_cast<int64_t>(lead_time[b]);
+    if (lead < 0 || lead > max_lead) err |= kBadLeadTime;
+    if (!nonneg_finite(h(b)) || !nonneg_finite(p(b)) || !nonneg_finite(c(b))) err |= kBadCost;
+    const T x = on_hand[b];
+    if (!finite(x) || (lost_sales && x < T(0))) err |= kBadState;
+    for (int64_t k = 0; k < max_lead; ++k)
+      if (!nonneg_finite(pipeline[b * max_lead + k])) err |= kBadState;
+    for (int64_t d = 0; d < days; ++d)
+      if (!nonneg_finite(demand_at(b, d))) err |= kBadDemand;
+    return err;
+  }
+
+  // Runs the epoch's days from on_hand[b] through day `end` (exclusive), recording in bit
+  // (d - start) of *stocked whether day d in [start, end) ended stocked. Returns the totals.
+  DEEPSTOCK_HD DayTotals<T> replay(int64_t b, int64_t start, int64_t end, T& x,
+                                   uint64_t* stocked) const {
+    const T* pipe = pipeline + b * max_lead;
+    const int64_t lead = static_cast<int64_t>(lead_time[b]);
+    DayTotals<T> totals;
+    x = on_hand[b];
+    for (int64_t d = 0; d < end; ++d) {
+      x += arrival(pipe, max_lead, d, lead, order[b]);
+      const bool s = settle_day(x, demand_at(b, d), lost_sales, totals);
+      if (stocked && d >= start && s) *stocked |= uint64_t(1) << (d - start);
+    }
+    return totals;
+  }
+};
+
+// Forward of inventory_step for one environment.
+template <typename T, typename I>
+struct StepView {
+  StepInputs<T, I> in;
+  T* next_on_hand;    // [B]
+  T* next_pipeline;   // [B, max_lead]
+  T* cost;            // [B, 3]: holding, shortage penalty, ordering
+  T* stats;           // [B, 4]: DayTotals order
+
+  DEEPSTOCK_HD int operator()(int64_t b) const {
+    const int64_t L = in.max_lead, P = in.days;
+    T* pipe_out = next_pipeline + b * L;
+    const int err = in.validate(b);
+    if (err) {  // poison the outputs: with value checks off (CUDA) a bad input reads as NaN
+      const T nan = T(0) / T(0);
+      next_on_hand[b] = nan;
+      for (int64_t k = 0; k < L; ++k) pipe_out[k] = nan;
+      for (int j = 0; j < 3; ++j) cost[b * 3 + j] = nan;
+      for (int j = 0; j < 4; ++j) stats[b * 4 + j] = nan;
+      return err;
+    }
+    T x;
+    const DayTotals<T> t = in.replay(b, 0, P, x, nullptr);
+    next_on_hand[b] = x;
+    // Orders not yet arrived after P days move P slots down; today's order lands at lead - P.
+    const T* pipe = in.pipeline + b * L;
+    const int64_t lead = static_cast<int64_t>(in.lead_time[b]);
+    for (int64_t k = 0; k < L; ++k)
+      pipe_out[k] = (k + P < L ? pipe[k + P] : T(0)) + (k == lead - P ? in.order[b] : T(0));
+    cost[b * 3 + 0] = in.h(b) * t.holding_units;
+    cost[b * 3 + 1] = in.p(b) * t.short_units;
+    cost[b * 3 + 2] = in.c(b) * in.order[b];
+    stats[b * 4 + 0] = t.sold;
+    stats[b * 4 + 1] = t.short_units;
+    stats[b * 4 + 2] = t.stockout_days;
+    stats[b * 4 + 3] = t.holding_units;
+    return 0;
+  }
+};
+
+// Backward of inventory_step for one environment: reverse mode through the P days. The days'
+// stocked/short pattern is recomputed, 64 days per pass (one pass unless P > 64).
+template <typename T, typename I>
+struct StepBackwardView {
+  StepInputs<T, I> in;
+  const T* grad_next_on_hand;     // [B]
+  const T* grad_next_pipeline;    // [B, max_lead]
+  const T* grad_cost;             // [B, 3]
+  T* grad_on_hand;                // [B]
+  T* grad_pipeline;               // [B, max_lead]
+  T* grad_order;                  // [B]
+  T* grad_holding_cost;           // [B] (per environment; summed by the caller when broadcast)
+  T* grad_penalty_cost;           // [B]
+  T* grad_order_cost;             // [B]
+
+  DEEPSTOCK_HD int operator()(int64_t b) const {
+    const int64_t L = in.max_lead, P = in.days;
+    const int64_t lead = static_cast<int64_t>(in.lead_time[b]);
+    const T* g_pipe_next = grad_next_pipeline + b * L;
+    T* g_pipe = grad_pipeline + b * L;
+    const T g_hold = grad_cost[b * 3 + 0] * in.h(b);
+    const T g_short = grad_cost[b * 3 + 1] * in.p(b);
+    // Slots that arrive after the epoch only shift; today's order with lead >= P too.
+    for (int64_t k = 0; k < L; ++k) g_pipe[k] = k >= P ? g_pipe_next[k - P] : T(0);
+    T g_order = grad_cost[b * 3 + 2] * in.c(b) + (lead >= P ? g_pipe_next[lead - P] : T(0));
+
+    T g_end = grad_next_on_hand[b];  // d loss / d (end-of-day on-hand of the day being visited)
+    for (int64_t end = P; end > 0; end -= 64) {
+      const int64_t start = end > 64 ? end - 64 : 0;
+      uint64_t stocked = 0;
+      T x;
+      const DayTotals<T> t = in.replay(b, start, end, x, &stocked);
+      if (end == P) {
+        grad_holding_cost[b] = grad_cost[b * 3 + 0] * t.holding_units;
+        grad_penalty_cost[b] = grad_cost[b * 3 + 1] * t.short_units;
+      }
+      for (int64_t d = end - 1; d >= start; --d) {
+        const bool s = (stocked >> (d - start)) & 1;
+        // d loss / d (on-hand after day d's arrivals) = d loss / d (arrivals of day d)
+        const T g = settle_day_backward(s, in.lost_sales, g_end, g_hold, g_short);
+        if (d < L) g_pipe[d] += g;
+        if (d == lead) g_order += g;
+        g_end = g;  // yesterday's end-of-day on-hand enters today's on-hand one for one
+      }
+    }
+    grad_on_hand[b] = g_end;
+    grad_order[b] = g_order;
+    grad_order_cost[b] = grad_cost[b * 3 + 2] * in.order[b];
+    return 0;
+  }
+};
+
+}  // namespace deepstock

@@ -1,0 +1,211 @@
+// Host side shared by the CPU and CUDA launchers: argument checks (shapes, dtypes, devices),
+// output allocation and the per-environment views. Launchers add only the loop.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+
+#include <string>
+#include <tuple>
+
+#include "deepstock/inventory.h"
+#include "deepstock/projection.h"
+#include "deepstock/rollout.h"
+
+namespace deepstock {
+
+using at::Tensor;
+
+// Raises one error naming every invalid argument flagged in `errors` (common.h bit flags).
+void raise_input_errors(int errors, const char* op);
+
+// Whether CUDA launchers synchronise to read the input-error flag (default on). With checks
+// off, an environment with invalid inputs gets NaN outputs and no error is raised.
+bool cuda_value_checks();
+bool set_cuda_value_checks(bool enabled);
+
+// ---- inventory_step ----------------------------------------------------------------------
+struct StepArgs {
+  Tensor on_hand, pipeline, lead_time, order, demand, holding_cost, penalty_cost, order_cost;
+  bool lost_sales;
+  int64_t batch, max_lead, days;
+};
+
+StepArgs check_step_args(const Tensor& on_hand, const Tensor& pipeline, const Tensor& lead_time,
+                         const Tensor& order, const Tensor& demand, const Tensor& holding_cost,
+                         const Tensor& penalty_cost, const Tensor& order_cost, bool lost_sales,
+                         const char* op);
+
+template <typename T, typename I>
+StepInputs<T, I> step_inputs(const StepArgs& a) {
+  StepInputs<T, I> in;
+  in.on_hand = a.on_hand.const_data_ptr<T>();
+  in.pipeline = a.pipeline.const_data_ptr<T>();
+  in.lead_time = a.lead_time.const_data_ptr<I>();
+  in.order = a.order.const_data_ptr<T>();
+  in.demand = a.demand.const_data_ptr<T>();
+  in.holding_cost = a.holding_cost.const_data_ptr<T>();
+  in.penalty_cost = a.penalty_cost.const_data_ptr<T>();
+  in.order_cost = a.order_cost.const_data_ptr<T>();
+  in.demand_stride_b = a.demand.stride(0);
+  in.demand_stride_d = a.demand.stride(1);
+  in.holding_stride = a.holding_cost.numel() == 1 ? 0 : 1;
+  in.penalty_stride = a.penalty_cost.numel() == 1 ? 0 : 1;
+  in.order_cost_stride = a.order_cost.numel() == 1 ? 0 : 1;
+  in.max_lead = a.max_lead;
+  in.days = a.days;
+  in.lost_sales = a.lost_sales;
+  return in;
+}
+
+struct StepOutputs {
+  Tensor next_on_hand, next_pipeline, cost, stats;
+  std::tuple<Tensor, Tensor, Tensor, Tensor> tuple() const {
+    return {next_on_hand, next_pipeline, cost, stats};
+  }
+};
+StepOutputs empty_step_outputs(const StepArgs& a);
+
+template <typename T, typename I>
+StepView<T, I> step_view(const StepArgs& a, StepOutputs& o) {
+  return {step_inputs<T, I>(a), o.next_on_hand.mutable_data_ptr<T>(),
+          o.next_pipeline.mutable_data_ptr<T>(), o.cost.mutable_data_ptr<T>(),
+          o.stats.mutable_data_ptr<T>()};
+}
+
+struct StepGrads {
+  Tensor grad_next_on_hand, grad_next_pipeline, grad_cost;  // inputs, contiguous
+  Tensor on_hand, pipeline, order, holding_cost, penalty_cost, order_cost;  // outputs
+  std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> tuple() const {
+    return {on_hand, pipeline, order, holding_cost, penalty_cost, order_cost};
+  }
+};
+StepGrads make_step_grads(const StepArgs& a, const Tensor& grad_next_on_hand,
+                          const Tensor& grad_next_pipeline, const Tensor& grad_cost);
+
+template <typename T, typename I>
+StepBackwardView<T, I> step_backward_view(const StepArgs& a, StepGrads& g) {
+  return {step_inputs<T, I>(a),
+          g.grad_next_on_hand.const_data_ptr<T>(),
+          g.grad_next_pipeline.const_data_ptr<T>(),
+          g.grad_cost.const_data_ptr<T>(),
+          g.on_hand.mutable_data_ptr<T>(),
+          g.pipeline.mutable_data_ptr<T>(),
+          g.order.mutable_data_ptr<T>(),
+          g.holding_cost.mutable_data_ptr<T>(),
+          g.penalty_cost.mutable_data_ptr<T>(),
+          g.order_cost.mutable_data_ptr<T>()};
+}
+
+// ---- projections -------------------------------------------------------------------------
+// Any of target / coeff+features / inventory_position may be undefined (absent).
+struct ProjectionArgs {
+  Tensor target, coeff, features, inventory_position, max_order;
+  int64_t batch, num_features;
+};
+
+ProjectionArgs check_projection_args(const Tensor& target, const Tensor& coeff,
+                                     const Tensor& features, const Tensor& inventory_position,
+                                     const Tensor& max_order, const char* op);
+
+template <typename T>
+ProjectionView<T> projection_view(const ProjectionArgs& a, Tensor& order) {
+  ProjectionView<T> v;
+  if (a.target.defined()) v.target = a.target.const_data_ptr<T>();
+  if (a.coeff.defined()) {
+    v.coeff = a.coeff.const_data_ptr<T>();
+    v.features = a.features.const_data_ptr<T>();
+  }
+  if (a.inventory_position.defined())
+    v.inventory_position = a.inventory_position.const_data_ptr<T>();
+  v.max_order = a.max_order.const_data_ptr<T>();
+  v.max_order_stride = a.max_order.numel() == 1 ? 0 : 1;
+  v.num_features = a.num_features;
+  if (order.defined()) v.order = order.mutable_data_ptr<T>();
+  return v;
+}
+
+struct ProjectionGrads {
+  Tensor grad_order;  // input, contiguous
+  Tensor target, coeff, features, inventory_position;  // outputs for the inputs present
+};
+ProjectionGrads make_projection_grads(const ProjectionArgs& a, const Tensor& grad_order);
+
+template <typename T>
+ProjectionBackwardView<T> projection_backward_view(const ProjectionArgs& a, ProjectionGrads& g) {
+  Tensor none;
+  ProjectionBackwardView<T> v;
+  v.forward = projection_view<T>(a, none);
+  v.grad_order = g.grad_order.const_data_ptr<T>();
+  if (g.target.defined()) v.grad_target = g.target.mutable_data_ptr<T>();
+  if (g.coeff.defined()) v.grad_coeff = g.coeff.mutable_data_ptr<T>();
+  if (g.features.defined()) v.grad_features = g.features.mutable_data_ptr<T>();
+  if (g.inventory_position.defined())
+    v.grad_inventory_position = g.inventory_position.mutable_data_ptr<T>();
+  return v;
+}
+
+// ---- rollout -----------------------------------------------------------------------------
+struct RolloutArgs {
+  Tensor on_hand, pipeline, lead_time, demand, params, holding_cost, penalty_cost, order_cost;
+  Policy policy;
+  int64_t review_period, warmup;
+  bool lost_sales;
+  int64_t batch, max_lead, horizon;
+};
+
+RolloutArgs check_rollout_args(const Tensor& on_hand, const Tensor& pipeline,
+                               const Tensor& lead_time, const Tensor& demand,
+                               const std::string& policy, const Tensor& params,
+                               int64_t review_period, int64_t warmup, const Tensor& holding_cost,
+                               const Tensor& penalty_cost, const Tensor& order_cost,
+                               bool lost_sales);
+
+struct RolloutOutputs {
+  Tensor average_cost, cost, stats;
+  std::tuple<Tensor, Tensor, Tensor> tuple() const { return {average_cost, cost, stats}; }
+};
+RolloutOutputs empty_rollout_outputs(const RolloutArgs& a);
+
+template <typename T, typename I>
+RolloutView<T, I> rollout_view(const RolloutArgs& a, RolloutOutputs& o) {
+  RolloutView<T, I> v;
+  v.on_hand = a.on_hand.const_data_ptr<T>();
+  v.pipeline = a.pipeline.const_data_ptr<T>();
+  v.lead_time = a.lead_time.const_data_ptr<I>();
+  v.demand = a.demand.const_data_ptr<T>();
+  v.params = a.params.const_data_ptr<T>();
+  v.holding_cost = a.holding_cost.const_data_ptr<T>();
+  v.penalty_cost = a.penalty_cost.const_data_ptr<T>();
+  v.order_cost = a.order_cost.const_data_ptr<T>();
+  v.demand_stride_b = a.demand.stride(0);
+  v.demand_stride_t = a.demand.stride(1);
+  v.params_stride = a.params.size(0) == 1 ? 0 : a.params.size(1);
+  v.num_params = a.params.size(1);
+  v.holding_stride = a.holding_cost.numel() == 1 ? 0 : 1;
+  v.penalty_stride = a.penalty_cost.numel() == 1 ? 0 : 1;
+  v.order_cost_stride = a.order_cost.numel() == 1 ? 0 : 1;
+  v.max_lead = a.max_lead;
+  v.horizon = a.horizon;
+  v.review_period = a.review_period;
+  v.warmup = a.warmup;
+  v.policy = a.policy;
+  v.lost_sales = a.lost_sales;
+  v.average_cost = o.average_cost.mutable_data_ptr<T>();
+  v.cost = o.cost.mutable_data_ptr<T>();
+  v.stats = o.stats.mutable_data_ptr<T>();
+  return v;
+}
+
+// Runs f.template operator()<T, I>() for the float dtype of `value` and the index dtype of
+// `index` (int32 or int64).
+#define DEEPSTOCK_DISPATCH(value, index, ...)                                        \
+  AT_DISPATCH_FLOATING_TYPES((value).scalar_type(), "deepstock", [&] {                          \
+    using T = scalar_t;                                                                \
+    AT_DISPATCH_INDEX_TYPES((index).scalar_type(), "deepstock", [&] {                           \
+      using I = index_t;                                                               \
+      __VA_ARGS__();                                                                   \
+    });                                                                                \
+  })
+
+}  // namespace deepstock

@@ -1,0 +1,148 @@
+// The op implementations, written once over a device-specific `ForEach` that runs a
+// per-environment view over the batch and returns the OR of its input-error bits:
+//   struct ForEach { template <class View> int operator()(int64_t n, int64_t grain,
+//                                                         const View& view, const Tensor& like); };
+// cpu/ops_cpu.cpp and cuda/ops_cuda.cu instantiate it and register the results.
+#pragma once
+
+#include "deepstock/launch.h"
+
+namespace deepstock {
+
+template <class ForEach>
+struct Ops {
+  static std::tuple<Tensor, Tensor, Tensor, Tensor> inventory_step(
+      const Tensor& on_hand, const Tensor& pipeline, const Tensor& lead_time, const Tensor& order,
+      const Tensor& demand, const Tensor& holding_cost, const Tensor& penalty_cost,
+      const Tensor& order_cost, bool lost_sales) {
+    const char* op = "inventory_step";
+    const StepArgs a = check_step_args(on_hand, pipeline, lead_time, order, demand, holding_cost,
+                                       penalty_cost, order_cost, lost_sales, op);
+    StepOutputs o = empty_step_outputs(a);
+    int errors = 0;
+    DEEPSTOCK_DISPATCH(a.on_hand, a.lead_time, [&] {
+      errors = ForEach{}(a.batch, 2048, step_view<T, I>(a, o), a.on_hand);
+    });
+    raise_input_errors(errors, op);
+    return o.tuple();
+  }
+
+  static std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> inventory_step_backward(
+      const Tensor& grad_next_on_hand, const Tensor& grad_next_pipeline, const Tensor& grad_cost,
+      const Tensor& on_hand, const Tensor& pipeline, const Tensor& lead_time, const Tensor& order,
+      const Tensor& demand, const Tensor& holding_cost, const Tensor& penalty_cost,
+      const Tensor& order_cost, bool lost_sales) {
+    const char* op = "inventory_step_backward";
+    const StepArgs a = check_step_args(on_hand, pipeline, lead_time, order, demand, holding_cost,
+                                       penalty_cost, order_cost, lost_sales, op);
+    StepGrads g = make_step_grads(a, grad_next_on_hand, grad_next_pipeline, grad_cost);
+    DEEPSTOCK_DISPATCH(a.on_hand, a.lead_time, [&] {
+      ForEach{}(a.batch, 1024, step_backward_view<T, I>(a, g), a.on_hand);
+    });
+    return g.tuple();
+  }
+
+  static Tensor project(const Tensor& target, const Tensor& coeff, const Tensor& features,
+                        const Tensor& inventory_position, const Tensor& max_order,
+                        const char* op) {
+    const ProjectionArgs a =
+        check_projection_args(target, coeff, features, inventory_position, max_order, op);
+    const Tensor& like = a.target.defined() ? a.target : a.coeff;
+    Tensor order = like.new_empty({a.batch});
+    int errors = 0;
+    AT_DISPATCH_FLOATING_TYPES(like.scalar_type(), "deepstock", [&] {
+      errors = ForEach{}(a.batch, 4096, projection_view<scalar_t>(a, order), like);
+    });
+    raise_input_errors(errors, op);
+    return order;
+  }
+
+  static ProjectionGrads project_backward(const Tensor& grad_order, const Tensor& target,
+                                          const Tensor& coeff, const Tensor& features,
+                                          const Tensor& inventory_position,
+                                          const Tensor& max_order, const char* op) {
+    const ProjectionArgs a =
+        check_projection_args(target, coeff, features, inventory_position, max_order, op);
+    ProjectionGrads g = make_projection_grads(a, grad_order);
+    AT_DISPATCH_FLOATING_TYPES(g.grad_order.scalar_type(), "deepstock", [&] {
+      ForEach{}(a.batch, 4096, projection_backward_view<scalar_t>(a, g), g.grad_order);
+    });
+    return g;
+  }
+
+  static Tensor base_stock_order(const Tensor& target, const Tensor& inventory_position,
+                                 const Tensor& max_order) {
+    return project(target, {}, {}, inventory_position, max_order, "base_stock_order");
+  }
+  static std::tuple<Tensor, Tensor> base_stock_order_backward(const Tensor& grad_order,
+                                                              const Tensor& target,
+                                                              const Tensor& inventory_position,
+                                                              const Tensor& max_order) {
+    const ProjectionGrads g = project_backward(grad_order, target, {}, {}, inventory_position,
+                                               max_order, "base_stock_order_backward");
+    return {g.target, g.inventory_position};
+  }
+  static Tensor coeff_order(const Tensor& coeff, const Tensor& features,
+                            const Tensor& max_order) {
+    return project({}, coeff, features, {}, max_order, "coeff_order");
+  }
+  static std::tuple<Tensor, Tensor> coeff_order_backward(const Tensor& grad_order,
+                                                         const Tensor& coeff,
+                                                         const Tensor& features,
+                                                         const Tensor& max_order) {
+    const ProjectionGrads g = project_backward(grad_order, {}, coeff, features, {}, max_order,
+                                               "coeff_order_backward");
+    return {g.coeff, g.features};
+  }
+  static Tensor coeff_base_stock_order(const Tensor& coeff, const Tensor& features,
+                                       const Tensor& inventory_position,
+                                       const Tensor& max_order) {
+    return project({}, coeff, features, inventory_position, max_order, "coeff_base_stock_order");
+  }
+  static std::tuple<Tensor, Tensor, Tensor> coeff_base_stock_order_backward(
+      const Tensor& grad_order, const Tensor& coeff, const Tensor& features,
+      const Tensor& inventory_position, const Tensor& max_order) {
+    const ProjectionGrads g = project_backward(grad_order, {}, coeff, features,
+                                               inventory_position, max_order,
+                                               "coeff_base_stock_order_backward");
+    return {g.coeff, g.features, g.inventory_position};
+  }
+
+  static std::tuple<Tensor, Tensor, Tensor> rollout(
+      const Tensor& on_hand, const Tensor& pipeline, const Tensor& lead_time,
+      const Tensor& demand, c10::string_view policy, const Tensor& params, int64_t review_period,
+      int64_t warmup, const Tensor& holding_cost, const Tensor& penalty_cost,
+      const Tensor& order_cost, bool lost_sales) {
+    const char* op = "rollout";
+    const RolloutArgs a = check_rollout_args(
+        on_hand, pipeline, lead_time, demand, std::string(policy), params, review_period, warmup,
+        holding_cost, penalty_cost, order_cost, lost_sales);
+    RolloutOutputs o = empty_rollout_outputs(a);
+    int errors = 0;
+    DEEPSTOCK_DISPATCH(a.on_hand, a.lead_time, [&] {
+      const RolloutView<T, I> view = rollout_view<T, I>(a, o);
+      dispatch_pipeline_capacity(a.max_lead, [&](auto capacity) {
+        constexpr int N = decltype(capacity)::value;
+        errors = ForEach{}(a.batch, 16, WithCapacity<N, RolloutView<T, I>>{view}, a.on_hand);
+      });
+    });
+    raise_input_errors(errors, op);
+    return o.tuple();
+  }
+};
+
+// Registers every op of Ops<ForEach> for one dispatch key.
+#define DEEPSTOCK_REGISTER_OPS(m, OpsT)                                              \
+  do {                                                                               \
+    (m).impl("inventory_step", &OpsT::inventory_step);                               \
+    (m).impl("inventory_step_backward", &OpsT::inventory_step_backward);             \
+    (m).impl("base_stock_order", &OpsT::base_stock_order);                           \
+    (m).impl("base_stock_order_backward", &OpsT::base_stock_order_backward);         \
+    (m).impl("coeff_order", &OpsT::coeff_order);                                     \
+    (m).impl("coeff_order_backward", &OpsT::coeff_order_backward);                   \
+    (m).impl("coeff_base_stock_order", &OpsT::coeff_base_stock_order);               \
+    (m).impl("coeff_base_stock_order_backward", &OpsT::coeff_base_stock_order_backward); \
+    (m).impl("rollout", &OpsT::rollout);                                             \
+  } while (0)
+
+}  // namespace deepstock

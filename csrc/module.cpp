@@ -1,0 +1,33 @@
+// The Python module deepstock_fast._C: importing it registers the ops (ops.cpp) and exposes
+// build facts and the CUDA value-check switch.
+#include <pybind11/pybind11.h>
+
+#include "deepstock/launch.h"
+
+#ifndef DEEPSTOCK_TORCH_VERSION
+#define DEEPSTOCK_TORCH_VERSION "unknown"
+#endif
+#ifndef DEEPSTOCK_CUDA_ARCH_LIST
+#define DEEPSTOCK_CUDA_ARCH_LIST ""
+#endif
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(_C, m) {
+  m.def("build_info", [] {
+    py::dict info;
+    info["built_with_torch"] = DEEPSTOCK_TORCH_VERSION;
+#ifdef DEEPSTOCK_WITH_CUDA
+    info["cuda_kernels"] = true;
+    info["cuda_arch_list"] = DEEPSTOCK_CUDA_ARCH_LIST;
+#else
+    info["cuda_kernels"] = false;
+    info["cuda_arch_list"] = "";
+#endif
+    return info;
+  });
+  m.def("cuda_value_checks", &deepstock::cuda_value_checks,
+        "Whether CUDA ops synchronise to raise on invalid input values.");
+  m.def("set_cuda_value_checks", &deepstock::set_cuda_value_checks, py::arg("enabled"),
+        "Turn the CUDA input-value checks on or off; returns the previous setting.");
+}

@@ -1,0 +1,65 @@
+"""deepstock_fast: fast, differentiable inventory-control simulation for regularized deep RL.
+
+Importing the package loads the native extension, which registers ``torch.ops.deepstock.*``.
+"""
+
+import contextlib
+
+import torch
+
+from . import _C  # registers torch.ops.deepstock.* (after torch, whose libraries it uses)
+from . import ops, reference
+from .ops import (
+    POLICIES,
+    RolloutResult,
+    StepResult,
+    base_stock_order,
+    coeff_base_stock_order,
+    coeff_order,
+    inventory_position,
+    inventory_step,
+    rollout,
+)
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """How the extension was built: torch versions, whether CUDA kernels were compiled, archs."""
+    info = dict(_C.build_info())
+    info["torch_version"] = torch.__version__
+    info["cuda_available"] = torch.cuda.is_available()
+    return info
+
+
+@contextlib.contextmanager
+def cuda_value_checks(enabled: bool):
+    """Turn the value checks of the CUDA ops on or off inside a ``with`` block.
+
+    With checks on (the default) a CUDA op synchronises once per call to raise on invalid input
+    values (negative or NaN orders or demand, lead time out of range). With checks off nothing
+    synchronises, and an environment with invalid inputs gets NaN outputs instead of an error.
+    The CPU ops always check: it costs them nothing.
+    """
+    previous = _C.set_cuda_value_checks(enabled)
+    try:
+        yield
+    finally:
+        _C.set_cuda_value_checks(previous)
+
+
+__all__ = [
+    "POLICIES",
+    "RolloutResult",
+    "StepResult",
+    "base_stock_order",
+    "build_info",
+    "coeff_base_stock_order",
+    "coeff_order",
+    "cuda_value_checks",
+    "inventory_position",
+    "inventory_step",
+    "ops",
+    "reference",
+    "rollout",
+]

@@ -1,0 +1,322 @@
+"""Typed wrappers of ``torch.ops.deepstock.*``, with fake kernels and autograd.
+
+Shapes: B environments, ``max_lead`` pipeline slots, P days per decision epoch, T days of a
+rollout, m demand features. Every op accepts float32 and float64; lead times int32 or int64.
+Per-environment costs and caps take shape [B] or a single element (broadcast), or a Python
+number. The math of every op is also written in plain PyTorch in :mod:`deepstock_fast.reference`.
+
+Subgradients at the kinks follow one rule, the right derivative (the side of more stock or a
+larger order): a day whose inventory ends exactly at zero counts as stocked, and a projection
+whose unclamped order is exactly 0 passes the gradient while one exactly at ``max_order`` does
+not.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+_ops = torch.ops.deepstock
+
+#: Classical policies of :func:`rollout`, with the meaning of their ``params`` columns.
+POLICIES = {
+    "base_stock": ("S",),             # order max(S - IP, 0)
+    "capped_base_stock": ("S", "cap"),  # order min(max(S - IP, 0), cap)
+    "constant": ("q",),               # order q
+    "s_S": ("s", "S"),                # order S - IP when IP <= s
+}
+
+
+class StepResult(NamedTuple):
+    next_on_hand: Tensor   # [B]
+    next_pipeline: Tensor  # [B, max_lead]
+    cost: Tensor           # [B, 3]: holding, shortage penalty, ordering (summed over the P days)
+    stats: Tensor          # [B, 4]: units sold, units short, stockout days, end-inventory sum
+
+
+class RolloutResult(NamedTuple):
+    average_cost: Tensor  # [B]: total cost per day after warm-up
+    cost: Tensor          # [B, 3]: holding, shortage penalty, ordering, summed after warm-up
+    stats: Tensor         # [B, 4]: units sold, units short, stockout days, end-inventory sum
+
+
+def _param(value, like: Tensor) -> Tensor:
+    """A per-environment parameter as a tensor of ``like``'s dtype and device."""
+    if isinstance(value, Tensor):
+        return value
+    return torch.full((1,), float(value), dtype=like.dtype, device=like.device)
+
+
+def inventory_position(on_hand: Tensor, pipeline: Tensor) -> Tensor:
+    """On-hand plus everything in the pipeline: [B], [B, max_lead] -> [B]."""
+    return on_hand + pipeline.sum(dim=1)
+
+
+def inventory_step(
+    on_hand: Tensor,
+    pipeline: Tensor,
+    lead_time: Tensor,
+    order: Tensor,
+    demand: Tensor,
+    holding_cost: Tensor | float,
+    penalty_cost: Tensor | float,
+    order_cost: Tensor | float = 0.0,
+    lost_sales: bool = True,
+) -> StepResult:
+    """One decision epoch of P days for B independent environments.
+
+    Args:
+        on_hand: [B] stock on hand at the start of the epoch (negative = backorders, backlog only).
+        pipeline: [B, max_lead]; ``pipeline[b, k]`` arrives k days from now (k = 0: today).
+        lead_time: [B] int, each in 0..max_lead; an order arrives ``lead_time`` days after it is
+            placed (0: in time for today's demand).
+        order: [B] quantity ordered on the first day of the epoch (>= 0).
+        demand: [B, P] demand of each day of the epoch (>= 0); P >= 1 is the review period.
+        holding_cost, penalty_cost, order_cost: [B] or one element: h per unit of positive end
+            inventory per day, p per unit short (lost, or backordered at the end of a day), c per
+            unit ordered.
+        lost_sales: True for lost sales, False for backlog.
+
+    Returns:
+        :class:`StepResult`. ``next_on_hand``, ``next_pipeline`` and ``cost`` are differentiable
+        with respect to ``on_hand``, ``pipeline``, ``order`` and the three costs; ``stats`` is not.
+    """
+    return StepResult(
+        *_ops.inventory_step(
+            on_hand,
+            pipeline,
+            lead_time,
+            order,
+            demand,
+            _param(holding_cost, on_hand),
+            _param(penalty_cost, on_hand),
+            _param(order_cost, on_hand),
+            lost_sales,
+        )
+    )
+
+
+def base_stock_order(
+    target: Tensor, inventory_position: Tensor, max_order: Tensor | float = math.inf
+) -> Tensor:
+    """Base regularization: clamp(target - inventory_position, 0, max_order). [B], [B] -> [B]."""
+    return _ops.base_stock_order(target, inventory_position, _param(max_order, target))
+
+
+def coeff_order(coeff: Tensor, features: Tensor, max_order: Tensor | float = math.inf) -> Tensor:
+    """Coeff regularization: clamp(sum_j coeff[:, j] * features[:, j], 0, max_order).
+
+    [B, m], [B, m] -> [B].
+    """
+    return _ops.coeff_order(coeff, features, _param(max_order, coeff))
+
+
+def coeff_base_stock_order(
+    coeff: Tensor,
+    features: Tensor,
+    inventory_position: Tensor,
+    max_order: Tensor | float = math.inf,
+) -> Tensor:
+    """Both regularizations: clamp(coeff . features - inventory_position, 0, max_order).
+
+    [B, m], [B, m], [B] -> [B].
+    """
+    return _ops.coeff_base_stock_order(coeff, features, inventory_position, _param(max_order, coeff))
+
+
+def rollout(
+    demand: Tensor,
+    policy: str,
+    params: Tensor,
+    lead_time: Tensor | int,
+    *,
+    on_hand: Tensor | None = None,
+    pipeline: Tensor | None = None,
+    review_period: int = 1,
+    warmup: int = 0,
+    holding_cost: Tensor | float = 1.0,
+    penalty_cost: Tensor | float = 9.0,
+    order_cost: Tensor | float = 0.0,
+    lost_sales: bool = True,
+) -> RolloutResult:
+    """Simulates a classical policy over T days for B environments in one fused call.
+
+    Args:
+        demand: [B, T] demand per day (any strides: a time-major [T, B] tensor passed as
+            ``demand.T`` is read without a copy, which is the fast layout on a GPU).
+        policy: one of :data:`POLICIES`.
+        params: [B, n] or [1, n] policy parameters (n = 1 or 2, see :data:`POLICIES`).
+        lead_time: [B] int in 0..max_lead, or one int for all.
+        on_hand: [B] initial on-hand; default 0.
+        pipeline: [B, max_lead] initial pipeline; default empty with max_lead = max lead time.
+        review_period: an order is placed every ``review_period`` days, starting on day 0.
+        warmup: the first ``warmup`` days are simulated but left out of costs and stats (< T).
+        holding_cost, penalty_cost, order_cost, lost_sales: as in :func:`inventory_step`.
+
+    Returns:
+        :class:`RolloutResult`; not differentiable.
+    """
+    batch = demand.shape[0]
+    if not isinstance(lead_time, Tensor):
+        lead_time = torch.full((batch,), int(lead_time), dtype=torch.int64, device=demand.device)
+    if pipeline is None:
+        max_lead = int(lead_time.max()) if lead_time.numel() else 0
+        pipeline = demand.new_zeros(batch, max(max_lead, 0))
+    if on_hand is None:
+        on_hand = demand.new_zeros(batch)
+    return RolloutResult(
+        *_ops.rollout(
+            on_hand,
+            pipeline,
+            lead_time,
+            demand,
+            policy,
+            params,
+            review_period,
+            warmup,
+            _param(holding_cost, demand),
+            _param(penalty_cost, demand),
+            _param(order_cost, demand),
+            lost_sales,
+        )
+    )
+
+
+# ---- fake kernels: shapes only, for torch.compile and meta tensors ------------------------
+
+
+@torch.library.register_fake("deepstock::inventory_step")
+def _(on_hand, pipeline, lead_time, order, demand, holding_cost, penalty_cost, order_cost,
+      lost_sales):
+    batch = on_hand.shape[0]
+    return (
+        on_hand.new_empty(batch),
+        pipeline.new_empty(pipeline.shape),
+        on_hand.new_empty(batch, 3),
+        on_hand.new_empty(batch, 4),
+    )
+
+
+@torch.library.register_fake("deepstock::inventory_step_backward")
+def _(grad_next_on_hand, grad_next_pipeline, grad_cost, on_hand, pipeline, lead_time, order,
+      demand, holding_cost, penalty_cost, order_cost, lost_sales):
+    batch = on_hand.shape[0]
+    return (
+        on_hand.new_empty(batch),
+        pipeline.new_empty(pipeline.shape),
+        on_hand.new_empty(batch),
+        on_hand.new_empty(batch),
+        on_hand.new_empty(batch),
+        on_hand.new_empty(batch),
+    )
+
+
+@torch.library.register_fake("deepstock::base_stock_order")
+def _(target, inventory_position, max_order):
+    return target.new_empty(target.shape)
+
+
+@torch.library.register_fake("deepstock::base_stock_order_backward")
+def _(grad_order, target, inventory_position, max_order):
+    return target.new_empty(target.shape), target.new_empty(target.shape)
+
+
+@torch.library.register_fake("deepstock::coeff_order")
+def _(coeff, features, max_order):
+    return coeff.new_empty(coeff.shape[0])
+
+
+@torch.library.register_fake("deepstock::coeff_order_backward")
+def _(grad_order, coeff, features, max_order):
+    return coeff.new_empty(coeff.shape), coeff.new_empty(coeff.shape)
+
+
+@torch.library.register_fake("deepstock::coeff_base_stock_order")
+def _(coeff, features, inventory_position, max_order):
+    return coeff.new_empty(coeff.shape[0])
+
+
+@torch.library.register_fake("deepstock::coeff_base_stock_order_backward")
+def _(grad_order, coeff, features, inventory_position, max_order):
+    return coeff.new_empty(coeff.shape), coeff.new_empty(coeff.shape), coeff.new_empty(coeff.shape[0])
+
+
+@torch.library.register_fake("deepstock::rollout")
+def _(on_hand, pipeline, lead_time, demand, policy, params, review_period, warmup, holding_cost,
+      penalty_cost, order_cost, lost_sales):
+    batch = on_hand.shape[0]
+    return on_hand.new_empty(batch), on_hand.new_empty(batch, 3), on_hand.new_empty(batch, 4)
+
+
+# ---- autograd: each backward is itself a custom op ----------------------------------------
+
+
+def _sum_to(grad: Tensor, like: Tensor) -> Tensor:
+    """Per-environment gradient [B] of a parameter broadcast from one element -> its shape."""
+    if like.numel() == 1 and grad.numel() != 1:
+        return grad.sum().reshape(like.shape)
+    return grad.reshape(like.shape)
+
+
+def _step_setup_context(ctx, inputs, output):
+    *tensors, lost_sales = inputs
+    ctx.save_for_backward(*tensors)
+    ctx.lost_sales = lost_sales
+    ctx.mark_non_differentiable(output[3])
+
+
+def _step_backward(ctx, grad_next_on_hand, grad_next_pipeline, grad_cost, _grad_stats):
+    saved = ctx.saved_tensors
+    g_on_hand, g_pipeline, g_order, g_h, g_p, g_c = _ops.inventory_step_backward(
+        grad_next_on_hand, grad_next_pipeline, grad_cost, *saved, ctx.lost_sales
+    )
+    holding_cost, penalty_cost, order_cost = saved[5:8]
+    return (
+        g_on_hand,
+        g_pipeline,
+        None,
+        g_order,
+        None,
+        _sum_to(g_h, holding_cost),
+        _sum_to(g_p, penalty_cost),
+        _sum_to(g_c, order_cost),
+        None,
+    )
+
+
+torch.library.register_autograd(
+    "deepstock::inventory_step", _step_backward, setup_context=_step_setup_context
+)
+
+
+def _save_inputs(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _base_stock_backward(ctx, grad):
+    g_target, g_ip = _ops.base_stock_order_backward(grad, *ctx.saved_tensors)
+    return g_target, g_ip, None
+
+
+def _coeff_backward(ctx, grad):
+    g_coeff, g_features = _ops.coeff_order_backward(grad, *ctx.saved_tensors)
+    return g_coeff, g_features, None
+
+
+def _coeff_base_stock_backward(ctx, grad):
+    g_coeff, g_features, g_ip = _ops.coeff_base_stock_order_backward(grad, *ctx.saved_tensors)
+    return g_coeff, g_features, g_ip, None
+
+
+torch.library.register_autograd(
+    "deepstock::base_stock_order", _base_stock_backward, setup_context=_save_inputs
+)
+torch.library.register_autograd(
+    "deepstock::coeff_order", _coeff_backward, setup_context=_save_inputs
+)
+torch.library.register_autograd(
+    "deepstock::coeff_base_stock_order", _coeff_base_stock_backward, setup_context=_save_inputs
+)

@@ -1,0 +1,120 @@
+"""Every op of :mod:`deepstock_fast.ops` in plain eager PyTorch.
+
+The oracle of the tests and the baseline of the benchmarks: the same math, written the way a user
+would write it with tensor operations, with the same subgradients at the kinks (``torch.where``
+picks the right derivative explicitly). No input validation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .ops import RolloutResult, StepResult
+
+
+def _per_env(value, like: Tensor) -> Tensor:
+    if not isinstance(value, Tensor):
+        value = torch.tensor(float(value), dtype=like.dtype, device=like.device)
+    return value.reshape(-1).expand(like.shape[0])
+
+
+def _settle_day(x, demand, lost_sales):
+    """One day after arrivals: returns (end-of-day on-hand, sold, short, stockout, holding)."""
+    e = x - demand
+    stocked = e >= 0
+    zero = torch.zeros_like(e)
+    holding = torch.where(stocked, e, zero)
+    short = torch.where(stocked, zero, -e)
+    sold = torch.minimum(x.clamp(min=0), demand)
+    end = torch.where(stocked, e, zero) if lost_sales else e
+    return end, sold, short, (~stocked).to(x.dtype), holding
+
+
+def inventory_step(on_hand, pipeline, lead_time, order, demand, holding_cost, penalty_cost,
+                   order_cost=0.0, lost_sales=True) -> StepResult:
+    """Reference of :func:`deepstock_fast.ops.inventory_step` (same arguments and results)."""
+    batch, max_lead = pipeline.shape
+    days = demand.shape[1]
+    h = _per_env(holding_cost, on_hand)
+    p = _per_env(penalty_cost, on_hand)
+    c = _per_env(order_cost, on_hand)
+    lead = lead_time.long()
+    x = on_hand
+    totals = [torch.zeros_like(on_hand) for _ in range(4)]  # sold, short, stockouts, holding
+    for d in range(days):
+        arriving = torch.where(lead == d, order, torch.zeros_like(order))
+        if d < max_lead:
+            arriving = arriving + pipeline[:, d]
+        x, *day = _settle_day(x + arriving, demand[:, d], lost_sales)
+        totals = [t + v for t, v in zip(totals, day)]
+    sold, short, stockouts, holding = totals
+    shifted = torch.cat(
+        [pipeline[:, days:], pipeline.new_zeros(batch, min(days, max_lead))], dim=1)
+    slot = torch.arange(max_lead, device=pipeline.device)
+    lands = slot.unsqueeze(0) == (lead - days).unsqueeze(1)
+    next_pipeline = shifted + torch.where(lands, order.unsqueeze(1), torch.zeros_like(shifted))
+    cost = torch.stack([h * holding, p * short, c * order], dim=1)
+    stats = torch.stack([sold, short, stockouts, holding], dim=1).detach()
+    return StepResult(x, next_pipeline, cost, stats)
+
+
+def clamp_order(u: Tensor, max_order) -> Tensor:
+    """clamp(u, 0, max_order) with the right derivative at both kinks."""
+    cap = _per_env(max_order, u)
+    return torch.where(u < 0, torch.zeros_like(u), torch.where(u >= cap, cap, u))
+
+
+def base_stock_order(target, inventory_position, max_order=math.inf) -> Tensor:
+    return clamp_order(target - inventory_position, max_order)
+
+
+def coeff_order(coeff, features, max_order=math.inf) -> Tensor:
+    return clamp_order((coeff * features).sum(dim=1), max_order)
+
+
+def coeff_base_stock_order(coeff, features, inventory_position, max_order=math.inf) -> Tensor:
+    return clamp_order((coeff * features).sum(dim=1) - inventory_position, max_order)
+
+
+def classical_order(policy: str, ip: Tensor, params: Tensor) -> Tensor:
+    """Order of a classical policy at inventory position ip [B]; params [B, n] or [1, n]."""
+    a = params[:, 0].expand_as(ip)
+    if policy == "base_stock":
+        return clamp_order(a - ip, math.inf)
+    if policy == "capped_base_stock":
+        return clamp_order(a - ip, params[:, 1].expand_as(ip))
+    if policy == "constant":
+        return a.clone()
+    if policy == "s_S":
+        return torch.where(ip <= a, params[:, 1].expand_as(ip) - ip, torch.zeros_like(ip))
+    raise ValueError(f"unknown policy {policy!r}")
+
+
+def rollout(demand, policy, params, lead_time, *, on_hand=None, pipeline=None, review_period=1,
+            warmup=0, holding_cost=1.0, penalty_cost=9.0, order_cost=0.0,
+            lost_sales=True) -> RolloutResult:
+    """Reference of :func:`deepstock_fast.ops.rollout`: a loop over days of the step math."""
+    batch, horizon = demand.shape
+    if not isinstance(lead_time, Tensor):
+        lead_time = torch.full((batch,), int(lead_time), device=demand.device)
+    if pipeline is None:
+        pipeline = demand.new_zeros(batch, int(lead_time.max()) if batch else 0)
+    x = demand.new_zeros(batch) if on_hand is None else on_hand
+    no_order = demand.new_zeros(batch)
+    cost = demand.new_zeros(batch, 3)
+    stats = demand.new_zeros(batch, 4)
+    for t in range(horizon):
+        if t % review_period == 0:
+            order = classical_order(policy, x + pipeline.sum(dim=1), params)
+        else:
+            order = no_order
+        x, pipeline, day_cost, day_stats = inventory_step(
+            x, pipeline, lead_time, order, demand[:, t:t + 1], holding_cost, penalty_cost,
+            order_cost, lost_sales)
+        if t >= warmup:
+            cost = cost + day_cost
+            stats = stats + day_stats
+    return RolloutResult(cost.sum(dim=1) / (horizon - warmup), cost, stats)
