@@ -188,9 +188,21 @@ def rollout(
 # ---- fake kernels: shapes only, for torch.compile and meta tensors ------------------------
 
 
+def _check_same_device(op: str, **tensors: Tensor) -> None:
+    """The native launchers check devices; fake kernels (meta, torch.compile) do it here."""
+    devices = {name: t.device for name, t in tensors.items()}
+    first = next(iter(devices.values()))
+    for name, device in devices.items():
+        torch._check(device == first,
+                     lambda: f"deepstock.{op}: {name} is on {device} but the other inputs are on {first}")
+
+
 @torch.library.register_fake("deepstock::inventory_step")
 def _(on_hand, pipeline, lead_time, order, demand, holding_cost, penalty_cost, order_cost,
       lost_sales):
+    _check_same_device("inventory_step", on_hand=on_hand, pipeline=pipeline, lead_time=lead_time,
+                       order=order, demand=demand, holding_cost=holding_cost,
+                       penalty_cost=penalty_cost, order_cost=order_cost)
     batch = on_hand.shape[0]
     return (
         on_hand.new_empty(batch),
@@ -216,6 +228,8 @@ def _(grad_next_on_hand, grad_next_pipeline, grad_cost, on_hand, pipeline, lead_
 
 @torch.library.register_fake("deepstock::base_stock_order")
 def _(target, inventory_position, max_order):
+    _check_same_device("base_stock_order", target=target, inventory_position=inventory_position,
+                       max_order=max_order)
     return target.new_empty(target.shape)
 
 
@@ -226,6 +240,7 @@ def _(grad_order, target, inventory_position, max_order):
 
 @torch.library.register_fake("deepstock::coeff_order")
 def _(coeff, features, max_order):
+    _check_same_device("coeff_order", coeff=coeff, features=features, max_order=max_order)
     return coeff.new_empty(coeff.shape[0])
 
 
@@ -236,6 +251,8 @@ def _(grad_order, coeff, features, max_order):
 
 @torch.library.register_fake("deepstock::coeff_base_stock_order")
 def _(coeff, features, inventory_position, max_order):
+    _check_same_device("coeff_base_stock_order", coeff=coeff, features=features,
+                       inventory_position=inventory_position, max_order=max_order)
     return coeff.new_empty(coeff.shape[0])
 
 
@@ -247,6 +264,9 @@ def _(grad_order, coeff, features, inventory_position, max_order):
 @torch.library.register_fake("deepstock::rollout")
 def _(on_hand, pipeline, lead_time, demand, policy, params, review_period, warmup, holding_cost,
       penalty_cost, order_cost, lost_sales):
+    _check_same_device("rollout", on_hand=on_hand, pipeline=pipeline, lead_time=lead_time,
+                       demand=demand, params=params, holding_cost=holding_cost,
+                       penalty_cost=penalty_cost, order_cost=order_cost)
     batch = on_hand.shape[0]
     return on_hand.new_empty(batch), on_hand.new_empty(batch, 3), on_hand.new_empty(batch, 4)
 

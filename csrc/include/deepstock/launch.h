@@ -101,7 +101,7 @@ StepBackwardView<T, I> step_backward_view(const StepArgs& a, StepGrads& g) {
 // Any of target / coeff+features / inventory_position may be undefined (absent).
 struct ProjectionArgs {
   Tensor target, coeff, features, inventory_position, max_order;
-  int64_t batch, num_features;
+  int64_t batch = 0, num_features = 0;
 };
 
 ProjectionArgs check_projection_args(const Tensor& target, const Tensor& coeff,

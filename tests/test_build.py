@@ -1,0 +1,56 @@
+"""The build: build_info, every op registered for CPU (and CUDA when compiled), CUDA sources.
+
+The CUDA sources are compiled to object files with nvcc against the installed torch's headers
+whenever nvcc is present, so CI proves they compile even on machines without a GPU or a CUDA
+build of torch. (`.ci/cuda_lane` goes further: link, import and register against torch cu130.)
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+import deepstock_fast as ds
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+OPS = ["inventory_step", "inventory_step_backward", "base_stock_order", "base_stock_order_backward",
+       "coeff_order", "coeff_order_backward", "coeff_base_stock_order",
+       "coeff_base_stock_order_backward", "rollout"]
+
+
+def test_build_info():
+    info = ds.build_info()
+    assert info["torch_version"] == torch.__version__
+    assert info["built_with_torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert isinstance(info["cuda_kernels"], bool)
+    assert info["cuda_kernels"] == bool(info["cuda_arch_list"])
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_registered(op):
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"deepstock::{op}", "CPU")
+    if ds.build_info()["cuda_kernels"]:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"deepstock::{op}", "CUDA")
+
+
+NVCC = shutil.which("nvcc")
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+@pytest.mark.parametrize("source", sorted((ROOT / "csrc" / "cuda").glob("*.cu")),
+                         ids=lambda p: p.name)
+def test_cuda_source_compiles(source, tmp_path):
+    torch_dir = pathlib.Path(torch.__file__).parent
+    cmd = [NVCC, "-c", str(source), "-o", str(tmp_path / "out.o"), "-std=c++20",
+           "--expt-relaxed-constexpr", "-arch=sm_90",
+           "-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE",  # a CPU torch lacks c10/cuda's generated config
+           f"-I{ROOT / 'csrc' / 'include'}", f"-I{torch_dir / 'include'}",
+           f"-I{torch_dir / 'include' / 'torch' / 'csrc' / 'api' / 'include'}"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (tmp_path / "out.o").stat().st_size > 0

@@ -1,0 +1,102 @@
+"""CUDA kernels: parity with the CPU kernels (the same per-element math), opcheck, bad input.
+
+Skipped, with the reason, when there is no GPU or the extension was built without CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import deepstock_fast as ds
+
+from conftest import requires_cuda, step_args, step_inputs
+
+pytestmark = requires_cuda
+
+
+def to(kw, device):
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("lost_sales", [True, False])
+@pytest.mark.parametrize("max_lead,days", [(0, 1), (1, 1), (4, 2), (16, 3), (5, 70)])
+def test_step_forward_and_backward_parity(max_lead, days, lost_sales, dtype):
+    kw = step_inputs(batch=3001, max_lead=max_lead, days=days, lost_sales=lost_sales, dtype=dtype)
+    names = ("on_hand", "pipeline", "order", "holding_cost", "penalty_cost", "order_cost")
+    results = []
+    for device in ("cpu", "cuda"):
+        args = to(kw, device)
+        inputs = [args[n].clone().requires_grad_() for n in names]
+        out = ds.inventory_step(**dict(args, **dict(zip(names, inputs))))
+        loss = out.next_on_hand.sum() + out.next_pipeline.sum() * 0.3 + out.cost.sum()
+        grads = torch.autograd.grad(loss, inputs)
+        results.append([t.detach().cpu() for t in (*out, *grads)])
+    for cpu, cuda in zip(*results):
+        torch.testing.assert_close(cuda, cpu)
+
+
+@pytest.mark.parametrize("policy", list(ds.POLICIES))
+@pytest.mark.parametrize("max_lead", [0, 1, 4, 9, 33])
+def test_rollout_parity(policy, max_lead):
+    g = torch.Generator().manual_seed(max_lead)
+    batch, horizon = 4099, 50
+    demand = torch.poisson(torch.full((batch, horizon), 5.0, dtype=torch.float64), generator=g)
+    lead = torch.randint(0, max_lead + 1, (batch,), generator=g)
+    params = {"base_stock": [[15.0]], "capped_base_stock": [[15.0, 7.0]], "constant": [[5.0]],
+              "s_S": [[8.0, 20.0]]}[policy]
+    kw = dict(review_period=2, warmup=4, holding_cost=1.0, penalty_cost=9.0, order_cost=0.1)
+    cpu = ds.rollout(demand, policy, torch.tensor(params, dtype=torch.float64), lead,
+                     pipeline=demand.new_zeros(batch, max_lead), **kw)
+    cuda = ds.rollout(demand.cuda().T.contiguous().T, policy,
+                      torch.tensor(params, dtype=torch.float64, device="cuda"), lead.cuda(),
+                      pipeline=demand.new_zeros(batch, max_lead, device="cuda"), **kw)
+    for c, g_ in zip(cpu, cuda):
+        torch.testing.assert_close(g_.cpu(), c)
+
+
+def test_projection_parity():
+    g = torch.Generator().manual_seed(0)
+    coeff = torch.randn(5000, 5, generator=g, dtype=torch.float64)
+    feats = torch.rand(5000, 5, generator=g, dtype=torch.float64) * 10
+    ip = torch.rand(5000, generator=g, dtype=torch.float64) * 20
+    for device in ("cpu", "cuda"):
+        c, f, i = (t.to(device).requires_grad_() for t in (coeff, feats, ip))
+        out = ds.coeff_base_stock_order(c, f, i, 30.0)
+        grads = torch.autograd.grad(out.sum(), (c, f, i))
+        if device == "cpu":
+            want = [out.detach(), *grads]
+        else:
+            for got, w in zip([out.detach(), *grads], want):
+                torch.testing.assert_close(got.cpu(), w)
+
+
+def test_opcheck_cuda():
+    kw = to(step_inputs(batch=64, max_lead=3, days=2), "cuda")
+    for n in ("on_hand", "pipeline", "order"):
+        kw[n] = kw[n].requires_grad_()
+    torch.library.opcheck(torch.ops.deepstock.inventory_step.default, step_args(kw))
+    t = torch.rand(64, device="cuda", dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.deepstock.base_stock_order.default,
+                          (t, torch.rand(64, device="cuda", dtype=torch.float64),
+                           torch.tensor([0.5], device="cuda", dtype=torch.float64)))
+
+
+def test_mixed_devices_rejected():
+    kw = to(step_inputs(batch=8), "cuda")
+    kw["order"] = kw["order"].cpu()
+    with pytest.raises(RuntimeError, match="order is on cpu"):
+        ds.inventory_step(**kw)
+
+
+def test_bad_values_raise_and_checks_off_gives_nan():
+    kw = to(step_inputs(batch=8), "cuda")
+    kw["order"][3] = math.nan
+    with pytest.raises(RuntimeError, match="order must be non-negative"):
+        ds.inventory_step(**kw)
+    with ds.cuda_value_checks(False):
+        out = ds.inventory_step(**kw)
+    assert torch.isnan(out.cost[3]).all() and torch.isfinite(out.cost[torch.arange(8) != 3]).all()
