@@ -58,12 +58,6 @@ DEEPSTOCK_HD T settle_day_backward(bool stocked, bool lost_sales, T grad_end, T 
   return stocked ? grad_hold + grad_end : (lost_sales ? -grad_short : grad_end - grad_short);
 }
 
-// Quantity that joins on-hand on day d of an epoch (step 2).
-template <typename T>
-DEEPSTOCK_HD T arrival(const T* pipe, int64_t max_lead, int64_t d, int64_t lead, T order) {
-  return (d < max_lead ? pipe[d] : T(0)) + (d == lead ? order : T(0));
-}
-
 // The per-environment inputs shared by the forward and backward of inventory_step.
 template <typename T, typename I>
 struct StepInputs {
@@ -86,35 +80,53 @@ struct StepInputs {
   DEEPSTOCK_HD T demand_at(int64_t b, int64_t d) const {
     return demand[b * demand_stride_b + d * demand_stride_d];
   }
+  DEEPSTOCK_HD int64_t lead(int64_t b) const { return static_cast<int64_t>(lead_time[b]); }
 
-  // Input-error bits of environment b (common.h).
+  // Input-error bits (common.h) of environment b. A cheap screen runs first: the minimum of the
+  // inputs that must be >= 0, and the sum of all inputs, which is NaN when any input is NaN or
+  // infinite. Only a failed screen pays for the itemised checks.
   DEEPSTOCK_HD int validate(int64_t b) const {
+    const T* pipe = pipeline + b * max_lead;
+    const T x = on_hand[b];
+    T low = order[b], sum = order[b] + x;
+    const auto take = [&](T v) {
+      low = v < low ? v : low;
+      sum += v;
+    };
+    take(h(b));
+    take(p(b));
+    take(c(b));
+    for (int64_t k = 0; k < max_lead; ++k) take(pipe[k]);
+    for (int64_t d = 0; d < days; ++d) take(demand_at(b, d));
+    if (lost_sales) take(x);
+    const int64_t L = lead(b);
+    if (low >= T(0) && finite(sum) && L >= 0 && L <= max_lead) return 0;
+
     int err = 0;
     if (!nonneg_finite(order[b])) err |= kBadOrder;
-    const int64_t lead = static_cast<int64_t>(lead_time[b]);
-    if (lead < 0 || lead > max_lead) err |= kBadLeadTime;
+    if (L < 0 || L > max_lead) err |= kBadLeadTime;
     if (!nonneg_finite(h(b)) || !nonneg_finite(p(b)) || !nonneg_finite(c(b))) err |= kBadCost;
-    const T x = on_hand[b];
     if (!finite(x) || (lost_sales && x < T(0))) err |= kBadState;
     for (int64_t k = 0; k < max_lead; ++k)
-      if (!nonneg_finite(pipeline[b * max_lead + k])) err |= kBadState;
+      if (!nonneg_finite(pipe[k])) err |= kBadState;
     for (int64_t d = 0; d < days; ++d)
       if (!nonneg_finite(demand_at(b, d))) err |= kBadDemand;
     return err;
   }
 
-  // Runs the epoch's days from on_hand[b] through day `end` (exclusive), recording in bit
-  // (d - start) of *stocked whether day d in [start, end) ended stocked. Returns the totals.
-  DEEPSTOCK_HD DayTotals<T> replay(int64_t b, int64_t start, int64_t end, T& x,
-                                   uint64_t* stocked) const {
+  // Runs the epoch's days for environment b from its on-hand, calling on_day(d, stocked) after
+  // each day. Leaves the end-of-epoch on-hand in x and returns the totals.
+  template <typename OnDay>
+  DEEPSTOCK_HD DayTotals<T> replay(int64_t b, int64_t end, T& x, OnDay&& on_day) const {
     const T* pipe = pipeline + b * max_lead;
-    const int64_t lead = static_cast<int64_t>(lead_time[b]);
+    const int64_t L = lead(b);
+    const T q = order[b];
     DayTotals<T> totals;
     x = on_hand[b];
     for (int64_t d = 0; d < end; ++d) {
-      x += arrival(pipe, max_lead, d, lead, order[b]);
-      const bool s = settle_day(x, demand_at(b, d), lost_sales, totals);
-      if (stocked && d >= start && s) *stocked |= uint64_t(1) << (d - start);
+      // Step (2): pipeline slot d and, on day `lead`, today's order arrive.
+      x += (d < max_lead ? pipe[d] : T(0)) + (d == L ? q : T(0));
+      on_day(d, settle_day(x, demand_at(b, d), lost_sales, totals));
     }
     return totals;
   }
@@ -142,16 +154,17 @@ struct StepView {
       return err;
     }
     T x;
-    const DayTotals<T> t = in.replay(b, 0, P, x, nullptr);
+    const DayTotals<T> t = in.replay(b, P, x, [](int64_t, bool) {});
     next_on_hand[b] = x;
     // Orders not yet arrived after P days move P slots down; today's order lands at lead - P.
     const T* pipe = in.pipeline + b * L;
-    const int64_t lead = static_cast<int64_t>(in.lead_time[b]);
+    const int64_t landing = in.lead(b) - P;
+    const T q = in.order[b];
     for (int64_t k = 0; k < L; ++k)
-      pipe_out[k] = (k + P < L ? pipe[k + P] : T(0)) + (k == lead - P ? in.order[b] : T(0));
+      pipe_out[k] = (k + P < L ? pipe[k + P] : T(0)) + (k == landing ? q : T(0));
     cost[b * 3 + 0] = in.h(b) * t.holding_units;
     cost[b * 3 + 1] = in.p(b) * t.short_units;
-    cost[b * 3 + 2] = in.c(b) * in.order[b];
+    cost[b * 3 + 2] = in.c(b) * q;
     stats[b * 4 + 0] = t.sold;
     stats[b * 4 + 1] = t.short_units;
     stats[b * 4 + 2] = t.stockout_days;
@@ -177,7 +190,7 @@ struct StepBackwardView {
 
   DEEPSTOCK_HD int operator()(int64_t b) const {
     const int64_t L = in.max_lead, P = in.days;
-    const int64_t lead = static_cast<int64_t>(in.lead_time[b]);
+    const int64_t lead = in.lead(b);
     const T* g_pipe_next = grad_next_pipeline + b * L;
     T* g_pipe = grad_pipeline + b * L;
     const T g_hold = grad_cost[b * 3 + 0] * in.h(b);
@@ -189,9 +202,11 @@ struct StepBackwardView {
     T g_end = grad_next_on_hand[b];  // d loss / d (end-of-day on-hand of the day being visited)
     for (int64_t end = P; end > 0; end -= 64) {
       const int64_t start = end > 64 ? end - 64 : 0;
-      uint64_t stocked = 0;
+      uint64_t stocked = 0;  // bit d - start: day d ended stocked
       T x;
-      const DayTotals<T> t = in.replay(b, start, end, x, &stocked);
+      const DayTotals<T> t = in.replay(b, end, x, [&](int64_t d, bool s) {
+        if (d >= start && s) stocked |= uint64_t(1) << (d - start);
+      });
       if (end == P) {
         grad_holding_cost[b] = grad_cost[b * 3 + 0] * t.holding_units;
         grad_penalty_cost[b] = grad_cost[b * 3 + 1] * t.short_units;
