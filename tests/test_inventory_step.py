@@ -211,3 +211,14 @@ def test_compile_fullgraph_loop(backend):
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(torch.autograd.grad(got, target)[0],
                                torch.autograd.grad(want, target)[0])
+
+
+@pytest.mark.parametrize("lost_sales", [True, False])
+def test_opcheck_backward_op(lost_sales):
+    kw = step_inputs(batch=16, max_lead=3, days=2, lost_sales=lost_sales, per_env_costs=False)
+    g = torch.Generator().manual_seed(5)
+    grads = (torch.randn(16, generator=g, dtype=torch.float64),
+             torch.randn(16, 3, generator=g, dtype=torch.float64),
+             torch.randn(16, 3, generator=g, dtype=torch.float64))
+    torch.library.opcheck(torch.ops.deepstock.inventory_step_backward.default,
+                          grads + step_args(kw))

@@ -89,3 +89,12 @@ def test_opcheck(name):
     torch.library.opcheck(getattr(torch.ops.deepstock, name).default, tuple(tensors))
     args32 = [a.detach().float() for a in tensors]
     torch.library.opcheck(getattr(torch.ops.deepstock, name).default, tuple(args32))
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_opcheck_backward_op(name):
+    args = make_args(name, batch=10, m=3)
+    tensors = tuple(args[:-1]) + (torch.tensor([15.0], dtype=torch.float64),)
+    grad = torch.randn(10, dtype=torch.float64)
+    torch.library.opcheck(getattr(torch.ops.deepstock, f"{name}_backward").default,
+                          (grad,) + tensors)
