@@ -47,6 +47,30 @@ void check_broadcast(const Tensor& t, const char* name, int64_t batch, const cha
               " must have shape [B] = [", batch, "] or a single element, got ", t.sizes());
 }
 
+// The environment state every op starts from; returns the batch size B.
+int64_t check_state(const Tensor& on_hand, const Tensor& pipeline, const Tensor& lead_time,
+                    const char* op) {
+  check_float(on_hand, "on_hand", on_hand, op);
+  TORCH_CHECK(on_hand.dim() == 1, prefix(op), "on_hand must have shape [B], got ",
+              on_hand.sizes());
+  const int64_t batch = on_hand.size(0);
+  check_float(pipeline, "pipeline", on_hand, op);
+  check_matrix(pipeline, "pipeline", batch, -1, "max_lead", op);
+  check_index(lead_time, "lead_time", on_hand, op);
+  check_vector(lead_time, "lead_time", batch, op);
+  return batch;
+}
+
+void check_costs(const Tensor& holding_cost, const Tensor& penalty_cost, const Tensor& order_cost,
+                 int64_t batch, const Tensor& like, const char* op) {
+  check_float(holding_cost, "holding_cost", like, op);
+  check_broadcast(holding_cost, "holding_cost", batch, op);
+  check_float(penalty_cost, "penalty_cost", like, op);
+  check_broadcast(penalty_cost, "penalty_cost", batch, op);
+  check_float(order_cost, "order_cost", like, op);
+  check_broadcast(order_cost, "order_cost", batch, op);
+}
+
 }  // namespace
 
 bool cuda_value_checks() { return g_cuda_value_checks.load(); }
@@ -75,14 +99,7 @@ StepArgs check_step_args(const Tensor& on_hand, const Tensor& pipeline, const Te
                          const Tensor& order, const Tensor& demand, const Tensor& holding_cost,
                          const Tensor& penalty_cost, const Tensor& order_cost, bool lost_sales,
                          const char* op) {
-  check_float(on_hand, "on_hand", on_hand, op);
-  TORCH_CHECK(on_hand.dim() == 1, prefix(op), "on_hand must have shape [B], got ",
-              on_hand.sizes());
-  const int64_t batch = on_hand.size(0);
-  check_float(pipeline, "pipeline", on_hand, op);
-  check_matrix(pipeline, "pipeline", batch, -1, "max_lead", op);
-  check_index(lead_time, "lead_time", on_hand, op);
-  check_vector(lead_time, "lead_time", batch, op);
+  const int64_t batch = check_state(on_hand, pipeline, lead_time, op);
   check_float(order, "order", on_hand, op);
   check_vector(order, "order", batch, op);
   check_float(demand, "demand", on_hand, op);
@@ -90,12 +107,7 @@ StepArgs check_step_args(const Tensor& on_hand, const Tensor& pipeline, const Te
   TORCH_CHECK(demand.size(1) >= 1, prefix(op),
               "demand must cover at least one day (review period P >= 1), got shape ",
               demand.sizes());
-  check_float(holding_cost, "holding_cost", on_hand, op);
-  check_broadcast(holding_cost, "holding_cost", batch, op);
-  check_float(penalty_cost, "penalty_cost", on_hand, op);
-  check_broadcast(penalty_cost, "penalty_cost", batch, op);
-  check_float(order_cost, "order_cost", on_hand, op);
-  check_broadcast(order_cost, "order_cost", batch, op);
+  check_costs(holding_cost, penalty_cost, order_cost, batch, on_hand, op);
   return {on_hand.contiguous(), pipeline.contiguous(), lead_time.contiguous(), order.contiguous(),
           demand,  // read through its strides
           holding_cost.contiguous(), penalty_cost.contiguous(), order_cost.contiguous(),
@@ -183,16 +195,9 @@ RolloutArgs check_rollout_args(const Tensor& on_hand, const Tensor& pipeline,
                                const Tensor& penalty_cost, const Tensor& order_cost,
                                bool lost_sales) {
   const char* op = "rollout";
-  check_float(on_hand, "on_hand", on_hand, op);
-  TORCH_CHECK(on_hand.dim() == 1, prefix(op), "on_hand must have shape [B], got ",
-              on_hand.sizes());
-  const int64_t batch = on_hand.size(0);
-  check_float(pipeline, "pipeline", on_hand, op);
-  check_matrix(pipeline, "pipeline", batch, -1, "max_lead", op);
+  const int64_t batch = check_state(on_hand, pipeline, lead_time, op);
   TORCH_CHECK(pipeline.size(1) <= kMaxRolloutLead, prefix(op), "max_lead (pipeline.size(1)) is ",
               pipeline.size(1), "; rollout supports up to ", kMaxRolloutLead);
-  check_index(lead_time, "lead_time", on_hand, op);
-  check_vector(lead_time, "lead_time", batch, op);
   check_float(demand, "demand", on_hand, op);
   check_matrix(demand, "demand", batch, -1, "T", op);
 
@@ -213,12 +218,7 @@ RolloutArgs check_rollout_args(const Tensor& on_hand, const Tensor& pipeline,
   TORCH_CHECK(warmup >= 0, prefix(op), "warmup must be >= 0, got ", warmup);
   TORCH_CHECK(demand.size(1) > warmup, prefix(op), "demand covers T = ", demand.size(1),
               " periods but warmup = ", warmup, ": need T > warmup");
-  check_float(holding_cost, "holding_cost", on_hand, op);
-  check_broadcast(holding_cost, "holding_cost", batch, op);
-  check_float(penalty_cost, "penalty_cost", on_hand, op);
-  check_broadcast(penalty_cost, "penalty_cost", batch, op);
-  check_float(order_cost, "order_cost", on_hand, op);
-  check_broadcast(order_cost, "order_cost", batch, op);
+  check_costs(holding_cost, penalty_cost, order_cost, batch, on_hand, op);
   return {on_hand.contiguous(), pipeline.contiguous(), lead_time.contiguous(),
           demand,  // read through its strides
           params.contiguous(), holding_cost.contiguous(), penalty_cost.contiguous(),

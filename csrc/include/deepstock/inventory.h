@@ -58,6 +58,22 @@ DEEPSTOCK_HD T settle_day_backward(bool stocked, bool lost_sales, T grad_end, T 
   return stocked ? grad_hold + grad_end : (lost_sales ? -grad_short : grad_end - grad_short);
 }
 
+// Per-unit costs h, p, c of each environment: [B] each, or one element broadcast (stride 0).
+template <typename T>
+struct UnitCosts {
+  const T* holding;
+  const T* penalty;
+  const T* ordering;
+  int64_t holding_stride, penalty_stride, ordering_stride;
+
+  DEEPSTOCK_HD T h(int64_t b) const { return holding[b * holding_stride]; }
+  DEEPSTOCK_HD T p(int64_t b) const { return penalty[b * penalty_stride]; }
+  DEEPSTOCK_HD T c(int64_t b) const { return ordering[b * ordering_stride]; }
+  DEEPSTOCK_HD bool valid(int64_t b) const {
+    return nonneg_finite(h(b)) && nonneg_finite(p(b)) && nonneg_finite(c(b));
+  }
+};
+
 // The per-environment inputs shared by the forward and backward of inventory_step.
 template <typename T, typename I>
 struct StepInputs {
@@ -66,17 +82,14 @@ struct StepInputs {
   const I* lead_time;        // [B]
   const T* order;            // [B]
   const T* demand;           // [B, days] with strides below
-  const T* holding_cost;     // [B] or [1]
-  const T* penalty_cost;
-  const T* order_cost;
+  UnitCosts<T> costs;
   int64_t demand_stride_b, demand_stride_d;
-  int64_t holding_stride, penalty_stride, order_cost_stride;  // 1, or 0 to broadcast
   int64_t max_lead, days;
   bool lost_sales;
 
-  DEEPSTOCK_HD T h(int64_t b) const { return holding_cost[b * holding_stride]; }
-  DEEPSTOCK_HD T p(int64_t b) const { return penalty_cost[b * penalty_stride]; }
-  DEEPSTOCK_HD T c(int64_t b) const { return order_cost[b * order_cost_stride]; }
+  DEEPSTOCK_HD T h(int64_t b) const { return costs.h(b); }
+  DEEPSTOCK_HD T p(int64_t b) const { return costs.p(b); }
+  DEEPSTOCK_HD T c(int64_t b) const { return costs.c(b); }
   DEEPSTOCK_HD T demand_at(int64_t b, int64_t d) const {
     return demand[b * demand_stride_b + d * demand_stride_d];
   }
@@ -105,7 +118,7 @@ struct StepInputs {
     int err = 0;
     if (!nonneg_finite(order[b])) err |= kBadOrder;
     if (L < 0 || L > max_lead) err |= kBadLeadTime;
-    if (!nonneg_finite(h(b)) || !nonneg_finite(p(b)) || !nonneg_finite(c(b))) err |= kBadCost;
+    if (!costs.valid(b)) err |= kBadCost;
     if (!finite(x) || (lost_sales && x < T(0))) err |= kBadState;
     for (int64_t k = 0; k < max_lead; ++k)
       if (!nonneg_finite(pipe[k])) err |= kBadState;

@@ -24,6 +24,13 @@ void raise_input_errors(int errors, const char* op);
 bool cuda_value_checks();
 bool set_cuda_value_checks(bool enabled);
 
+template <typename T>
+UnitCosts<T> unit_costs(const Tensor& holding, const Tensor& penalty, const Tensor& ordering) {
+  return {holding.const_data_ptr<T>(),    penalty.const_data_ptr<T>(),
+          ordering.const_data_ptr<T>(),   holding.numel() == 1 ? 0 : 1,
+          penalty.numel() == 1 ? 0 : 1,   ordering.numel() == 1 ? 0 : 1};
+}
+
 // ---- inventory_step ----------------------------------------------------------------------
 struct StepArgs {
   Tensor on_hand, pipeline, lead_time, order, demand, holding_cost, penalty_cost, order_cost;
@@ -44,14 +51,9 @@ StepInputs<T, I> step_inputs(const StepArgs& a) {
   in.lead_time = a.lead_time.const_data_ptr<I>();
   in.order = a.order.const_data_ptr<T>();
   in.demand = a.demand.const_data_ptr<T>();
-  in.holding_cost = a.holding_cost.const_data_ptr<T>();
-  in.penalty_cost = a.penalty_cost.const_data_ptr<T>();
-  in.order_cost = a.order_cost.const_data_ptr<T>();
+  in.costs = unit_costs<T>(a.holding_cost, a.penalty_cost, a.order_cost);
   in.demand_stride_b = a.demand.stride(0);
   in.demand_stride_d = a.demand.stride(1);
-  in.holding_stride = a.holding_cost.numel() == 1 ? 0 : 1;
-  in.penalty_stride = a.penalty_cost.numel() == 1 ? 0 : 1;
-  in.order_cost_stride = a.order_cost.numel() == 1 ? 0 : 1;
   in.max_lead = a.max_lead;
   in.days = a.days;
   in.lost_sales = a.lost_sales;
@@ -175,16 +177,11 @@ RolloutView<T, I> rollout_view(const RolloutArgs& a, RolloutOutputs& o) {
   v.lead_time = a.lead_time.const_data_ptr<I>();
   v.demand = a.demand.const_data_ptr<T>();
   v.params = a.params.const_data_ptr<T>();
-  v.holding_cost = a.holding_cost.const_data_ptr<T>();
-  v.penalty_cost = a.penalty_cost.const_data_ptr<T>();
-  v.order_cost = a.order_cost.const_data_ptr<T>();
+  v.costs = unit_costs<T>(a.holding_cost, a.penalty_cost, a.order_cost);
   v.demand_stride_b = a.demand.stride(0);
   v.demand_stride_t = a.demand.stride(1);
   v.params_stride = a.params.size(0) == 1 ? 0 : a.params.size(1);
   v.num_params = a.params.size(1);
-  v.holding_stride = a.holding_cost.numel() == 1 ? 0 : 1;
-  v.penalty_stride = a.penalty_cost.numel() == 1 ? 0 : 1;
-  v.order_cost_stride = a.order_cost.numel() == 1 ? 0 : 1;
   v.max_lead = a.max_lead;
   v.horizon = a.horizon;
   v.review_period = a.review_period;

@@ -85,12 +85,9 @@ struct RolloutView {
   const I* lead_time;        // [B]
   const T* demand;           // [B, horizon] with strides below
   const T* params;           // [B, n] or [1, n]
-  const T* holding_cost;     // [B] or [1]
-  const T* penalty_cost;
-  const T* order_cost;
+  UnitCosts<T> costs;
   int64_t demand_stride_b, demand_stride_t;
-  int64_t params_stride, num_params;                          // params_stride 0 to broadcast
-  int64_t holding_stride, penalty_stride, order_cost_stride;  // 1, or 0 to broadcast
+  int64_t params_stride, num_params;  // params_stride 0 to broadcast
   int64_t max_lead, horizon, review_period, warmup;
   Policy policy;
   bool lost_sales;
@@ -100,9 +97,7 @@ struct RolloutView {
 
   template <int N>
   DEEPSTOCK_HD int run(int64_t b) const {
-    const T h = holding_cost[b * holding_stride];
-    const T p = penalty_cost[b * penalty_stride];
-    const T c = order_cost[b * order_cost_stride];
+    const T h = costs.h(b), p = costs.p(b), c = costs.c(b);
     const T a = params[b * params_stride];
     const T a2 = num_params > 1 ? params[b * params_stride + 1] : T(0);
     const int64_t lead = static_cast<int64_t>(lead_time[b]);
@@ -110,7 +105,7 @@ struct RolloutView {
 
     int err = 0;
     if (lead < 0 || lead > max_lead) err |= kBadLeadTime;
-    if (!nonneg_finite(h) || !nonneg_finite(p) || !nonneg_finite(c)) err |= kBadCost;
+    if (!costs.valid(b)) err |= kBadCost;
     if (!finite(x) || (lost_sales && x < T(0))) err |= kBadState;
     if (!valid_policy(policy, a, a2)) err |= kBadPolicy;
     T pipe[N];
