@@ -7,9 +7,12 @@ import torch
 
 import deepstock_fast  # noqa: F401  (registers torch.ops.deepstock)
 
-CUDA = torch.cuda.is_available() and deepstock_fast.build_info()["cuda_kernels"]
+_built_with_cuda = deepstock_fast.build_info()["cuda_kernels"]
+CUDA = torch.cuda.is_available() and _built_with_cuda
 requires_cuda = pytest.mark.skipif(
-    not CUDA, reason="needs a CUDA GPU and the extension built with CUDA kernels")
+    not CUDA,
+    reason="no CUDA GPU on this machine" if _built_with_cuda
+    else "the extension was built without CUDA kernels (CPU build of torch)")
 
 
 def step_inputs(batch=64, max_lead=4, days=2, *, dtype=torch.float64, device="cpu", seed=0,
