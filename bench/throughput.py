@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import pathlib
 import sys
 
 import torch
@@ -24,7 +25,8 @@ import torch
 import deepstock_fast as ds
 from deepstock_fast import reference
 
-from common import machine, seconds_per_call, table, write_results
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # also under `python -P`
+from common import machine, seconds_per_call, table, write_results  # noqa: E402
 
 
 def step_problem(batch: int, max_lead: int, device: str, dtype=torch.float32):
