@@ -34,4 +34,9 @@ TORCH_LIBRARY(deepstock, m) {
       "Tensor params, int review_period, int warmup, Tensor holding_cost, "
       "Tensor penalty_cost, Tensor order_cost, bool lost_sales) -> (Tensor average_cost, "
       "Tensor cost, Tensor stats)");
+  m.def(
+      "lost_sales_dp(Tensor demand_pmf, int lead_time, float holding_cost, float penalty_cost, "
+      "float order_cost, int max_position, float tolerance, int max_iterations, "
+      "Tensor? initial_value=None) -> (Tensor cost_bounds, Tensor policy, Tensor relative_value, "
+      "Tensor iterations)");
 }

@@ -1,0 +1,61 @@
+"""The exact lost-sales optimum on the 16 Zipkin (2008) instances against the published table.
+
+Poisson(5) demand, h = 1, p in {4, 9, 19, 39}, lead time L in {1, 2, 3, 4}, review every period.
+Prints a table, writes JSON and Markdown to bench/results/. About a minute on a 2-core CPU.
+
+    python bench/zipkin.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # also under `python -P`
+from common import RESULTS, machine, table, write_results  # noqa: E402
+
+from deepstock_fast import optimum  # noqa: E402
+
+COLUMNS = [("lead_time", "L", "d"), ("penalty", "p", "d"), ("published", "published", ".2f"),
+           ("dp", "DP optimum", ".4f"), ("gap_pct", "gap %", "+.3f"),
+           ("max_position", "M", "d"), ("states", "states", "d"),
+           ("iterations", "iterations", "d"), ("seconds", "seconds", ".1f")]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lead-times", type=int, nargs="+", default=[1, 2, 3, 4])
+    parser.add_argument("--tolerance", type=float, default=1e-7)
+    args = parser.parse_args(argv)
+    pmf = optimum.poisson_pmf(5.0)
+    published = optimum.zipkin_published()
+    rows = []
+    for (lead, penalty), cost in sorted(published.items()):
+        if lead not in args.lead_times:
+            continue
+        start = time.perf_counter()
+        sol = optimum.solve_lost_sales(pmf, lead, 1.0, penalty, tolerance=args.tolerance,
+                                       progress=True)
+        rows.append(dict(lead_time=lead, penalty=penalty, published=cost, dp=sol.average_cost,
+                         gap_pct=100 * (sol.average_cost - cost) / cost,
+                         rounds_to_published=round(sol.average_cost, 2) == cost,
+                         max_position=sol.max_position, states=int((sol.policy >= 0).sum()),
+                         iterations=sol.iterations, seconds=time.perf_counter() - start))
+    text = table(rows, COLUMNS)
+    print(text)
+    matched = sum(r["rounds_to_published"] for r in rows)
+    print(f"{matched}/{len(rows)} instances round to the published two decimals")
+    path = write_results("zipkin", dict(machine=machine("cpu"), rows=rows))
+    markdown = path.with_suffix(".md")
+    header = "| " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    lines = [header, "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(format(r[k], f) for k, _, f in COLUMNS) + " |" for r in rows]
+    markdown.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path} and {markdown.relative_to(RESULTS.parent.parent)}")
+    return 0 if matched == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

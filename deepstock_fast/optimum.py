@@ -1,0 +1,176 @@
+"""Exact optima: the lost-sales dynamic program (Zipkin 2008) on the native ``lost_sales_dp`` op.
+
+The state before ordering is (y, o_1 .. o_{L-1}): on-hand after today's arrival and the orders
+arriving in 1 .. L-1 periods; an order arrives L periods after it is placed; costs follow the
+package's timing convention (h per unit left at the end of a period, p per unit of lost demand, c
+per unit ordered). Relative value iteration stops when the span bounds on the optimal average
+cost are within ``tolerance``; the work runs in chunks, so it shows progress, can be stopped, and
+resumes from a returned solution.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import pathlib
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+import deepstock_fast  # noqa: F401  (registers the ops)
+
+from .ops import inventory_step
+
+ZIPKIN_CSV = pathlib.Path(__file__).resolve().parent / "data" / "zipkin2008_lost_sales_optimal.csv"
+
+
+def zipkin_published() -> dict[tuple[int, int], float]:
+    """Zipkin (2008) optimal average costs, Poisson(5) demand, h = 1: {(lead_time, penalty): cost}."""
+    with ZIPKIN_CSV.open() as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        return {(int(r["lead_time"]), int(r["penalty"])): float(r["optimal_cost"]) for r in rows}
+
+
+def poisson_pmf(mean: float, tail: float = 1e-12) -> Tensor:
+    """P(D = d) for d = 0 .. n-1, float64, with the mass beyond n-1 (< tail) put on n-1."""
+    if not mean > 0 or not math.isfinite(mean):
+        raise ValueError(f"mean must be positive and finite, got {mean}")
+    probs, total, d = [], 0.0, 0
+    term = math.exp(-mean)
+    while True:
+        probs.append(term)
+        total += term
+        d += 1
+        if 1.0 - total < tail and d > mean:
+            break
+        term *= mean / d
+    probs[-1] += 1.0 - total
+    return torch.tensor(probs, dtype=torch.float64)
+
+
+def default_max_position(demand_pmf: Tensor, lead_time: int, tail: float = 1e-6) -> int:
+    """A bound on the inventory position: the (1 - tail) quantile of demand over L + 1 periods."""
+    pmf = demand_pmf.to(torch.float64)
+    total = pmf
+    for _ in range(lead_time):
+        total = torch.nn.functional.conv1d(
+            total.view(1, 1, -1), pmf.flip(0).view(1, 1, -1), padding=pmf.numel() - 1).view(-1)
+    cdf = total.cumsum(0)
+    return int(torch.searchsorted(cdf, torch.tensor(1.0 - tail, dtype=torch.float64))) + 1
+
+
+@dataclass
+class LostSalesOptimum:
+    """Result of :func:`solve_lost_sales`. ``policy`` and ``relative_value`` are indexed by the
+    state (y, o_1, ..., o_{L-1}), shape [M + 1] * L; ``policy`` is -1 where y + sum(o) > M."""
+
+    average_cost: float          # midpoint of the bounds
+    bounds: tuple[float, float]  # lower and upper bound on the optimal average cost
+    policy: Tensor               # int64 optimal order per state
+    relative_value: Tensor       # float64 relative values (0 at the empty state)
+    iterations: int
+    max_position: int
+    lead_time: int
+    converged: bool
+
+    def order(self, on_hand_after_arrival: Tensor, outstanding: Tensor) -> Tensor:
+        """Optimal orders for states [B] and [B, L-1] (integer-valued), by table lookup."""
+        index = torch.cat([on_hand_after_arrival.unsqueeze(1), outstanding], 1).long()
+        if index.sum(1).max() > self.max_position:
+            raise ValueError("a state's inventory position exceeds max_position "
+                             f"{self.max_position}: solve with a larger max_position")
+        flat = torch.zeros(index.shape[0], dtype=torch.long, device=index.device)
+        for i in range(self.lead_time):
+            flat = flat * (self.max_position + 1) + index[:, i]
+        return self.policy.reshape(-1).to(index.device)[flat]
+
+
+def solve_lost_sales(
+    demand_pmf: Tensor,
+    lead_time: int,
+    holding_cost: float,
+    penalty_cost: float,
+    order_cost: float = 0.0,
+    *,
+    max_position: int | None = None,
+    tolerance: float = 1e-7,
+    max_iterations: int = 100_000,
+    chunk: int = 20,
+    resume: LostSalesOptimum | None = None,
+    progress: bool | Callable[[int, float, float], None] = False,
+) -> LostSalesOptimum:
+    """Optimal long-run average cost and policy of the lost-sales system with lead time >= 1.
+
+    Args:
+        demand_pmf: [n] float64, P(D = d) for d = 0 .. n-1 (e.g. :func:`poisson_pmf`).
+        lead_time: L >= 1 periods between ordering and arrival.
+        holding_cost, penalty_cost, order_cost: h, p, c >= 0.
+        max_position: bound M on the inventory position after ordering (default: the 1 - 1e-6
+            quantile of demand over L + 1 periods); the state space has (M + 1)^L entries.
+        tolerance: stop when upper - lower bound on the average cost <= tolerance.
+        chunk: iterations per native call; between calls progress is reported and Ctrl-C stops
+            cleanly, returning the solution so far (``converged`` False), which ``resume`` accepts.
+        progress: True prints to stderr; a callable gets (iterations, lower, upper).
+    """
+    if max_position is None:
+        max_position = default_max_position(demand_pmf, lead_time)
+    value = resume.relative_value if resume is not None else None
+    done = resume.iterations if resume is not None else 0
+    if resume is not None and (resume.max_position != max_position or resume.lead_time != lead_time):
+        raise ValueError("resume must come from the same lead_time and max_position")
+    report = progress if callable(progress) else None
+    start = time.perf_counter()
+    bounds = (-math.inf, math.inf)
+    policy = None
+    try:
+        while done < max_iterations:
+            b, policy, value, its = torch.ops.deepstock.lost_sales_dp(
+                demand_pmf, lead_time, float(holding_cost), float(penalty_cost),
+                float(order_cost), max_position, tolerance, min(chunk, max_iterations - done),
+                value)
+            done += int(its)
+            bounds = (float(b[0]), float(b[1]))
+            if report:
+                report(done, *bounds)
+            elif progress:
+                print(f"\r  lost-sales DP L={lead_time} p={penalty_cost}: iteration {done}, "
+                      f"cost in [{bounds[0]:.6f}, {bounds[1]:.6f}] "
+                      f"({time.perf_counter() - start:.1f}s)", end="", file=sys.stderr)
+            if bounds[1] - bounds[0] <= tolerance:
+                break
+    except KeyboardInterrupt:
+        if policy is None:
+            raise
+    finally:
+        if progress is True:
+            print(file=sys.stderr)
+    return LostSalesOptimum(
+        average_cost=0.5 * (bounds[0] + bounds[1]), bounds=bounds, policy=policy,
+        relative_value=value, iterations=done, max_position=max_position, lead_time=lead_time,
+        converged=bounds[1] - bounds[0] <= tolerance)
+
+
+def simulate_policy(optimum: LostSalesOptimum, demand: Tensor, holding_cost: float,
+                    penalty_cost: float, order_cost: float = 0.0, warmup: int = 100) -> Tensor:
+    """Average cost per period after warm-up of the DP's policy, simulated with inventory_step.
+
+    demand: [B, T] integer-valued demand paths. Returns [B]. Starts from the empty system.
+    """
+    batch, horizon = demand.shape
+    L = optimum.lead_time
+    on_hand = demand.new_zeros(batch)
+    pipeline = demand.new_zeros(batch, L)
+    lead = torch.full((batch,), L, dtype=torch.long)
+    total = demand.new_zeros(batch)
+    for t in range(horizon):
+        order = optimum.order(on_hand + pipeline[:, 0], pipeline[:, 1:]).to(demand.dtype)
+        on_hand, pipeline, cost, _ = inventory_step(on_hand, pipeline, lead, order,
+                                                    demand[:, t:t + 1], holding_cost,
+                                                    penalty_cost, order_cost, lost_sales=True)
+        if t >= warmup:
+            total = total + cost.sum(1)
+    return total / (horizon - warmup)

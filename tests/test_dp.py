@@ -1,0 +1,99 @@
+"""The lost-sales dynamic program against the published Zipkin (2008) optima and simulation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deepstock_fast import optimum
+
+PUBLISHED = optimum.zipkin_published()
+PMF = optimum.poisson_pmf(5.0)
+
+
+def test_published_table_is_complete():
+    assert sorted(PUBLISHED) == [(L, p) for L in (1, 2, 3, 4) for p in (4, 9, 19, 39)]
+
+
+# L <= 3 solve in about a second each here; bench/zipkin.py solves all 16 (L = 4 included).
+@pytest.mark.parametrize("lead_time,penalty", [k for k in PUBLISHED if k[0] <= 3])
+def test_reproduces_zipkin(lead_time, penalty):
+    sol = optimum.solve_lost_sales(PMF, lead_time, 1.0, penalty)
+    assert sol.converged and sol.bounds[0] <= sol.bounds[1] <= sol.bounds[0] + 1e-7
+    # Published to two decimals.
+    assert abs(sol.average_cost - PUBLISHED[lead_time, penalty]) <= 0.005 + 1e-9
+    # The bound on the inventory position does not bind: no order reaches it.
+    position = sum(torch.meshgrid(*[torch.arange(sol.max_position + 1)] * lead_time,
+                                  indexing="ij"))
+    ordering = sol.policy > 0
+    assert (position[ordering] + sol.policy[ordering]).max() < sol.max_position
+
+
+def test_larger_max_position_changes_nothing():
+    a = optimum.solve_lost_sales(PMF, 2, 1.0, 19.0)
+    b = optimum.solve_lost_sales(PMF, 2, 1.0, 19.0, max_position=a.max_position + 10)
+    assert abs(a.average_cost - b.average_cost) < 1e-6
+
+
+def test_policy_simulated_with_inventory_step_matches_dp_cost():
+    sol = optimum.solve_lost_sales(PMF, 2, 1.0, 9.0)
+    g = torch.Generator().manual_seed(0)
+    demand = torch.poisson(torch.full((2000, 600), 5.0, dtype=torch.float64), generator=g)
+    per_path = optimum.simulate_policy(sol, demand, 1.0, 9.0, warmup=100)
+    stderr = per_path.std() / per_path.numel() ** 0.5
+    assert abs(per_path.mean() - sol.average_cost) < 4 * stderr
+
+
+def test_zero_lead_time_like_closed_form_newsvendor_with_order_cost():
+    # With h = p = 0 and a unit order cost, never ordering is optimal and costs nothing.
+    sol = optimum.solve_lost_sales(PMF, 1, 0.0, 0.0, order_cost=1.0)
+    assert sol.average_cost == pytest.approx(0.0, abs=1e-9)
+    assert int(sol.policy[sol.policy >= 0].max()) == 0
+
+
+def test_interrupt_and_resume_give_the_same_answer():
+    whole = optimum.solve_lost_sales(PMF, 2, 1.0, 39.0)
+    calls = []
+
+    def stop_early(iterations, lower, upper):
+        calls.append(iterations)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    partial = optimum.solve_lost_sales(PMF, 2, 1.0, 39.0, chunk=5, progress=stop_early)
+    assert not partial.converged and partial.iterations == 5
+    resumed = optimum.solve_lost_sales(PMF, 2, 1.0, 39.0, resume=partial)
+    assert resumed.converged
+    assert abs(resumed.average_cost - whole.average_cost) < 1e-6
+
+
+def test_opcheck():
+    torch.library.opcheck(torch.ops.deepstock.lost_sales_dp.default,
+                          (PMF, 1, 1.0, 4.0, 0.0, 20, 1e-6, 50, None))
+
+
+BAD = {
+    "pmf does not sum to 1": (dict(demand_pmf=torch.tensor([0.5, 0.4], dtype=torch.float64)), "must sum to 1"),
+    "negative pmf": (dict(demand_pmf=torch.tensor([1.5, -0.5], dtype=torch.float64)), "non-negative"),
+    "float32 pmf": (dict(demand_pmf=PMF.float()), "float64"),
+    "2-D pmf": (dict(demand_pmf=PMF.view(1, -1)), "1-D"),
+    "lead time 0": (dict(lead_time=0), "lead_time must lie in 1..16"),
+    "negative cost": (dict(penalty_cost=-1.0), "penalty_cost must be non-negative"),
+    "unbounded state": (dict(lead_time=8, max_position=200), "states exceed the limit"),
+    "zero tolerance": (dict(tolerance=0.0), "tolerance must be > 0"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_inputs(case):
+    change, message = BAD[case]
+    args = dict(demand_pmf=PMF, lead_time=1, holding_cost=1.0, penalty_cost=4.0, order_cost=0.0,
+                max_position=20, tolerance=1e-6, max_iterations=10, initial_value=None)
+    args.update(change)
+    with pytest.raises(RuntimeError, match=message):
+        torch.ops.deepstock.lost_sales_dp(*args.values())
+
+
+def test_poisson_pmf_rejects_bad_mean():
+    with pytest.raises(ValueError, match="mean must be positive"):
+        optimum.poisson_pmf(-1.0)
