@@ -174,3 +174,50 @@ def simulate_policy(optimum: LostSalesOptimum, demand: Tensor, holding_cost: flo
         if t >= warmup:
             total = total + cost.sum(1)
     return total / (horizon - warmup)
+
+
+@dataclass
+class BacklogBaseStock:
+    """Optimal base-stock level of the backlog system and its average cost per period."""
+
+    level: float
+    average_cost: float
+
+
+def backlog_base_stock(lead_time: int, holding_cost: float, penalty_cost: float, *,
+                       demand_pmf: Tensor | None = None, mean: float | None = None,
+                       std: float | None = None) -> BacklogBaseStock:
+    """Closed form for backlog with lead time L, review every period, linear h and p.
+
+    The end-of-period net inventory of the period an order arrives in is S - D_{L+1}, with
+    D_{L+1} the demand over L + 1 periods, so the optimal S is the critical fractile
+    p / (p + h) of D_{L+1} and the cost is h E(S - D_{L+1})^+ + p E(D_{L+1} - S)^+.
+    Give either ``demand_pmf`` (discrete per-period demand, integer S) or ``mean`` and ``std``
+    (Normal per-period demand, S real).
+    """
+    if lead_time < 0 or holding_cost < 0 or penalty_cost < 0 or holding_cost + penalty_cost == 0:
+        raise ValueError("need lead_time >= 0, holding_cost >= 0, penalty_cost >= 0, h + p > 0")
+    fractile = penalty_cost / (penalty_cost + holding_cost)
+    periods = lead_time + 1
+    if demand_pmf is not None:
+        pmf = demand_pmf.to(torch.float64)
+        total = pmf
+        for _ in range(lead_time):
+            total = torch.nn.functional.conv1d(
+                total.view(1, 1, -1), pmf.flip(0).view(1, 1, -1), padding=pmf.numel() - 1).view(-1)
+        d = torch.arange(total.numel(), dtype=torch.float64)
+        level = int(torch.searchsorted(total.cumsum(0), torch.tensor(fractile, dtype=torch.float64)))
+        cost = (total * (holding_cost * (level - d).clamp(min=0)
+                         + penalty_cost * (d - level).clamp(min=0))).sum()
+        return BacklogBaseStock(float(level), float(cost))
+    if mean is None or std is None or std <= 0:
+        raise ValueError("give demand_pmf, or mean and a positive std (Normal demand)")
+    normal = torch.distributions.Normal(torch.tensor(periods * mean, dtype=torch.float64),
+                                        torch.tensor(math.sqrt(periods) * std, dtype=torch.float64))
+    level = normal.icdf(torch.tensor(fractile, dtype=torch.float64))
+    sigma = normal.scale
+    z = (level - normal.loc) / sigma
+    unit = torch.distributions.Normal(0.0, 1.0)
+    loss = sigma * (torch.exp(unit.log_prob(z)) - z * (1 - unit.cdf(z)))  # E(D - S)^+
+    cost = holding_cost * (level - normal.loc + loss) + penalty_cost * loss
+    return BacklogBaseStock(float(level), float(cost))
