@@ -74,6 +74,20 @@ struct UnitCosts {
   }
 };
 
+// The cost of some days of one environment (step 4): holding, shortage penalty, ordering.
+template <typename T>
+struct CostComponents {
+  T holding, penalty, ordering;
+  DEEPSTOCK_HD T total() const { return holding + penalty + ordering; }
+};
+
+template <typename T>
+DEEPSTOCK_HD CostComponents<T> cost_of(const UnitCosts<T>& costs, int64_t b,
+                                       const DayTotals<T>& totals, T ordered) {
+  return {costs.h(b) * totals.holding_units, costs.p(b) * totals.short_units,
+          costs.c(b) * ordered};
+}
+
 // The per-environment inputs shared by the forward and backward of inventory_step.
 template <typename T, typename I>
 struct StepInputs {
@@ -175,9 +189,10 @@ struct StepView {
     const T q = in.order[b];
     for (int64_t k = 0; k < L; ++k)
       pipe_out[k] = (k + P < L ? pipe[k + P] : T(0)) + (k == landing ? q : T(0));
-    cost[b * 3 + 0] = in.h(b) * t.holding_units;
-    cost[b * 3 + 1] = in.p(b) * t.short_units;
-    cost[b * 3 + 2] = in.c(b) * q;
+    const CostComponents<T> c = cost_of(in.costs, b, t, q);
+    cost[b * 3 + 0] = c.holding;
+    cost[b * 3 + 1] = c.penalty;
+    cost[b * 3 + 2] = c.ordering;
     stats[b * 4 + 0] = t.sold;
     stats[b * 4 + 1] = t.short_units;
     stats[b * 4 + 2] = t.stockout_days;

@@ -97,7 +97,6 @@ struct RolloutView {
 
   template <int N>
   DEEPSTOCK_HD int run(int64_t b) const {
-    const T h = costs.h(b), p = costs.p(b), c = costs.c(b);
     const T a = params[b * params_stride];
     const T a2 = num_params > 1 ? params[b * params_stride + 1] : T(0);
     const int64_t lead = static_cast<int64_t>(lead_time[b]);
@@ -135,14 +134,14 @@ struct RolloutView {
         ordered += q;
       }
     }
-    const T counted = static_cast<T>(horizon - warmup);
-    const T costs[3] = {h * totals.holding_units, p * totals.short_units, c * ordered};
+    const CostComponents<T> c = cost_of(costs, b, totals, ordered);
+    const T components[3] = {c.holding, c.penalty, c.ordering};
     const T values[4] = {totals.sold, totals.short_units, totals.stockout_days,
                          totals.holding_units};
     const T nan = T(0) / T(0);
-    for (int j = 0; j < 3; ++j) cost[b * 3 + j] = err ? nan : costs[j];
+    for (int j = 0; j < 3; ++j) cost[b * 3 + j] = err ? nan : components[j];
     for (int j = 0; j < 4; ++j) stats[b * 4 + j] = err ? nan : values[j];
-    average_cost[b] = err ? nan : (costs[0] + costs[1] + costs[2]) / counted;
+    average_cost[b] = err ? nan : c.total() / static_cast<T>(horizon - warmup);
     return err;
   }
 };
