@@ -221,3 +221,27 @@ def backlog_base_stock(lead_time: int, holding_cost: float, penalty_cost: float,
     loss = sigma * (torch.exp(unit.log_prob(z)) - z * (1 - unit.cdf(z)))  # E(D - S)^+
     cost = holding_cost * (level - normal.loc + loss) + penalty_cost * loss
     return BacklogBaseStock(float(level), float(cost))
+
+
+def lookahead_policy(demand_pmf: Tensor, lead_time: int, holding_cost: float,
+                     penalty_cost: float, order_cost: float = 0.0, *, periods: int = 1,
+                     max_position: int | None = None) -> LostSalesOptimum:
+    """Myopic lost-sales policies as lookup tables: the order minimising the expected cost of the
+    ``periods`` periods from the one the order arrives in (t + L .. t + L + periods - 1), with any
+    later order inside that window chosen optimally and nothing after it counted.
+
+    ``periods=1`` is the classical myopic policy (the cost of period t + L only). ``periods=2``
+    looks one period further. Computed exactly as the first decision of the (L + periods)-period
+    finite-horizon problem: that many Bellman backups from a zero value function. The returned
+    ``average_cost`` is not the policy's cost; simulate it (:func:`simulate_policy`).
+    """
+    if periods < 1:
+        raise ValueError(f"periods must be >= 1, got {periods}")
+    if max_position is None:
+        max_position = default_max_position(demand_pmf, lead_time)
+    _, policy, value, its = torch.ops.deepstock.lost_sales_dp(
+        demand_pmf, lead_time, float(holding_cost), float(penalty_cost), float(order_cost),
+        max_position, 1e-300, lead_time + periods, None)
+    return LostSalesOptimum(average_cost=math.nan, bounds=(math.nan, math.nan), policy=policy,
+                            relative_value=value, iterations=int(its), max_position=max_position,
+                            lead_time=lead_time, converged=False)

@@ -97,3 +97,31 @@ def test_bad_inputs(case):
 def test_poisson_pmf_rejects_bad_mean():
     with pytest.raises(ValueError, match="mean must be positive"):
         optimum.poisson_pmf(-1.0)
+
+
+def test_myopic_policy_matches_brute_force_for_lead_time_one():
+    # L = 1: the order q arriving tomorrow minimises E[h (z - D')^+ + p (D' - z)^+] with
+    # z = (y - D)^+ + q, D and D' independent demands.
+    h, p = 1.0, 9.0
+    pol = optimum.lookahead_policy(PMF, 1, h, p, periods=1)
+    d = torch.arange(PMF.numel(), dtype=torch.float64)
+    for y in range(0, 15):
+        best_q, best = None, float("inf")
+        for q in range(0, pol.max_position - y + 1):
+            z = (y - d).clamp(min=0) + q  # [D]
+            period = (PMF.unsqueeze(0) * (h * (z.unsqueeze(1) - d).clamp(min=0)
+                                         + p * (d - z.unsqueeze(1)).clamp(min=0))).sum(1)
+            value = float((PMF * period).sum())
+            if value < best - 1e-12:
+                best_q, best = q, value
+        assert int(pol.policy[y]) == best_q
+
+
+def test_two_period_lookahead_improves_on_myopic_and_not_on_the_optimum():
+    g = torch.Generator().manual_seed(3)
+    demand = torch.poisson(torch.full((256, 1500), 5.0, dtype=torch.float64), generator=g)
+    optimal = optimum.solve_lost_sales(PMF, 3, 1.0, 4.0).average_cost
+    costs = [optimum.simulate_policy(optimum.lookahead_policy(PMF, 3, 1.0, 4.0, periods=k),
+                                     demand, 1.0, 4.0, warmup=200).mean() for k in (1, 2)]
+    assert costs[1] < costs[0]
+    assert costs[1] > optimal - 0.03
