@@ -184,42 +184,60 @@ class BacklogBaseStock:
     average_cost: float
 
 
-def backlog_base_stock(lead_time: int, holding_cost: float, penalty_cost: float, *,
-                       demand_pmf: Tensor | None = None, mean: float | None = None,
-                       std: float | None = None) -> BacklogBaseStock:
-    """Closed form for backlog with lead time L, review every period, linear h and p.
+def _convolve(a: Tensor, b: Tensor) -> Tensor:
+    return torch.nn.functional.conv1d(a.view(1, 1, -1), b.flip(0).view(1, 1, -1),
+                                      padding=b.numel() - 1).view(-1)
 
-    The end-of-period net inventory of the period an order arrives in is S - D_{L+1}, with
-    D_{L+1} the demand over L + 1 periods, so the optimal S is the critical fractile
-    p / (p + h) of D_{L+1} and the cost is h E(S - D_{L+1})^+ + p E(D_{L+1} - S)^+.
-    Give either ``demand_pmf`` (discrete per-period demand, integer S) or ``mean`` and ``std``
-    (Normal per-period demand, S real).
+
+def backlog_base_stock(lead_time: int, holding_cost: float, penalty_cost: float, *,
+                       review_period: int = 1, demand_pmf: Tensor | None = None,
+                       mean: float | None = None, std: float | None = None) -> BacklogBaseStock:
+    """Closed form for backlog with lead time L, an order up to S every P periods, linear h, p.
+
+    The order placed at t covers periods t + L .. t + L + P - 1, whose end-of-period net
+    inventories are S - D_{L+1} .. S - D_{L+P}, D_k the demand over k periods. The average cost
+    per period is (1/P) sum_j E[h (S - D_{L+j})^+ + p (D_{L+j} - S)^+], minimised where the
+    average of the P distribution functions reaches the critical fractile p / (p + h); for P = 1
+    that is the newsvendor fractile of D_{L+1} (the paper's mean + z_0.9 sigma benchmark).
+    Give either ``demand_pmf`` (discrete demand per period; integer S) or ``mean`` and ``std``
+    (Normal demand per period; real S). Ordering costs are not included.
     """
     if lead_time < 0 or holding_cost < 0 or penalty_cost < 0 or holding_cost + penalty_cost == 0:
         raise ValueError("need lead_time >= 0, holding_cost >= 0, penalty_cost >= 0, h + p > 0")
+    if review_period < 1:
+        raise ValueError(f"review_period must be >= 1, got {review_period}")
     fractile = penalty_cost / (penalty_cost + holding_cost)
-    periods = lead_time + 1
+    horizons = range(lead_time + 1, lead_time + review_period + 1)
     if demand_pmf is not None:
         pmf = demand_pmf.to(torch.float64)
-        total = pmf
+        over = pmf
         for _ in range(lead_time):
-            total = torch.nn.functional.conv1d(
-                total.view(1, 1, -1), pmf.flip(0).view(1, 1, -1), padding=pmf.numel() - 1).view(-1)
-        d = torch.arange(total.numel(), dtype=torch.float64)
-        level = int(torch.searchsorted(total.cumsum(0), torch.tensor(fractile, dtype=torch.float64)))
-        cost = (total * (holding_cost * (level - d).clamp(min=0)
-                         + penalty_cost * (d - level).clamp(min=0))).sum()
+            over = _convolve(over, pmf)
+        dists = []  # demand over L + j periods, j = 1 .. P, padded to a common support
+        for _ in horizons:
+            dists.append(over)
+            over = _convolve(over, pmf)
+        size = dists[-1].numel()
+        mix = torch.stack([torch.nn.functional.pad(q, (0, size - q.numel())) for q in dists]).mean(0)
+        d = torch.arange(size, dtype=torch.float64)
+        level = int(torch.searchsorted(mix.cumsum(0), torch.tensor(fractile, dtype=torch.float64)))
+        cost = (mix * (holding_cost * (level - d).clamp(min=0)
+                       + penalty_cost * (d - level).clamp(min=0))).sum()
         return BacklogBaseStock(float(level), float(cost))
     if mean is None or std is None or std <= 0:
         raise ValueError("give demand_pmf, or mean and a positive std (Normal demand)")
-    normal = torch.distributions.Normal(torch.tensor(periods * mean, dtype=torch.float64),
-                                        torch.tensor(math.sqrt(periods) * std, dtype=torch.float64))
-    level = normal.icdf(torch.tensor(fractile, dtype=torch.float64))
-    sigma = normal.scale
-    z = (level - normal.loc) / sigma
-    unit = torch.distributions.Normal(0.0, 1.0)
-    loss = sigma * (torch.exp(unit.log_prob(z)) - z * (1 - unit.cdf(z)))  # E(D - S)^+
-    cost = holding_cost * (level - normal.loc + loss) + penalty_cost * loss
+    loc = torch.tensor([k * mean for k in horizons], dtype=torch.float64)
+    scale = torch.tensor([math.sqrt(k) * std for k in horizons], dtype=torch.float64)
+    unit = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64),
+                                      torch.tensor(1.0, dtype=torch.float64))
+    lo, hi = float(loc[0] - 10 * scale[-1]), float(loc[-1] + 10 * scale[-1])
+    for _ in range(200):  # bisection on the mean distribution function
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if unit.cdf((mid - loc) / scale).mean() < fractile else (lo, mid)
+    level = torch.tensor(0.5 * (lo + hi), dtype=torch.float64)
+    z = (level - loc) / scale
+    shortfall = scale * (torch.exp(unit.log_prob(z)) - z * (1 - unit.cdf(z)))  # E(D - S)^+
+    cost = (holding_cost * (level - loc + shortfall) + penalty_cost * shortfall).mean()
     return BacklogBaseStock(float(level), float(cost))
 
 
