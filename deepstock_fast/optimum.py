@@ -21,8 +21,6 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-import deepstock_fast  # noqa: F401  (registers the ops)
-
 from .ops import inventory_step
 
 ZIPKIN_CSV = pathlib.Path(__file__).resolve().parent / "data" / "zipkin2008_lost_sales_optimal.csv"

@@ -74,6 +74,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
   const LostSalesDP dp{p, pmf.numel(), lead_time, max_position, holding_cost, penalty_cost,
                        order_cost, cost_of_stock.data()};
 
+  // Only states with inventory position <= M are reachable; visit just those.
+  std::vector<int64_t> states_in_use;
+  {
+    int64_t parts[64];
+    for (int64_t s = 0; s < n; ++s)
+      if (dp.decode(s, parts) <= max_position) states_in_use.push_back(s);
+  }
+  const int64_t m = static_cast<int64_t>(states_in_use.size());
+  const int64_t* in_use = states_in_use.data();
+
   double lower = -std::numeric_limits<double>::infinity();
   double upper = std::numeric_limits<double>::infinity();
   int64_t iteration = 0;
@@ -84,12 +94,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
     ++iteration;
     std::vector<double> lo(at::get_num_threads() + 1, std::numeric_limits<double>::infinity());
     std::vector<double> hi(lo.size(), -std::numeric_limits<double>::infinity());
-    at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, m, 256, [&](int64_t begin, int64_t end) {
       double l = std::numeric_limits<double>::infinity(), h = -l;
-      for (int64_t s = begin; s < end; ++s) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t s = in_use[i];
         double best;
         int64_t order;
-        if (!dp.backup(s, V, &best, &order)) continue;
+        dp.backup(s, V, &best, &order);
         W[s] = best;
         pol[s] = order;
         l = std::min(l, best - V[s]);
@@ -103,8 +114,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
     lower = *std::min_element(lo.begin(), lo.end());
     upper = *std::max_element(hi.begin(), hi.end());
     const double offset = W[0];  // state 0 (empty system) is always valid
-    at::parallel_for(0, n, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t s = begin; s < end; ++s) V[s] = pol[s] >= 0 ? W[s] - offset : 0.0;
+    at::parallel_for(0, m, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) V[in_use[i]] = W[in_use[i]] - offset;
     });
   }
   at::Tensor bounds = at::empty({2}, f64);
