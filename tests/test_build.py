@@ -31,6 +31,11 @@ def test_build_info():
     assert info["cuda_kernels"] == bool(info["cuda_arch_list"])
 
 
+def test_dp_registered_for_cpu():
+    # The dynamic program is CPU work by nature: no CUDA kernel.
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("deepstock::lost_sales_dp", "CPU")
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_registered(op):
     assert torch._C._dispatch_has_kernel_for_dispatch_key(f"deepstock::{op}", "CPU")
