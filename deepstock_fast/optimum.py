@@ -50,13 +50,18 @@ def poisson_pmf(mean: float, tail: float = 1e-12) -> Tensor:
     return torch.tensor(probs, dtype=torch.float64)
 
 
+def _convolve(a: Tensor, b: Tensor) -> Tensor:
+    """The distribution of the sum of two independent variables with pmfs a and b."""
+    return torch.nn.functional.conv1d(a.view(1, 1, -1), b.flip(0).view(1, 1, -1),
+                                      padding=b.numel() - 1).view(-1)
+
+
 def default_max_position(demand_pmf: Tensor, lead_time: int, tail: float = 1e-6) -> int:
     """A bound on the inventory position: the (1 - tail) quantile of demand over L + 1 periods."""
     pmf = demand_pmf.to(torch.float64)
     total = pmf
     for _ in range(lead_time):
-        total = torch.nn.functional.conv1d(
-            total.view(1, 1, -1), pmf.flip(0).view(1, 1, -1), padding=pmf.numel() - 1).view(-1)
+        total = _convolve(total, pmf)
     cdf = total.cumsum(0)
     return int(torch.searchsorted(cdf, torch.tensor(1.0 - tail, dtype=torch.float64))) + 1
 
@@ -180,11 +185,6 @@ class BacklogBaseStock:
 
     level: float
     average_cost: float
-
-
-def _convolve(a: Tensor, b: Tensor) -> Tensor:
-    return torch.nn.functional.conv1d(a.view(1, 1, -1), b.flip(0).view(1, 1, -1),
-                                      padding=b.numel() - 1).view(-1)
 
 
 def backlog_base_stock(lead_time: int, holding_cost: float, penalty_cost: float, *,
