@@ -37,6 +37,6 @@ TORCH_LIBRARY(deepstock, m) {
   m.def(
       "lost_sales_dp(Tensor demand_pmf, int lead_time, float holding_cost, float penalty_cost, "
       "float order_cost, int max_position, float tolerance, int max_iterations, "
-      "Tensor? initial_value=None) -> (Tensor cost_bounds, Tensor policy, Tensor relative_value, "
-      "Tensor iterations)");
+      "Tensor? initial_value=None, int review_period=1) -> (Tensor cost_bounds, Tensor policy, "
+      "Tensor relative_value, Tensor iterations)");
 }

@@ -273,7 +273,7 @@ def _(on_hand, pipeline, lead_time, demand, policy, params, review_period, warmu
 
 @torch.library.register_fake("deepstock::lost_sales_dp")
 def _(demand_pmf, lead_time, holding_cost, penalty_cost, order_cost, max_position, tolerance,
-      max_iterations, initial_value=None):
+      max_iterations, initial_value=None, review_period=1):
     shape = [max_position + 1] * lead_time
     return (demand_pmf.new_empty(2), demand_pmf.new_empty(shape, dtype=torch.int64),
             demand_pmf.new_empty(shape), demand_pmf.new_empty((), dtype=torch.int64))

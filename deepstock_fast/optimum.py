@@ -56,11 +56,12 @@ def _convolve(a: Tensor, b: Tensor) -> Tensor:
                                       padding=b.numel() - 1).view(-1)
 
 
-def default_max_position(demand_pmf: Tensor, lead_time: int, tail: float = 1e-6) -> int:
-    """A bound on the inventory position: the (1 - tail) quantile of demand over L + 1 periods."""
+def default_max_position(demand_pmf: Tensor, lead_time: int, tail: float = 1e-6,
+                         review_period: int = 1) -> int:
+    """A bound on the inventory position: the (1 - tail) quantile of demand over L + P periods."""
     pmf = demand_pmf.to(torch.float64)
     total = pmf
-    for _ in range(lead_time):
+    for _ in range(lead_time + review_period - 1):
         total = _convolve(total, pmf)
     cdf = total.cumsum(0)
     return int(torch.searchsorted(cdf, torch.tensor(1.0 - tail, dtype=torch.float64))) + 1
@@ -79,6 +80,7 @@ class LostSalesOptimum:
     max_position: int
     lead_time: int
     converged: bool
+    review_period: int = 1
 
     def order(self, on_hand_after_arrival: Tensor, outstanding: Tensor) -> Tensor:
         """Optimal orders for states [B] and [B, L-1] (integer-valued), by table lookup."""
@@ -99,6 +101,7 @@ def solve_lost_sales(
     penalty_cost: float,
     order_cost: float = 0.0,
     *,
+    review_period: int = 1,
     max_position: int | None = None,
     tolerance: float = 1e-7,
     max_iterations: int = 100_000,
@@ -112,15 +115,17 @@ def solve_lost_sales(
         demand_pmf: [n] float64, P(D = d) for d = 0 .. n-1 (e.g. :func:`poisson_pmf`).
         lead_time: L >= 1 periods between ordering and arrival.
         holding_cost, penalty_cost, order_cost: h, p, c >= 0.
+        review_period: an order every P days (the state is taken on review days); costs are
+            still reported per day.
         max_position: bound M on the inventory position after ordering (default: the 1 - 1e-6
-            quantile of demand over L + 1 periods); the state space has (M + 1)^L entries.
-        tolerance: stop when upper - lower bound on the average cost <= tolerance.
+            quantile of demand over L + P periods); the state space has (M + 1)^L entries.
+        tolerance: stop when upper - lower bound on the average cost per day <= tolerance.
         chunk: iterations per native call; between calls progress is reported and Ctrl-C stops
             cleanly, returning the solution so far (``converged`` False), which ``resume`` accepts.
         progress: True prints to stderr; a callable gets (iterations, lower, upper).
     """
     if max_position is None:
-        max_position = default_max_position(demand_pmf, lead_time)
+        max_position = default_max_position(demand_pmf, lead_time, review_period=review_period)
     value = resume.relative_value if resume is not None else None
     done = resume.iterations if resume is not None else 0
     if resume is not None and (resume.max_position != max_position or resume.lead_time != lead_time):
@@ -134,7 +139,7 @@ def solve_lost_sales(
             b, policy, value, its = torch.ops.deepstock.lost_sales_dp(
                 demand_pmf, lead_time, float(holding_cost), float(penalty_cost),
                 float(order_cost), max_position, tolerance, min(chunk, max_iterations - done),
-                value)
+                value, review_period)
             done += int(its)
             bounds = (float(b[0]), float(b[1]))
             if report:
@@ -154,29 +159,32 @@ def solve_lost_sales(
     return LostSalesOptimum(
         average_cost=0.5 * (bounds[0] + bounds[1]), bounds=bounds, policy=policy,
         relative_value=value, iterations=done, max_position=max_position, lead_time=lead_time,
-        converged=bounds[1] - bounds[0] <= tolerance)
+        converged=bounds[1] - bounds[0] <= tolerance, review_period=review_period)
 
 
 def simulate_policy(optimum: LostSalesOptimum, demand: Tensor, holding_cost: float,
                     penalty_cost: float, order_cost: float = 0.0, warmup: int = 100) -> Tensor:
-    """Average cost per period after warm-up of the DP's policy, simulated with inventory_step.
+    """Average cost per day after warm-up of the DP's policy, simulated with inventory_step.
 
-    demand: [B, T] integer-valued demand paths. Returns [B]. Starts from the empty system.
+    demand: [B, T] integer-valued demand paths; one step covers a review period of P days, so
+    T and warmup should be multiples of P. Returns [B]. Starts from the empty system.
     """
     batch, horizon = demand.shape
-    L = optimum.lead_time
+    L, P = optimum.lead_time, optimum.review_period
     on_hand = demand.new_zeros(batch)
     pipeline = demand.new_zeros(batch, L)
     lead = torch.full((batch,), L, dtype=torch.long)
     total = demand.new_zeros(batch)
-    for t in range(horizon):
+    days = 0
+    for t in range(0, horizon - P + 1, P):
         order = optimum.order(on_hand + pipeline[:, 0], pipeline[:, 1:]).to(demand.dtype)
         on_hand, pipeline, cost, _ = inventory_step(on_hand, pipeline, lead, order,
-                                                    demand[:, t:t + 1], holding_cost,
+                                                    demand[:, t:t + P], holding_cost,
                                                     penalty_cost, order_cost, lost_sales=True)
         if t >= warmup:
             total = total + cost.sum(1)
-    return total / (horizon - warmup)
+            days += P
+    return total / days
 
 
 @dataclass

@@ -125,3 +125,22 @@ def test_two_period_lookahead_improves_on_myopic_and_not_on_the_optimum():
                                      demand, 1.0, 4.0, warmup=200).mean() for k in (1, 2)]
     assert costs[1] < costs[0]
     assert costs[1] > optimal - 0.03
+
+
+@pytest.mark.parametrize("lead_time,review_period", [(1, 2), (2, 3)])
+def test_review_period_policy_simulates_to_its_cost_and_beats_base_stock(lead_time, review_period):
+    from deepstock_fast import baselines
+
+    sol = optimum.solve_lost_sales(PMF, lead_time, 1.0, 9.0, review_period=review_period)
+    assert sol.converged
+    g = torch.Generator().manual_seed(lead_time)
+    days = 120 * review_period * 10
+    demand = torch.poisson(torch.full((1024, days), 5.0, dtype=torch.float64), generator=g)
+    per_path = optimum.simulate_policy(sol, demand, 1.0, 9.0, warmup=120 * review_period)
+    stderr = per_path.std() / per_path.numel() ** 0.5
+    assert abs(per_path.mean() - sol.average_cost) < 4 * stderr
+    kw = dict(holding_cost=1.0, penalty_cost=9.0, review_period=review_period,
+              warmup=120 * review_period)
+    policy, _ = baselines.fit("base_stock", demand[:256].unsqueeze(0), lead_time, **kw)
+    base_stock = baselines.evaluate(policy, demand.unsqueeze(0), lead_time, **kw).average_cost
+    assert sol.average_cost < float(base_stock)

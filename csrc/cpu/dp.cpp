@@ -23,7 +23,7 @@ constexpr int64_t kMaxStates = int64_t(1) << 28;
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
     const at::Tensor& demand_pmf, int64_t lead_time, double holding_cost, double penalty_cost,
     double order_cost, int64_t max_position, double tolerance, int64_t max_iterations,
-    const std::optional<at::Tensor>& initial_value) {
+    const std::optional<at::Tensor>& initial_value, int64_t review_period) {
   TORCH_CHECK(demand_pmf.dim() == 1 && demand_pmf.numel() >= 1, kOp,
               "demand_pmf must be a non-empty 1-D tensor, got shape ", demand_pmf.sizes());
   TORCH_CHECK(demand_pmf.scalar_type() == at::kDouble && demand_pmf.device().is_cpu(), kOp,
@@ -41,6 +41,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
   TORCH_CHECK(lead_time >= 1 && lead_time <= 16, kOp, "lead_time must lie in 1..16, got ",
               lead_time);
   TORCH_CHECK(max_position >= 1, kOp, "max_position must be >= 1, got ", max_position);
+  TORCH_CHECK(review_period >= 1 && review_period <= 365, kOp,
+              "review_period must lie in 1..365, got ", review_period);
   for (const auto& [name, v] : {std::pair{"holding_cost", holding_cost},
                                 {"penalty_cost", penalty_cost}, {"order_cost", order_cost}})
     TORCH_CHECK(v >= 0.0 && std::isfinite(v), kOp, name, " must be non-negative and finite, got ",
@@ -71,8 +73,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
       c += p[d] * (d < y ? holding_cost * (y - d) : penalty_cost * (d - y));
     cost_of_stock[y] = c;
   }
-  const LostSalesDP dp{p, pmf.numel(), lead_time, max_position, holding_cost, penalty_cost,
-                       order_cost, cost_of_stock.data()};
+  const LostSalesDP dp{p, pmf.numel(), lead_time, review_period, max_position, order_cost,
+                       cost_of_stock.data()};
 
   // Only states with inventory position <= M are reachable; visit just those.
   std::vector<int64_t> states_in_use;
@@ -90,7 +92,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
   double* V = value.mutable_data_ptr<double>();
   double* W = next.mutable_data_ptr<double>();
   int64_t* pol = policy.mutable_data_ptr<int64_t>();
-  while (iteration < max_iterations && !(upper - lower <= tolerance)) {
+  // The span is per epoch of P days; the tolerance is per day.
+  while (iteration < max_iterations && !(upper - lower <= tolerance * review_period)) {
     ++iteration;
     std::vector<double> lo(at::get_num_threads() + 1, std::numeric_limits<double>::infinity());
     std::vector<double> hi(lo.size(), -std::numeric_limits<double>::infinity());
@@ -110,7 +113,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
       lo[t] = std::min(lo[t], l);
       hi[t] = std::max(hi[t], h);
     });
-    // The span of V' - V brackets the optimal average cost (Odoni's bounds).
+    // The span of V' - V brackets the optimal average cost per epoch (Odoni's bounds).
     lower = *std::min_element(lo.begin(), lo.end());
     upper = *std::max_element(hi.begin(), hi.end());
     const double offset = W[0];  // state 0 (empty system) is always valid
@@ -119,8 +122,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
     });
   }
   at::Tensor bounds = at::empty({2}, f64);
-  bounds.mutable_data_ptr<double>()[0] = lower;
-  bounds.mutable_data_ptr<double>()[1] = upper;
+  // Reported per day.
+  bounds.mutable_data_ptr<double>()[0] = lower / review_period;
+  bounds.mutable_data_ptr<double>()[1] = upper / review_period;
   return {bounds, policy, value, at::full({}, iteration, at::TensorOptions().dtype(at::kLong))};
 }
 
