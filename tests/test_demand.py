@@ -1,0 +1,142 @@
+"""Demand processes: moments, the paper's generator definitions, determinism, replay."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from deepstock_fast import demand
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def close(value, want, stderr):
+    assert abs(float(value) - want) < 5 * stderr, (float(value), want, stderr)
+
+
+def test_poisson_moments_per_sku():
+    d = demand.Poisson(torch.tensor([2.0, 7.0]), num_skus=2).sample(4000, generator=gen(), paths=25)
+    assert d.shape == (2, 25, 4000)
+    for s, rate in enumerate((2.0, 7.0)):
+        n = d[s].numel()
+        close(d[s].mean(), rate, math.sqrt(rate / n))
+        close(d[s].var(), rate, rate * math.sqrt(2 / n) * 2)
+
+
+def test_censored_normal_mean_and_rounding():
+    mu, sigma = 3.0, 4.0
+    d = demand.Normal(mu, sigma).sample(200000, generator=gen())
+    z = mu / sigma  # E max(0, X) = mu Phi(z) + sigma phi(z)
+    want = mu * 0.5 * (1 + math.erf(z / math.sqrt(2))) + sigma * math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    close(d.mean(), want, sigma / math.sqrt(d.numel()))
+    assert (d >= 0).all()
+    r = demand.Normal(mu, sigma, round=True).sample(100, generator=gen())
+    assert (r == r.round()).all()
+
+
+def test_uniform_int_and_geometric():
+    u = demand.UniformInt(3, 8).sample(100000, generator=gen())
+    assert set(u.unique().tolist()) == {3.0, 4.0, 5.0, 6.0, 7.0}
+    close(u.mean(), 5.0, math.sqrt(2.0 / u.numel()))
+    g = demand.Geometric(4.0).sample(200000, generator=gen())
+    assert (g == g.round()).all() and (g >= 0).all()
+    close(g.mean(), 4.0, math.sqrt(4.0 * 5.0 / g.numel()))  # variance mean (1 + mean)
+    close((g == 0).double().mean(), 1 / 5, math.sqrt(0.16 / g.numel()))
+
+
+def test_paper_independent_definition():
+    p = demand.PaperIndependent(horizon=29, num_skus=3, instance_seed=5)
+    d = p.sample(29, generator=gen(), paths=400)
+    assert ((d >= p.lows) & (d <= p.lows + 4)).all()  # low .. low + 4 on each day
+    assert (d == d.round()).all()
+    assert set((d - p.lows).unique().tolist()) == {0.0, 1.0, 2.0, 3.0, 4.0}
+    again = demand.PaperIndependent(horizon=29, instance_seed=5)
+    assert torch.equal(again.lows, p.lows)
+
+
+def test_ar1_stationary_mean_and_autocorrelation():
+    process = demand.AR1(0.6, 50.0, 5.0)  # far from zero: the max(0, .) never binds
+    d = process.sample(20000, generator=gen(), paths=20)[0]
+    x = d[:, 1000:]
+    close(x.mean(), 50.0, 5.0 / math.sqrt(1 - 0.36) / math.sqrt(x.numel() / 4))
+    a, b = x[:, 1:] - x.mean(), x[:, :-1] - x.mean()
+    close((a * b).mean() / (b * b).mean(), 0.6, 0.01)
+
+
+def test_ar1_paper_parameter_ranges():
+    p = demand.AR1.paper(500, generator=gen())
+    assert p.phi.min() >= 0.3 and p.phi.max() <= 0.9
+    assert p.base.min() >= 5 and p.base.max() <= 10
+    assert p.sigma.min() >= 2 and p.sigma.max() <= 8
+    assert (p.sample(30, generator=gen()) >= 0).all()
+
+
+def test_paper_iid_normal():
+    p = demand.paper_iid_normal(1000, generator=gen())
+    assert p.std.min() >= 5 and p.std.max() <= 20 and (p.mean == 100).all()
+
+
+@pytest.mark.parametrize("process", [
+    demand.Poisson(5.0, num_skus=4), demand.Normal(10.0, 3.0, num_skus=4),
+    demand.UniformInt(0, 9, num_skus=4), demand.Geometric(3.0, num_skus=4),
+    demand.PaperIndependent(horizon=30, num_skus=4), demand.AR1(0.5, 8.0, 3.0, num_skus=4)])
+def test_seeded_determinism_and_independence(process):
+    a = process.sample(30, generator=gen(1), paths=3)
+    b = process.sample(30, generator=gen(1), paths=3)
+    c = process.sample(30, generator=gen(2), paths=3)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])  # SKUs draw their own randomness
+
+
+def test_replay_tensor_csv_split_and_missing(tmp_path):
+    history = torch.arange(20, dtype=torch.float64).view(2, 10)
+    r = demand.Replay(history)
+    assert torch.equal(r.sample(10)[:, 0], history)
+    path = tmp_path / "demand.csv"
+    path.write_text("d0,d1,d2,d3,d4,d5,d6,d7,d8,d9\n" + "\n".join(
+        ",".join(str(int(v)) for v in row) for row in history.tolist()) + "\n")
+    assert torch.equal(demand.Replay.from_file(path).history, history)
+    train, val, test = r.split(0.6, 0.2)
+    assert [p.history.shape[1] for p in (train, val, test)] == [6, 2, 2]
+    assert torch.equal(torch.cat([train.history, val.history, test.history], 1), history)
+    path.write_text("1,2,3\n4,,6\n")
+    with pytest.raises(ValueError, match="missing values \\(first at SKU 1, day 1\\)"):
+        demand.Replay.from_file(path)
+    path.write_text("1,2,3\n4,5\n")
+    with pytest.raises(ValueError, match="different numbers of days"):
+        demand.Replay.from_file(path)
+
+
+def test_replay_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow", reason="Parquet replay needs the optional pyarrow")
+    import pyarrow.parquet as pq
+
+    history = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=torch.float64)
+    table = pa.table({f"day{d}": history[:, d].tolist() for d in range(3)})
+    pq.write_table(table, tmp_path / "demand.parquet")
+    assert torch.equal(demand.Replay.from_file(tmp_path / "demand.parquet").history, history)
+    pq.write_table(pa.table({"day0": [1.0, None], "day1": [2.0, 3.0]}), tmp_path / "gap.parquet")
+    with pytest.raises(ValueError, match="missing values"):
+        demand.Replay.from_file(tmp_path / "gap.parquet")
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: demand.Poisson(-1.0), "rate must be >= 0"),
+    (lambda: demand.Poisson(torch.ones(3), num_skus=2), "rate needs 1 or num_skus = 2"),
+    (lambda: demand.Normal(1.0, -1.0), "std must be >= 0"),
+    (lambda: demand.UniformInt(5, 5), "0 <= low < high"),
+    (lambda: demand.Geometric(0.0), "mean must be > 0"),
+    (lambda: demand.AR1(1.0, 5.0, 1.0), "|phi| < 1"),
+    (lambda: demand.Replay(torch.ones(3)), "shape \\[SKU, day\\]"),
+    (lambda: demand.Replay(-torch.ones(2, 3)), "non-negative"),
+    (lambda: demand.Poisson(1.0).sample(0, generator=gen()), "days and paths must be >= 1"),
+    (lambda: demand.PaperIndependent(horizon=5).sample(6, generator=gen()), "exceeds the instance horizon"),
+    (lambda: demand.Replay(torch.ones(1, 3)).split(0.5, 0.4), "too few"),
+])
+def test_bad_inputs(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
