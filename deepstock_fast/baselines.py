@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .metrics import Metrics, business_metrics
 from .ops import POLICIES, rollout
 
 
@@ -23,16 +24,6 @@ from .ops import POLICIES, rollout
 class ClassicalPolicy:
     kind: str       # one of POLICIES
     params: Tensor  # [S, n]
-
-
-@dataclass
-class Metrics:
-    """Per-SKU averages over the demand paths, after warm-up. Each [S]."""
-
-    average_cost: Tensor    # cost per day
-    fill_rate: Tensor       # units sold / units demanded
-    stockout_rate: Tensor   # share of days ending with unmet demand
-    turnover_days: Tensor   # average end-of-day inventory / average daily sales
 
 
 def _paths(demand: Tensor) -> Tensor:
@@ -53,7 +44,8 @@ def _per_sku(value, skus: int, like: Tensor) -> Tensor:
 
 def _simulate(kind, params, demand, lead_time, *, review_period, warmup, holding_cost,
               penalty_cost, order_cost, lost_sales, max_elements=1 << 25):
-    """Rollout of params [S, K, n] on demand [S, N, T] -> (average cost, stats) [S, K], [S, K, 4]."""
+    """Rollout of params [S, K, n] on demand [S, N, T] -> average cost [S, K] (mean over the
+    paths), cost totals [S, K, 3] and stats totals [S, K, 4] (summed over the paths)."""
     skus, paths, days = demand.shape
     k, n = params.shape[1:]
     lead = _per_sku(lead_time, skus, demand).long()
@@ -61,7 +53,7 @@ def _simulate(kind, params, demand, lead_time, *, review_period, warmup, holding
     max_lead = int(lead.max()) if skus else 0
     rows_per_sku = k * paths
     chunk = max(1, max_elements // max(1, rows_per_sku * days))
-    costs, stats = [], []
+    averages, costs, stats = [], [], []
     for lo in range(0, skus, chunk):
         hi = min(skus, lo + chunk)
         s = hi - lo
@@ -72,9 +64,10 @@ def _simulate(kind, params, demand, lead_time, *, review_period, warmup, holding
         r = rollout(d, kind, pr, rep(lead), pipeline=d.new_zeros(d.shape[0], max_lead),
                     review_period=review_period, warmup=warmup, holding_cost=rep(h),
                     penalty_cost=rep(p), order_cost=rep(c), lost_sales=lost_sales)
-        costs.append(r.average_cost.view(s, k, paths).mean(2))
+        averages.append(r.average_cost.view(s, k, paths).mean(2))
+        costs.append(r.cost.view(s, k, paths, 3).sum(2))
         stats.append(r.stats.view(s, k, paths, 4).sum(2))
-    return torch.cat(costs), torch.cat(stats)
+    return torch.cat(averages), torch.cat(costs), torch.cat(stats)
 
 
 def default_grid(kind: str, demand: Tensor, lead_time, review_period: int = 1,
@@ -142,7 +135,7 @@ def fit(kind: str, demand: Tensor, lead_time, *, holding_cost, penalty_cost, ord
     if grid.dim() != 3 or grid.shape[2] != len(POLICIES[kind]):
         raise ValueError(f"grid for {kind} must have shape [S, K, {len(POLICIES[kind])}] or "
                          f"[K, {len(POLICIES[kind])}], got {tuple(grid.shape)}")
-    costs, _ = _simulate(kind, grid, demand, lead_time, review_period=review_period,
+    costs, _, _ = _simulate(kind, grid, demand, lead_time, review_period=review_period,
                          warmup=warmup, holding_cost=holding_cost, penalty_cost=penalty_cost,
                          order_cost=order_cost, lost_sales=lost_sales)
     best = costs.argmin(1)
@@ -155,16 +148,10 @@ def evaluate(policy: ClassicalPolicy, demand: Tensor, lead_time, *, holding_cost
              warmup: int = 0) -> Metrics:
     """Cost and business metrics of a policy on demand paths [S, T] or [S, N, T]."""
     demand = _paths(demand)
-    cost, stats = _simulate(policy.kind, policy.params.unsqueeze(1), demand, lead_time,
-                            review_period=review_period, warmup=warmup,
-                            holding_cost=holding_cost, penalty_cost=penalty_cost,
-                            order_cost=order_cost, lost_sales=lost_sales)
-    cost, stats = cost[:, 0], stats[:, 0]
-    sold, _, stockout_days, inventory = stats.unbind(-1)
+    _, cost, stats = _simulate(policy.kind, policy.params.unsqueeze(1), demand, lead_time,
+                               review_period=review_period, warmup=warmup,
+                               holding_cost=holding_cost, penalty_cost=penalty_cost,
+                               order_cost=order_cost, lost_sales=lost_sales)
     counted = demand[:, :, warmup:]
-    demanded = counted.sum((1, 2))
-    days = counted.shape[1] * counted.shape[2]
-    return Metrics(average_cost=cost,
-                   fill_rate=sold / demanded,
-                   stockout_rate=stockout_days / days,
-                   turnover_days=inventory / sold)
+    return business_metrics(cost[:, 0], stats[:, 0], counted.sum((1, 2)),
+                            counted.shape[1] * counted.shape[2])
