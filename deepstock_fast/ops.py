@@ -50,6 +50,24 @@ def _param(value, like: Tensor) -> Tensor:
     return torch.full((1,), float(value), dtype=like.dtype, device=like.device)
 
 
+def initial_state(demand: Tensor, lead_time: Tensor | int, on_hand: Tensor | None = None,
+                  pipeline: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(lead_time [B], on_hand [B], pipeline [B, max_lead]) for B = demand.shape[0].
+
+    An int lead time applies to every environment; a missing state is the empty system with
+    max_lead = the largest lead time (reading it synchronises once on a GPU).
+    """
+    batch = demand.shape[0]
+    if not isinstance(lead_time, Tensor):
+        lead_time = torch.full((batch,), int(lead_time), dtype=torch.int64, device=demand.device)
+    if pipeline is None:
+        max_lead = int(lead_time.max()) if lead_time.numel() else 0
+        pipeline = demand.new_zeros(batch, max(max_lead, 0))
+    if on_hand is None:
+        on_hand = demand.new_zeros(batch)
+    return lead_time, on_hand, pipeline
+
+
 def inventory_position(on_hand: Tensor, pipeline: Tensor) -> Tensor:
     """On-hand plus everything in the pipeline: [B], [B, max_lead] -> [B]."""
     return on_hand + pipeline.sum(dim=1)
@@ -159,14 +177,7 @@ def rollout(
     Returns:
         :class:`RolloutResult`; not differentiable.
     """
-    batch = demand.shape[0]
-    if not isinstance(lead_time, Tensor):
-        lead_time = torch.full((batch,), int(lead_time), dtype=torch.int64, device=demand.device)
-    if pipeline is None:
-        max_lead = int(lead_time.max()) if lead_time.numel() else 0
-        pipeline = demand.new_zeros(batch, max(max_lead, 0))
-    if on_hand is None:
-        on_hand = demand.new_zeros(batch)
+    lead_time, on_hand, pipeline = initial_state(demand, lead_time, on_hand, pipeline)
     return RolloutResult(
         *_ops.rollout(
             on_hand,

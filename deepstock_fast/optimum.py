@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .ops import inventory_step
+from .envs import SimState, simulate
 
 ZIPKIN_CSV = pathlib.Path(__file__).resolve().parent / "data" / "zipkin2008_lost_sales_optimal.csv"
 
@@ -164,27 +164,18 @@ def solve_lost_sales(
 
 def simulate_policy(optimum: LostSalesOptimum, demand: Tensor, holding_cost: float,
                     penalty_cost: float, order_cost: float = 0.0, warmup: int = 100) -> Tensor:
-    """Average cost per day after warm-up of the DP's policy, simulated with inventory_step.
+    """Average cost per day after warm-up of the DP's policy, simulated from the empty system.
 
-    demand: [B, T] integer-valued demand paths; one step covers a review period of P days, so
-    T and warmup should be multiples of P. Returns [B]. Starts from the empty system.
+    demand: [B, T] integer-valued demand paths; T and warmup multiples of the review period.
+    Returns [B].
     """
-    batch, horizon = demand.shape
-    L, P = optimum.lead_time, optimum.review_period
-    on_hand = demand.new_zeros(batch)
-    pipeline = demand.new_zeros(batch, L)
-    lead = torch.full((batch,), L, dtype=torch.long)
-    total = demand.new_zeros(batch)
-    days = 0
-    for t in range(0, horizon - P + 1, P):
-        order = optimum.order(on_hand + pipeline[:, 0], pipeline[:, 1:]).to(demand.dtype)
-        on_hand, pipeline, cost, _ = inventory_step(on_hand, pipeline, lead, order,
-                                                    demand[:, t:t + P], holding_cost,
-                                                    penalty_cost, order_cost, lost_sales=True)
-        if t >= warmup:
-            total = total + cost.sum(1)
-            days += P
-    return total / days
+    def lookup(state: SimState) -> Tensor:
+        y = state.on_hand + state.pipeline[:, 0]  # on-hand after today's arrival
+        return optimum.order(y, state.pipeline[:, 1:]).to(demand.dtype)
+
+    return simulate(lookup, demand, optimum.lead_time, review_period=optimum.review_period,
+                    warmup=warmup, holding_cost=holding_cost, penalty_cost=penalty_cost,
+                    order_cost=order_cost).average_cost
 
 
 @dataclass

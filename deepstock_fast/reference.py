@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from .ops import RolloutResult, StepResult
+from .ops import RolloutResult, StepResult, initial_state
 
 
 def _per_env(value, like: Tensor) -> Tensor:
@@ -98,11 +98,7 @@ def rollout(demand, policy, params, lead_time, *, on_hand=None, pipeline=None, r
             lost_sales=True) -> RolloutResult:
     """Reference of :func:`deepstock_fast.ops.rollout`: a loop over days of the step math."""
     batch, horizon = demand.shape
-    if not isinstance(lead_time, Tensor):
-        lead_time = torch.full((batch,), int(lead_time), device=demand.device)
-    if pipeline is None:
-        pipeline = demand.new_zeros(batch, int(lead_time.max()) if batch else 0)
-    x = demand.new_zeros(batch) if on_hand is None else on_hand
+    lead_time, x, pipeline = initial_state(demand, lead_time, on_hand, pipeline)
     no_order = demand.new_zeros(batch)
     cost = demand.new_zeros(batch, 3)
     stats = demand.new_zeros(batch, 4)

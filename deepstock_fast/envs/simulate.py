@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 from typing import Callable, NamedTuple
 
-import torch
 from torch import Tensor
 
-from ..ops import inventory_step
+from ..ops import initial_state, inventory_step
 
 
 class SimState(NamedTuple):
@@ -58,11 +57,7 @@ def simulate(policy: Callable[[SimState], Tensor], demand: Tensor, lead_time: Te
                          f"= {review_period} >= 1")
     if warmup < 0 or warmup % review_period or warmup >= horizon:
         raise ValueError(f"warmup = {warmup} must be a multiple of review_period in 0..T-1")
-    if not isinstance(lead_time, Tensor):
-        lead_time = torch.full((batch,), int(lead_time), dtype=torch.long, device=demand.device)
-    if pipeline is None:
-        pipeline = demand.new_zeros(batch, int(lead_time.max()) if batch else 0)
-    x = demand.new_zeros(batch) if on_hand is None else on_hand
+    lead_time, x, pipeline = initial_state(demand, lead_time, on_hand, pipeline)
     cost = demand.new_zeros(batch, 3)
     stats = demand.new_zeros(batch, 4)
     for day in range(0, horizon, review_period):
