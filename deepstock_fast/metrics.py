@@ -24,3 +24,10 @@ def business_metrics(cost: Tensor, stats: Tensor, demanded: Tensor, days: int) -
                    fill_rate=sold / demanded,
                    stockout_rate=stockout_days / days,
                    turnover_days=inventory / sold)
+
+
+def aggregate(cost: Tensor, stats: Tensor, demanded: Tensor, days: int) -> Metrics:
+    """Metrics over all SKUs at once from per-SKU totals cost [B, 3], stats [B, 4], demanded [B]:
+    the mean cost per SKU and day, and the ratios of the summed quantities (total sold / total
+    demanded, stockout days / SKU-days, total inventory / total sales)."""
+    return business_metrics(cost.mean(0), stats.mean(0), demanded.mean(0), days)

@@ -27,6 +27,19 @@ def test_poisson_moments_per_sku():
         close(d[s].var(), rate, rate * math.sqrt(2 / n) * 2)
 
 
+@pytest.mark.parametrize("rates", [[5.0], [0.0, 3.0, 40.0], list(range(1, 301))])
+def test_poisson_frequencies_match_the_pmf(rates):
+    process = demand.Poisson(torch.tensor(rates), num_skus=len(rates))
+    d = process.sample(60000 // len(rates) + 200, generator=gen())
+    for s, rate in list(enumerate(rates))[:3]:
+        x = d[s].reshape(-1)
+        for k in range(int(rate) - 3, int(rate) + 4):
+            if k < 0:
+                continue
+            p = math.exp(k * math.log(rate) - rate - math.lgamma(k + 1)) if rate else float(k == 0)
+            close((x == k).double().mean(), p, max(math.sqrt(p * (1 - p) / x.numel()), 1e-12))
+
+
 def test_censored_normal_mean_and_rounding():
     mu, sigma = 3.0, 4.0
     d = demand.Normal(mu, sigma).sample(200000, generator=gen())

@@ -24,6 +24,9 @@ class SimState(NamedTuple):
     lead_time: Tensor           # [B]
     day: int                    # index of the review day in the horizon
     past_demand: Tensor         # [B, day]: the demand seen so far (a view)
+    obs: Tensor | None = None       # [B, n] normalised observation (from InventoryEnv)
+    features: Tensor | None = None  # [B, m] Coeff features in demand units (from InventoryEnv)
+    scale: Tensor | None = None     # [B] the observation's demand scale (from InventoryEnv)
 
 
 class SimulationResult(NamedTuple):
@@ -38,7 +41,9 @@ def simulate(policy: Callable[[SimState], Tensor], demand: Tensor, lead_time: Te
              on_hand: Tensor | None = None, pipeline: Tensor | None = None,
              review_period: int = 1, warmup: int = 0, holding_cost=1.0, penalty_cost=9.0,
              order_cost=0.0, lost_sales: bool = True, max_order: float = math.inf,
-             step: Callable = inventory_step) -> SimulationResult:
+             step: Callable = inventory_step,
+             observe: Callable[[Tensor, Tensor, int], SimState] | None = None
+             ) -> SimulationResult:
     """Unrolls ``policy`` over the T days of ``demand`` [B, T].
 
     Args:
@@ -50,6 +55,8 @@ def simulate(policy: Callable[[SimState], Tensor], demand: Tensor, lead_time: Te
         warmup: days excluded from costs and stats; a multiple of ``review_period``, < T.
         step: the epoch transition; ``deepstock_fast.reference.inventory_step`` gives the same
             unroll in eager PyTorch (for checking or comparing).
+        observe: maps (on_hand, pipeline, epoch) to the policy's :class:`SimState` (how
+            ``InventoryEnv.simulate`` adds observations and features); default: the state alone.
     """
     batch, horizon = demand.shape
     if review_period < 1 or horizon % review_period:
@@ -61,7 +68,8 @@ def simulate(policy: Callable[[SimState], Tensor], demand: Tensor, lead_time: Te
     cost = demand.new_zeros(batch, 3)
     stats = demand.new_zeros(batch, 4)
     for day in range(0, horizon, review_period):
-        state = SimState(x, pipeline, x + pipeline.sum(1), lead_time, day, demand[:, :day])
+        state = (observe(x, pipeline, day // review_period) if observe else
+                 SimState(x, pipeline, x + pipeline.sum(1), lead_time, day, demand[:, :day]))
         order = policy(state).clamp(max=max_order)
         x, pipeline, epoch_cost, epoch_stats = step(
             x, pipeline, lead_time, order, demand[:, day:day + review_period], holding_cost,

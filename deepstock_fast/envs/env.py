@@ -1,0 +1,268 @@
+"""``InventoryEnv``: B SKUs of one :class:`InstanceConfig` stepped together on one device.
+
+One ``step`` is one review epoch (P days): a single ``inventory_step`` call plus a few tensor ops,
+no Python loop over environments and no host synchronisation. An episode's exogenous part
+(demand, features, the observation entries that do not depend on the state) is drawn at reset
+from the environment's seeded ``torch.Generator``, so a seed fixes every trajectory.
+
+Conventions follow gymnasium's vector environments, with torch tensors: ``reset(seed) -> (obs,
+info)``, ``step(order) -> (obs, reward, terminated, truncated, info)``. Every SKU's episode ends
+at the horizon (``truncated``; ``terminated`` is always False) and the environment resets in the
+same step ("same-step" autoreset): the returned ``obs`` starts the next episode, and
+``info["final_obs"]`` and ``info["episode"]`` (the finished episode's per-SKU
+:class:`~deepstock_fast.metrics.Metrics`) describe the one that ended.
+
+Observation ``[B, obs_size]``, names in ``env.obs_names``, in this order:
+    on_hand, pipeline_0 .. pipeline_{max_lead-1}      (quantities)
+    demand_-k .. demand_-1: the last ``observed_demand_days`` days (quantities)
+    the ``features`` (quantities, except ``constant`` = 1)
+    lead_time, holding_cost, penalty_cost, order_cost: only those that differ between SKUs
+    extra observations: ``day`` (day / horizon), ``yesterday`` (quantity), ``std`` (quantity:
+    the demand process's per-SKU standard deviation parameter)
+Quantities are divided by the SKU's ``scale`` [B]: the mean demand of the ``history_days`` drawn
+before the episode (at least 1) with ``obs_scale="history"``, or the number ``obs_scale``.
+``state().features`` holds the features unscaled, in demand units, for the Coeff projection.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..metrics import Metrics, business_metrics
+from ..ops import inventory_step
+from .config import InstanceConfig
+from .features import demand_features
+from .simulate import SimState, SimulationResult, simulate
+
+
+class Episode(NamedTuple):
+    """The exogenous part of one episode of B SKUs (E = horizon / P review epochs)."""
+
+    demand: Tensor          # [B, T] demand of the horizon's days
+    epoch_demand: Tensor    # [E, B, P] the same, per epoch (contiguous slices for step)
+    features: Tensor        # [E + 1, B, m] features at each epoch start (and after the last)
+    exogenous_obs: Tensor   # [E + 1, B, n] the observation's state-independent columns
+    scale: Tensor           # [B]
+    on_hand: Tensor         # [B] initial state
+    pipeline: Tensor        # [B, max_lead] initial state
+
+
+class InventoryEnv:
+    """Batched environment over ``config.num_skus`` SKUs whose state lives on ``device``.
+
+    Args:
+        config: the instance (:class:`InstanceConfig`, a dict of its fields, or a name such as
+            ``"zipkin:L=2,p=9"``).
+        device: where the state, the demand and every output live.
+        seed: seeds the environment's generator (``reset(seed=...)`` reseeds it).
+    """
+
+    def __init__(self, config: InstanceConfig | dict | str, device: str | torch.device = "cpu",
+                 seed: int | None = None):
+        if isinstance(config, str):
+            config = InstanceConfig.from_name(config)
+        elif isinstance(config, dict):
+            config = InstanceConfig.from_dict(config)
+        self.config = config
+        self.device = torch.device(device)
+        self.dtype = config.torch_dtype
+        self.num_envs = config.num_skus
+        self.num_epochs = config.horizon // config.review_period
+        self.max_lead = config.max_lead
+        self.max_order = config.max_order
+        self._process = config.demand_process(self.device)
+        self._generator = torch.Generator(device=self.device)
+        if seed is None:
+            self._generator.seed()
+        else:
+            self._generator.manual_seed(seed)
+        B = self.num_envs
+        self.lead_time = config.per_sku_tensor("lead_time", self.device, torch.int64).expand(B)
+        self.holding_cost, self.penalty_cost, self.order_cost = (
+            config.per_sku_tensor(n, self.device) for n in
+            ("holding_cost", "penalty_cost", "order_cost"))
+        self._varying = [n for n in ("lead_time", "holding_cost", "penalty_cost", "order_cost")
+                         if config.varies(n)]
+        if "std" in config.extra_observations:
+            std = getattr(self._process, "std", getattr(self._process, "sigma", None))
+            if std is None:
+                raise ValueError(f"extra observation 'std' needs a demand process with a std or "
+                                 f"sigma parameter; {config.demand['kind']!r} has none")
+            self._std = std.to(self.dtype)
+        self.obs_names = (
+            ["on_hand"] + [f"pipeline_{k}" for k in range(self.max_lead)]
+            + [f"demand_-{k}" for k in range(config.observed_demand_days, 0, -1)]
+            + list(config.features) + self._varying + list(config.extra_observations))
+        self.obs_size = len(self.obs_names)
+        self._episode: Episode | None = None
+        self._epoch = 0
+        self.last_metrics: Metrics | None = None
+
+    # ---- the exogenous part of an episode ---------------------------------------------------
+    def sample_episode(self, generator: torch.Generator | None = None) -> Episode:
+        """Draws one episode's demand, features and initial state for all B SKUs (from the
+        environment's generator unless another is given)."""
+        c, g = self.config, generator or self._generator
+        B, H, T, P, E = c.num_skus, c.history_days, c.horizon, c.review_period, self.num_epochs
+        path = self._process.sample(c.days_per_episode, generator=g).reshape(B, -1)
+        if path.shape[1] > c.days_per_episode:  # a longer replayed history: random start each
+            offset = torch.randint(0, path.shape[1] - c.days_per_episode + 1, (B, 1),
+                                   generator=g, device=self.device)
+            index = offset + torch.arange(c.days_per_episode, device=self.device)
+            path = path.gather(1, index)
+        # features from the float64 draws; everything else in the config's dtype
+        features = demand_features(path, H, range(0, T + 1, P), c.features,
+                                   c.forecast_noise_std, g).to(self.dtype)  # [E + 1, B, m]
+        path = path.to(self.dtype)
+        if c.obs_scale == "history":
+            mean = path[:, :H].mean(1) if H else path.new_ones(B)
+            scale = mean.clamp(min=1.0)
+        else:
+            scale = path.new_full((B,), float(c.obs_scale))
+        inv_scale = (1.0 / scale).view(1, B, 1)
+        exogenous = path.new_empty(E + 1, B, self.obs_size - 1 - self.max_lead)
+        filled = 0
+
+        def put(block: Tensor) -> None:  # block broadcasts to [E + 1, B, width]
+            nonlocal filled
+            exogenous[:, :, filled:filled + block.shape[-1]] = block
+            filled += block.shape[-1]
+
+        if c.observed_demand_days:  # the k days before each epoch start
+            k = c.observed_demand_days
+            put(path[:, H - k:H + T].unfold(1, k, P).transpose(0, 1) * inv_scale)
+        quantity = torch.tensor([f != "constant" for f in c.features], device=self.device)
+        put(features * torch.where(quantity, inv_scale, 1.0))
+        for name in self._varying:
+            put(getattr(self, name).to(self.dtype).view(1, -1, 1))
+        for name in c.extra_observations:
+            if name == "day":
+                put(torch.arange(0, T + 1, P, device=self.device).to(self.dtype).view(-1, 1, 1)
+                    / T)
+            elif name == "yesterday":
+                put(path[:, H - 1:H + T:P].T.unsqueeze(2) * inv_scale if H else
+                    path.new_zeros(1, 1, 1))
+            else:  # std
+                put((self._std.view(1, -1, 1) * inv_scale))
+        demand = path[:, H:H + T]
+        on_hand = path.new_zeros(B)
+        pipeline = path.new_zeros(B, self.max_lead)
+        if c.initial_state == "mean_demand":
+            mean = path[:, :H].mean(1) if H else path.new_zeros(B)
+            on_hand = mean.clone()
+            in_transit = torch.arange(self.max_lead, device=self.device) < self.lead_time.view(-1, 1)
+            pipeline = torch.where(in_transit, mean.view(-1, 1), 0.0)
+        return Episode(demand, demand.reshape(B, E, P).transpose(0, 1).contiguous(),
+                       features.contiguous(), exogenous, scale, on_hand, pipeline)
+
+    def _observation(self, episode: Episode, on_hand: Tensor, pipeline: Tensor, epoch: int,
+                     inv_scale: Tensor | None = None) -> Tensor:
+        if inv_scale is None:
+            inv_scale = (1.0 / episode.scale).unsqueeze(1)
+        return torch.cat([on_hand.unsqueeze(1) * inv_scale, pipeline * inv_scale,
+                          episode.exogenous_obs[epoch]], 1)
+
+    def observe(self, episode: Episode, on_hand: Tensor, pipeline: Tensor,
+                epoch: int) -> SimState:
+        """The observation and features at the start of ``epoch`` of ``episode`` in the given
+        state (the same function serves ``step`` and the differentiable ``simulate``)."""
+        return self._state_from(episode, on_hand, pipeline, epoch,
+                                self._observation(episode, on_hand, pipeline, epoch))
+
+    def _state_from(self, episode, on_hand, pipeline, epoch, obs) -> SimState:
+        day = epoch * self.config.review_period
+        return SimState(on_hand, pipeline, on_hand + pipeline.sum(1), self.lead_time, day,
+                        episode.demand[:, :day], obs, episode.features[epoch], episode.scale)
+
+    # ---- gymnasium-style interface ------------------------------------------------------------
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[Tensor, dict]:
+        """Starts a new episode for every SKU; returns (obs [B, obs_size], info {})."""
+        if seed is not None:
+            self._generator.manual_seed(seed)
+        self._begin()
+        return self._obs, {}
+
+    def step(self, action: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict]:
+        """Orders ``action`` [B] (>= 0, clipped to max_order) and runs one review epoch.
+
+        Returns obs [B, obs_size], reward [B] (minus the epoch's cost), terminated [B] (False),
+        truncated [B] (True at the horizon, when the SKUs reset), and info with ``cost`` [B, 3]
+        and ``stats`` [B, 4] of the epoch (plus ``final_obs`` and ``episode`` at the horizon).
+        ``step`` does not record gradients; ``simulate`` is the differentiable path.
+        """
+        if self._episode is None:
+            raise RuntimeError("call reset() before step()")
+        if not isinstance(action, Tensor) or action.shape != (self.num_envs,):
+            shape = tuple(action.shape) if isinstance(action, Tensor) else type(action).__name__
+            raise ValueError(f"action must be a tensor of shape [{self.num_envs}] (one order per "
+                             f"SKU), got {shape}")
+        order = action.detach().to(device=self.device, dtype=self.dtype)
+        if self.max_order is not None:
+            order = order.clamp(max=self.max_order)
+        c, e, episode = self.config, self._epoch, self._episode
+        on_hand, pipeline, cost, stats = inventory_step(
+            self._on_hand, self._pipeline, self.lead_time, order, episode.epoch_demand[e],
+            self.holding_cost, self.penalty_cost, self.order_cost, c.lost_sales)
+        if e * c.review_period >= c.warmup:
+            self._cost += cost
+            self._stats += stats
+        self._epoch = e + 1
+        info = {"cost": cost, "stats": stats}
+        reward = -cost[:, 0] - cost[:, 1] - cost[:, 2]  # faster than a sum over 3 columns
+        obs = self._observation(episode, on_hand, pipeline, self._epoch, self._inv_scale)
+        if self._epoch < self.num_epochs:
+            self._on_hand, self._pipeline, self._obs = on_hand, pipeline, obs
+            return obs, reward, self._false, self._false, info
+        info["final_obs"] = obs
+        info["episode"] = self.last_metrics = self.episode_metrics()
+        self._begin()
+        return self._obs, reward, self._false, self._true, info
+
+    def state(self) -> SimState:
+        """The current state as a policy sees it: obs, on_hand, pipeline, inventory position,
+        lead time, day, past demand, features (unscaled) and scale."""
+        if self._episode is None:
+            raise RuntimeError("call reset() first")
+        return self._state_from(self._episode, self._on_hand, self._pipeline, self._epoch,
+                                self._obs)
+
+    def episode_metrics(self) -> Metrics:
+        """Per-SKU metrics of the current episode's days after warm-up so far (NaN before any)."""
+        c = self.config
+        day = self._epoch * c.review_period
+        demanded = self._episode.demand[:, c.warmup:max(day, c.warmup)].sum(1)
+        return business_metrics(self._cost, self._stats, demanded,
+                                max(day - c.warmup, 0) or float("nan"))
+
+    def _begin(self) -> None:
+        episode = self._episode = self.sample_episode()
+        self._epoch = 0
+        self._on_hand, self._pipeline = episode.on_hand, episode.pipeline
+        self._inv_scale = (1.0 / episode.scale).unsqueeze(1)
+        self._obs = self._observation(episode, episode.on_hand, episode.pipeline, 0,
+                                      self._inv_scale)
+        B = self.num_envs
+        self._cost = episode.on_hand.new_zeros(B, 3)
+        self._stats = episode.on_hand.new_zeros(B, 4)
+        self._false = torch.zeros(B, dtype=torch.bool, device=self.device)
+        self._true = torch.ones(B, dtype=torch.bool, device=self.device)
+
+    # ---- the differentiable path -----------------------------------------------------------
+    def simulate(self, policy: Callable[[SimState], Tensor], episode: Episode | None = None,
+                 step: Callable = inventory_step) -> SimulationResult:
+        """Unrolls ``policy`` over one episode (drawn now if not given) with autograd through
+        every step; the policy gets the same :class:`SimState` (obs, features, ...) as from
+        ``state()``. Costs and stats count the days after warm-up."""
+        c = self.config
+        episode = episode or self.sample_episode()
+        return simulate(policy, episode.demand, self.lead_time, on_hand=episode.on_hand,
+                        pipeline=episode.pipeline, review_period=c.review_period,
+                        warmup=c.warmup, holding_cost=self.holding_cost,
+                        penalty_cost=self.penalty_cost, order_cost=self.order_cost,
+                        lost_sales=c.lost_sales,
+                        max_order=c.max_order if c.max_order is not None else float("inf"),
+                        step=step,
+                        observe=lambda x, pipe, epoch: self.observe(episode, x, pipe, epoch))

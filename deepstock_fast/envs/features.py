@@ -1,0 +1,58 @@
+"""Demand features of the Coeff regularization, computed for all days of an episode at once."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def demand_features(path: Tensor, history_days: int, days: range, names: tuple[str, ...],
+                    noise_std: float = 3.0, generator: torch.Generator | None = None) -> Tensor:
+    """Features [len(days), B, m] (time-major) on the given days, from one demand path per SKU.
+
+    Args:
+        path: [B, history_days + D] demand: ``history_days`` days before day 0, then days 0, 1,
+            ... (at least up to the last of ``days`` plus the longest forecast window).
+        days: the days to compute features for (day 0 is the first day after the history), e.g.
+            ``range(0, horizon + 1, review_period)`` for every review epoch.
+        names: features in order, from ``config.COEFF_FEATURES``:
+            ``trailing_k``: mean demand of the k days before day t (of fewer at the start of the
+            path; 0 on its first day); ``forecast_k``: mean demand of days t .. t+k-1 plus
+            N(0, noise_std^2) noise (a forecast proxy; the noise is drawn from ``generator``);
+            ``constant``: 1.
+    """
+    batch, length = path.shape
+    count = len(days)
+    longest = max([int(n.split("_")[1]) for n in names if n != "constant"], default=0)
+    # cumulative[longest + i] = demand of path days 0 .. i-1 (left zero padding for trailing),
+    # time-major so that the features come out as [days, B] without transposing them
+    cumulative = path.new_zeros(longest + 1 + length, batch, dtype=torch.float64)
+    cumulative[longest + 1:] = path.T
+    cumulative[longest + 1:] = cumulative[longest + 1:].cumsum(0)
+    first = longest + history_days + days.start
+
+    def at(offset: int) -> Tensor:  # cumulative at day t + offset for every t in days: [count, B]
+        start = first + offset
+        return cumulative[start:start + days.step * (count - 1) + 1:days.step]
+
+    columns = []
+    for name in names:
+        if name == "constant":
+            columns.append(path.new_ones(count, batch, dtype=torch.float64))
+            continue
+        kind, k = name.split("_")
+        k = int(k)
+        if kind == "trailing":
+            seen = torch.arange(history_days + days.start, history_days + days.stop, days.step,
+                                device=path.device).clamp(min=1, max=k)
+            columns.append((at(0) - at(-k)) / seen.unsqueeze(1))
+        else:
+            if history_days + days[-1] + k > length:
+                raise ValueError(f"{name} needs {k} days of demand from day {days[-1]}; the path "
+                                 f"ends at day {length - history_days - 1}")
+            noise = torch.randn(count, batch, generator=generator, device=path.device)  # float32:
+            # the noise needs no more precision, and float32 draws are 4x faster on a CPU
+            columns.append((at(k) - at(0)) / k + noise_std * noise)
+    if not columns:
+        return path.new_zeros(count, batch, 0)
+    return torch.stack(columns, dim=2).to(path.dtype)
