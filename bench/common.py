@@ -4,43 +4,14 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import pathlib
-import platform
-import socket
 import time
 
 import torch
 
-import deepstock_fast
+from deepstock_fast.report import machine, table  # noqa: F401  (re-exported)
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-
-
-def machine(device: str) -> dict:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "host": socket.gethostname(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "build": deepstock_fast.build_info(),
-        "device": device,
-    }
-    if device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        info["gpu"] = props.name
-        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
-    return info
 
 
 def sync(device: str) -> None:
@@ -74,14 +45,3 @@ def write_results(name: str, payload: dict) -> pathlib.Path:
     path = RESULTS / f"{name}-{payload['machine']['device']}-{stamp}.json"
     path.write_text(json.dumps(payload, indent=1))
     return path
-
-
-def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
-    """Plain-text table: columns are (key, header, format)."""
-    cells = [[h for _, h, _ in columns]]
-    for r in rows:
-        cells.append([("" if r.get(k) is None else format(r[k], f)) for k, _, f in columns])
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)

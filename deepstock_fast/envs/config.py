@@ -231,7 +231,7 @@ class InstanceConfig:
     @classmethod
     def from_name(cls, name: str) -> "InstanceConfig":
         """``zipkin:L=<1..4>,p=<4|9|19|39>`` (Zipkin 2008: lost sales, Poisson(5), h = 1, P = 1,
-        horizon 200 days of which 50 warm-up) or ``paper:setting=<1..4>`` (PAPER.md: backlog,
+        horizon 200 days of which 50 warm-up, trailing-mean features only) or ``paper:setting=<1..4>`` (PAPER.md: backlog,
         L = 1, P = 2, h = 0.1, p = 0.9, max order 100, horizon 30 days with the first 4 — L + P
         rounded up to a whole review period — left out). Other ``key=value`` pairs set fields."""
         family, _, args = name.partition(":")
@@ -246,9 +246,12 @@ class InstanceConfig:
             if lead not in (1, 2, 3, 4) or penalty not in (4, 9, 19, 39):
                 raise ValueError(f"instance {name!r}: zipkin needs L in 1..4 and p in "
                                  "{4, 9, 19, 39}")
+            # no forecast features: they would carry information about future demand that
+            # the published optimum does not have
             base = dict(lead_time=lead, penalty_cost=float(penalty), holding_cost=1.0,
                         lost_sales=True, review_period=1, horizon=200, warmup=50,
-                        demand={"kind": "poisson", "rate": 5.0}, obs_scale=5.0)
+                        demand={"kind": "poisson", "rate": 5.0}, obs_scale=5.0,
+                        features=("trailing_28", "trailing_7", "constant"))
         elif family == "paper":
             setting = params.pop("setting", None)
             settings = {

@@ -101,6 +101,11 @@ class InventoryEnv:
         self._epoch = 0
         self.last_metrics: Metrics | None = None
 
+    @property
+    def generator(self) -> torch.Generator:
+        """The generator episodes are drawn from (its state is what a checkpoint saves)."""
+        return self._generator
+
     # ---- the exogenous part of an episode ---------------------------------------------------
     def sample_episode(self, generator: torch.Generator | None = None) -> Episode:
         """Draws one episode's demand, features and initial state for all B SKUs (from the

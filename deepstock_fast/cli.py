@@ -1,0 +1,349 @@
+"""The ``deepstock`` command line: train, eval, baselines, bench.
+
+    deepstock train --instance zipkin:L=2,p=9 --head none,base       # the README's main job
+    deepstock eval --policy runs/zipkin-L2-p9/base/policy.pt
+    deepstock baselines --instance paper:setting=2
+    deepstock bench throughput --quick
+
+Instances are names (``zipkin:L=..,p=..``, ``paper:setting=..``, with ``key=value`` overrides) or
+JSON/YAML files of an :class:`~deepstock_fast.envs.InstanceConfig`'s fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import re
+import runpy
+import sys
+import time
+
+import torch
+
+from . import compare
+from .envs import InstanceConfig
+from .evaluation import evaluate
+from .policies import HEADS, Policy, PolicyConfig
+from .report import machine, table
+from .trainers import DSConfig, train_ds
+
+ALGOS = ("ds",)
+
+
+class UsageError(Exception):
+    """A bad argument: reported as ``deepstock <command>: error: ...`` with exit status 2."""
+
+
+# ---- argument helpers ------------------------------------------------------------------------
+def load_instance(text: str) -> InstanceConfig:
+    path = pathlib.Path(text)
+    if path.suffix in (".json", ".yaml", ".yml"):
+        if not path.exists():
+            raise UsageError(f"instance file {text} does not exist")
+        raw = path.read_text()
+        if path.suffix == ".json":
+            data = json.loads(raw)
+        else:
+            try:
+                import yaml
+            except ImportError:
+                raise UsageError("reading YAML needs PyYAML (pip install pyyaml); or use JSON")
+            data = yaml.safe_load(raw)
+        if not isinstance(data, dict):
+            raise UsageError(f"{text} must hold a mapping of instance config fields")
+        return InstanceConfig.from_dict(data)
+    return InstanceConfig.from_name(text)
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths like 64,64, got "
+                                         f"{text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be positive, got {text!r}")
+    return widths
+
+
+def _heads(text: str) -> list[str]:
+    heads = [h.strip() for h in text.split(",") if h.strip()]
+    bad = [h for h in heads if h not in HEADS]
+    if not heads or bad:
+        raise argparse.ArgumentTypeError(f"heads must be among {', '.join(HEADS)}; got {text!r}")
+    return heads
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") \
+                from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def _device(text: str) -> str:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError("device cuda requested but no CUDA GPU is available")
+    return text
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text.replace("=", "")).strip("-") or "instance"
+
+
+def test_instance(instance: InstanceConfig, skus: int | None, horizon: int | None,
+                  warmup: int | None) -> InstanceConfig:
+    """The instance every policy is costed on: by default 1024 SKUs over 1000 days when the SKUs
+    are identical copies (a long-run average), else the instance's own SKUs and horizon."""
+    identical = compare.identical_skus(instance)
+    P = instance.review_period
+    if horizon is None:
+        horizon = max(instance.horizon, -(-1000 // P) * P) if identical else instance.horizon
+    return instance.replace(num_skus=skus or (1024 if identical else instance.num_skus),
+                            horizon=horizon, warmup=instance.warmup if warmup is None else warmup)
+
+
+# ---- train -------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    instance = load_instance(args.instance)
+    if args.algo not in ALGOS:
+        raise UsageError(f"--algo {args.algo} is not available; choose from {', '.join(ALGOS)}")
+    config = DSConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      eval_every=args.eval_every, patience=args.patience,
+                      validation_skus=args.validation_skus, fixed_train_set=args.fixed_train_set,
+                      checkpoint_every=args.checkpoint_every, time_budget=args.time_budget,
+                      seed=args.seed)
+    test = test_instance(instance, args.test_skus, args.test_horizon, args.test_warmup)
+    out = pathlib.Path(args.out or f"runs/{_slug(args.instance)}-{args.algo}")
+    if args.resume and not out.is_dir():
+        raise UsageError(f"--resume: no checkpoint in {out} (the directory does not exist)")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"deepstock train: {args.algo} on {args.instance}, heads {', '.join(args.head)}; "
+          f"results in {out}/", file=sys.stderr)
+    runs = {}
+    for head in args.head:
+        policy_config = PolicyConfig(head=head, hidden=args.hidden, activation=args.activation)
+        policy, result = train_ds(instance, policy_config, config, device=args.device,
+                                  out_dir=out / head, resume=args.resume,
+                                  progress=not args.no_progress, label=f"{args.algo}+{head}")
+        if result.message:
+            print(f"{args.algo}+{head}: {result.message}", file=sys.stderr)
+        if result.stopped in ("diverged", "interrupted"):
+            return 1 if result.stopped == "diverged" else 130
+        ev = evaluate(policy, test, seed=args.seed + 2, device=args.device)
+        runs[head] = (result, ev)
+    print("costing the references on the same test episode...", file=sys.stderr)
+    references = compare.reference_rows(instance, test, seed=args.seed + 2, device=args.device)
+    rows = _comparison(args.algo, runs, references)
+    print(table(rows, [("policy", "policy", "s"), ("cost", "cost / SKU-day", ".4f"),
+                       ("gap_pct", f"gap % vs {rows[0]['baseline']}", "+.2f"),
+                       ("gap_same_demand_pct", "vs DP policy, same demand", "+.2f"),
+                       ("fill_rate", "fill rate", ".3f"), ("stockout_rate", "stockout", ".3f"),
+                       ("turnover_days", "turnover d", ".2f"), ("seconds", "train s", ".0f"),
+                       ("epochs", "epochs", "d")]))
+    payload = {"command": sys.argv, "instance": instance.to_dict(), "test_instance": test.to_dict(),
+               "algo": args.algo, "ds_config": dataclasses.asdict(config),
+               "seeds": {"train": args.seed, "validation": args.seed + 1_000_003,
+                         "test": args.seed + 2},
+               "runs": {head: {"policy_config": dataclasses.asdict(PolicyConfig(
+                   head=head, hidden=args.hidden, activation=args.activation)),
+                               "result": dataclasses.asdict(result),
+                               "test": {k: float(v) for k, v in ev.aggregate._asdict().items()}}
+                        for head, (result, ev) in runs.items()},
+               "comparison": rows, "machine": machine(args.device)}
+    (out / "results.json").write_text(json.dumps(payload, indent=1))
+    _plot(runs, references, out / "learning_curve.png", args.instance)
+    print(f"wrote {out / 'results.json'}", file=sys.stderr)
+    return 0
+
+
+def _comparison(algo, runs, references) -> list[dict]:
+    base = next((r for r in references if r["policy"] == "DP optimum"), None) or next(
+        r for r in references if r["policy"] == "best base-stock")
+    rows = []
+    for head, (result, ev) in runs.items():
+        a = ev.aggregate
+        rows.append({"policy": f"{algo} + {head}", "cost": ev.average_cost,
+                     "fill_rate": float(a.fill_rate), "stockout_rate": float(a.stockout_rate),
+                     "turnover_days": float(a.turnover_days), "seconds": result.seconds,
+                     "epochs": result.epochs})
+    rows += [dict(r) for r in references]
+    same = next((r for r in references if r["policy"] == "DP policy, test episode"), None)
+    for r in rows:
+        r["baseline"] = base["policy"]
+        r["gap_pct"] = 100 * (r["cost"] - base["cost"]) / base["cost"]
+        if same is not None:  # common random numbers: free of the test episode's noise
+            r["gap_same_demand_pct"] = 100 * (r["cost"] - same["cost"]) / same["cost"]
+    return rows
+
+
+def _plot(runs, references, path: pathlib.Path, title: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no learning-curve PNG: pip install matplotlib)", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for head, (result, _) in runs.items():
+        epochs = [h["epoch"] for h in result.history]
+        ax.plot(epochs, [h["validation_cost"] for h in result.history], label=f"{head}")
+    for r in references:
+        if r["policy"] in ("DP optimum", "best base-stock", "best capped base-stock"):
+            ax.axhline(r["cost"], linestyle="--", linewidth=1, label=r["policy"], color={
+                "DP optimum": "black", "best base-stock": "grey",
+                "best capped base-stock": "tab:olive"}[r["policy"]])
+    costs = [h["validation_cost"] for res, _ in runs.values() for h in res.history]
+    if costs:
+        low = min(costs + [r["cost"] for r in references])
+        ax.set_ylim(low * 0.99, min(max(costs), low * 1.3))
+    ax.set(xlabel="epoch", ylabel="validation cost per SKU-day", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---- eval, baselines, bench -------------------------------------------------------------------
+def cmd_eval(args) -> int:
+    path = pathlib.Path(args.policy)
+    if not path.exists():
+        raise UsageError(f"--policy {path} does not exist")
+    policy = Policy.load(path, map_location=args.device)
+    if args.instance:
+        instance = load_instance(args.instance)
+    else:
+        saved = torch.load(path, map_location="cpu", weights_only=False).get("instance")
+        if saved is None:
+            raise UsageError("the policy file holds no instance: pass --instance")
+        instance = InstanceConfig.from_dict(saved)
+    test = test_instance(instance, args.skus, args.horizon, args.warmup)
+    ev = evaluate(policy, test, seed=args.seed, device=args.device)
+    row = {"policy": str(path), "cost": ev.average_cost,
+           **{k: float(v) for k, v in ev.aggregate._asdict().items() if k != "average_cost"}}
+    print(table([row], [("policy", "policy", "s"), ("cost", "cost / SKU-day", ".4f"),
+                        ("fill_rate", "fill rate", ".3f"), ("stockout_rate", "stockout", ".3f"),
+                        ("turnover_days", "turnover d", ".2f")]))
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({"instance": test.to_dict(), **row,
+                                                       "machine": machine(args.device)}, indent=1))
+    return 0
+
+
+def cmd_baselines(args) -> int:
+    instance = load_instance(args.instance)
+    test = test_instance(instance, args.skus, args.horizon, args.warmup)
+    rows = compare.reference_rows(instance, test, seed=args.seed, device=args.device,
+                                  progress=True)
+    print(table(rows, [("policy", "policy", "s"), ("cost", "cost / SKU-day", ".4f"),
+                       ("note", "", "s")]))
+    return 0
+
+
+BENCHES = ("throughput", "env_step", "zipkin", "baselines", "quality")
+
+
+def cmd_bench(args) -> int:
+    script = pathlib.Path(__file__).resolve().parents[1] / "bench" / f"{args.name}.py"
+    if not script.exists():
+        raise UsageError(f"{script} not found: the benchmarks live in the source checkout's "
+                         "bench/ directory (install with pip install -e .)")
+    sys.argv = [str(script), *args.rest]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+# ---- the parser -------------------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deepstock", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(q, instance_required=True):
+        q.add_argument("--instance", required=instance_required,
+                       help="a name (zipkin:L=2,p=9, paper:setting=2, with key=value overrides) "
+                            "or a JSON/YAML instance config file")
+        q.add_argument("--device", type=_device, default="cpu")
+        q.add_argument("--seed", type=int, default=0)
+
+    t = sub.add_parser("train", help="train regularized policies and compare them with the "
+                                     "optimum and classical baselines")
+    common(t)
+    t.add_argument("--algo", choices=ALGOS, default="ds")
+    t.add_argument("--head", type=_heads, default=["base"],
+                   help=f"comma-separated regularization heads among {', '.join(HEADS)}")
+    defaults = DSConfig()
+    t.add_argument("--epochs", type=_positive(int), default=defaults.epochs)
+    t.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size,
+                   help="SKU trajectories per gradient step")
+    t.add_argument("--lr", type=_positive(float), default=defaults.lr)
+    t.add_argument("--hidden", type=_widths, default=(64, 64), help="e.g. 64,64")
+    t.add_argument("--activation", choices=("elu", "relu", "tanh"), default="elu")
+    t.add_argument("--eval-every", type=_positive(int), default=defaults.eval_every)
+    t.add_argument("--patience", type=_positive(int), default=defaults.patience,
+                   help="evaluations without improvement before stopping")
+    t.add_argument("--validation-skus", type=_positive(int), default=defaults.validation_skus)
+    t.add_argument("--fixed-train-set", action="store_true",
+                   help="train on one fixed episode (small-data settings)")
+    t.add_argument("--checkpoint-every", type=_positive(int), default=defaults.checkpoint_every)
+    t.add_argument("--time-budget", type=_positive(float), default=None,
+                   help="seconds of training per head")
+    t.add_argument("--test-skus", type=_positive(int), default=None)
+    t.add_argument("--test-horizon", type=_positive(int), default=None)
+    t.add_argument("--test-warmup", type=int, default=None)
+    t.add_argument("--out", default=None, help="output directory (default runs/<instance>-<algo>)")
+    t.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(run=cmd_train)
+
+    e = sub.add_parser("eval", help="cost and business metrics of a saved policy")
+    common(e, instance_required=False)
+    e.add_argument("--policy", required=True, help="a policy.pt written by deepstock train")
+    e.add_argument("--skus", type=_positive(int), default=None)
+    e.add_argument("--horizon", type=_positive(int), default=None)
+    e.add_argument("--warmup", type=int, default=None)
+    e.add_argument("--json", default=None, help="also write the result to this JSON file")
+    e.set_defaults(run=cmd_eval)
+
+    b = sub.add_parser("baselines", help="the DP optimum (where it applies), best base-stock and "
+                                         "capped base-stock policies of an instance")
+    common(b)
+    b.add_argument("--skus", type=_positive(int), default=None)
+    b.add_argument("--horizon", type=_positive(int), default=None)
+    b.add_argument("--warmup", type=int, default=None)
+    b.set_defaults(run=cmd_baselines)
+
+    r = sub.add_parser("bench", help="run one of the benchmarks in bench/")
+    r.add_argument("name", choices=BENCHES)
+    r.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    r.set_defaults(run=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        return args.run(args)
+    except (UsageError, ValueError, FileNotFoundError) as e:
+        print(f"deepstock {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"deepstock {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

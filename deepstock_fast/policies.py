@@ -1,0 +1,192 @@
+"""Regularized policies: an MLP whose output goes through one of the paper's projections.
+
+Heads (PAPER.md), with s = the SKU's demand scale (``state.scale``), IP = inventory position,
+f = the Coeff features in demand units, ``net`` the MLP's pre-projection output:
+    none:  order = clamp(net * s, 0, max_order)                  (the network orders directly)
+    base:  order = clamp(net * s - IP, 0, max_order)              (net * s is an order-up-to level)
+    coeff: order = clamp(net . f, 0, max_order)                   (coefficients on the features)
+    both:  order = clamp(net . f - IP, 0, max_order)              (a Coeff-shaped level, then Base)
+Every projection is a native op (``base_stock_order``, ``coeff_order``, ``coeff_base_stock_order``)
+with its own backward. ``Policy(state)`` is the deterministic action; stochastic trainers perturb
+the pre-projection output (``raw``) and call ``project``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+import tempfile
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .envs.config import InstanceConfig
+from .envs.simulate import SimState
+from .ops import base_stock_order, coeff_base_stock_order, coeff_order
+
+HEADS = ("none", "base", "coeff", "both")
+ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+@dataclass
+class PolicyConfig:
+    head: str = "base"
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "elu"
+    #: The pre-projection output at initialisation (default: see :func:`initial_output`).
+    initial_output: list[float] | None = None
+
+    def __post_init__(self):
+        self.hidden = tuple(int(h) for h in self.hidden)
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got "
+                             f"{self.activation!r}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ValueError(f"hidden must be one or more positive widths, got {self.hidden}")
+
+
+def initial_output(head: str, instance: InstanceConfig) -> list[float]:
+    """A sensible starting point for each head, in the units of its output: none orders the mean
+    demand of a review period; base targets the mean demand over lead time + review period + 1
+    day; coeff / both put the same multiples on the 28-day trailing mean (or the first demand
+    feature; the constant's coefficient if there is none)."""
+    leads = instance.lead_time if isinstance(instance.lead_time, list) else [instance.lead_time]
+    cover = sum(leads) / len(leads) + instance.review_period + 1
+    if head == "none":
+        return [float(instance.review_period)]
+    if head == "base":
+        return [float(cover)]
+    multiple = float(instance.review_period if head == "coeff" else cover)
+    out = [0.0] * len(instance.features)
+    quantity = [i for i, f in enumerate(instance.features) if f != "constant"]
+    if quantity:
+        out[instance.features.index("trailing_28") if "trailing_28" in instance.features
+            else quantity[0]] = multiple
+    else:  # only the constant 1: its coefficient is an order in demand units
+        scale = instance.obs_scale if isinstance(instance.obs_scale, (int, float)) else 1.0
+        out[0] = multiple * scale
+    return out
+
+
+class Policy(nn.Module):
+    """MLP actor with a regularization head, for observations of one instance's layout.
+
+    Args:
+        obs_names: the environment's ``obs_names`` (the input layout, kept to check instances).
+        features: the instance's Coeff feature names (the coeff/both output size).
+        config: :class:`PolicyConfig`.
+        max_order: the order cap (None: no cap).
+    """
+
+    def __init__(self, obs_names: list[str], features: tuple[str, ...], config: PolicyConfig,
+                 max_order: float | None = None):
+        super().__init__()
+        self.config = config
+        self.obs_names = list(obs_names)
+        self.features = tuple(features)
+        self.max_order = max_order
+        out = 1 if config.head in ("none", "base") else len(self.features)
+        if out == 0:
+            raise ValueError(f"head {config.head!r} needs at least one feature in the instance")
+        n = len(self.obs_names)
+        # input normalisation: fixed per-column shift and scale, fitted once (fit_normalizer)
+        self.register_buffer("obs_mean", torch.zeros(n))
+        self.register_buffer("obs_std", torch.ones(n))
+        layers, width = [], n
+        for h in config.hidden:
+            layers += [nn.Linear(width, h), ACTIVATIONS[config.activation]()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, out)
+        init = config.initial_output if config.initial_output is not None else [1.0] * out
+        if len(init) != out:
+            raise ValueError(f"initial_output needs {out} values for head {config.head!r}, got "
+                             f"{len(init)}")
+        with torch.no_grad():  # start near the initial output, with a small state dependence
+            self.head.weight.mul_(0.1)
+            self.head.bias.copy_(torch.tensor(init))
+
+    @classmethod
+    def for_instance(cls, instance: InstanceConfig, config: PolicyConfig,
+                     obs_names: list[str]) -> "Policy":
+        if config.initial_output is None:
+            config = dataclasses.replace(config, initial_output=initial_output(config.head,
+                                                                               instance))
+        return cls(obs_names, instance.features, config, instance.max_order)
+
+    @torch.no_grad()
+    def fit_normalizer(self, obs: Tensor) -> None:
+        """Sets the input normalisation from observations [N, n]: mean and std per column (std
+        floored at 1e-3 of the column's magnitude, so constant columns pass through)."""
+        obs = obs.reshape(-1, obs.shape[-1]).to(self.obs_mean)
+        self.obs_mean.copy_(obs.mean(0))
+        floor = 1e-3 * obs.abs().mean(0).clamp(min=1.0)
+        self.obs_std.copy_(obs.std(0).nan_to_num(0.0).maximum(floor))
+
+    def raw(self, obs: Tensor) -> Tensor:
+        """The pre-projection output [B, k] for observations [B, n]."""
+        x = (obs.to(self.obs_mean.dtype) - self.obs_mean) / self.obs_std
+        return self.head(self.body(x))
+
+    def project(self, raw: Tensor, state: SimState) -> Tensor:
+        """Orders [B] from the pre-projection output [B, k] through the head's projection."""
+        raw = raw.to(state.on_hand.dtype)
+        cap = self.max_order if self.max_order is not None else math.inf
+        head = self.config.head
+        if head == "none":
+            return base_stock_order(raw[:, 0] * state.scale, torch.zeros_like(state.on_hand), cap)
+        if head == "base":
+            return base_stock_order(raw[:, 0] * state.scale, state.inventory_position, cap)
+        if head == "coeff":
+            return coeff_order(raw, state.features, cap)
+        return coeff_base_stock_order(raw, state.features, state.inventory_position, cap)
+
+    def forward(self, state: SimState) -> Tensor:
+        """The deterministic action: orders [B] for a :class:`SimState` (``env.state()``)."""
+        return self.project(self.raw(state.obs), state)
+
+    act = forward
+
+    # ---- persistence -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, **extra) -> None:
+        """Weights, config, input layout and normalisation in one file (written atomically)."""
+        payload = {"config": dataclasses.asdict(self.config), "obs_names": self.obs_names,
+                   "features": list(self.features), "max_order": self.max_order,
+                   "state_dict": self.state_dict(), **extra}
+        atomic_save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location="cpu") -> "Policy":
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+        try:
+            policy = cls(payload["obs_names"], tuple(payload["features"]),
+                         PolicyConfig(**payload["config"]), payload["max_order"])
+            policy.load_state_dict(payload["state_dict"])
+        except KeyError as e:
+            raise ValueError(f"{path} is not a saved deepstock_fast policy (missing {e})") from None
+        return policy
+
+    def check_instance(self, obs_names: list[str]) -> None:
+        if list(obs_names) != self.obs_names:
+            raise ValueError(f"the policy reads observations {self.obs_names}; this instance "
+                             f"gives {list(obs_names)}")
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temporary file in the same directory, then rename: a reader (or a crash)
+    never sees half a file."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise

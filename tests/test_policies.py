@@ -1,0 +1,187 @@
+"""Regularized policy heads, save/load, the DS trainer (learning, resume, divergence)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import deepstock_fast as ds
+from deepstock_fast import baselines, compare
+from deepstock_fast.envs import InstanceConfig, InventoryEnv
+from deepstock_fast.evaluation import evaluate
+from deepstock_fast.policies import HEADS, Policy, PolicyConfig, initial_output
+from deepstock_fast.trainers import DSConfig, train_ds
+
+SMALL = "zipkin:L=1,p=9,horizon=60,warmup=10"
+
+
+def make(head, instance=SMALL, max_order=None):
+    config = InstanceConfig.from_name(instance).replace(num_skus=32, max_order=max_order)
+    env = InventoryEnv(config, seed=0, device="cpu")
+    env.reset()
+    torch.manual_seed(0)
+    policy = Policy.for_instance(config, PolicyConfig(head=head, hidden=(16, 16)), env.obs_names)
+    return env, policy
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_heads_give_valid_orders_and_gradients(head):
+    env, policy = make(head, "paper:setting=2" if head in ("coeff", "both") else SMALL,
+                       max_order=12.0)
+    for _ in range(3):  # move away from the empty state
+        env.step(policy(env.state()).detach())
+    state = env.state()
+    raw = policy.raw(state.obs)
+    order = policy.project(raw, state)
+    assert order.shape == (32,) and torch.all(order >= 0) and torch.all(order <= 12.0)
+    if head == "base":  # order = clamp(target - IP, 0, cap) exactly
+        target = raw[:, 0].to(state.scale.dtype) * state.scale
+        want = (target - state.inventory_position).clamp(0, 12.0)
+        torch.testing.assert_close(order, want)
+    if head == "both":
+        target = (raw.to(state.features.dtype) * state.features).sum(1)
+        torch.testing.assert_close(order, (target - state.inventory_position).clamp(0, 12.0))
+    result = env.simulate(policy)
+    result.average_cost.mean().backward()
+    grads = [p.grad for p in policy.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_initial_outputs_are_sensible_levels():
+    zipkin = InstanceConfig.from_name("zipkin:L=2,p=9")
+    assert initial_output("base", zipkin) == [4.0]  # (L + P + 1) mean demands
+    assert initial_output("none", zipkin) == [1.0]
+    coeff = initial_output("coeff", zipkin)
+    assert coeff[zipkin.features.index("trailing_28")] == 1.0 and sum(coeff) == 1.0
+    only_constant = zipkin.replace(features=("constant",))
+    assert initial_output("both", only_constant) == [4.0 * 5.0]
+
+
+def test_policy_config_errors():
+    with pytest.raises(ValueError, match="head must be one of"):
+        PolicyConfig(head="target")
+    with pytest.raises(ValueError, match="activation must be one of"):
+        PolicyConfig(activation="gelu")
+    with pytest.raises(ValueError, match="positive widths"):
+        PolicyConfig(hidden=(64, 0))
+
+
+def test_save_load_round_trip(tmp_path):
+    env, policy = make("base")
+    policy.fit_normalizer(torch.randn(100, env.obs_size) * 3 + 1)
+    policy.save(tmp_path / "p.pt")
+    again = Policy.load(tmp_path / "p.pt")
+    state = env.state()
+    torch.testing.assert_close(again(state), policy(state))
+    torch.testing.assert_close(again.obs_std, policy.obs_std)
+    other = InventoryEnv(InstanceConfig.from_name("paper:setting=2"), seed=0)
+    with pytest.raises(ValueError, match="the policy reads observations"):
+        evaluate(again, other.config)
+    (tmp_path / "junk.pt").write_bytes(b"")
+    with pytest.raises(Exception):
+        Policy.load(tmp_path / "junk.pt")
+
+
+def quick(epochs=40, **kw):
+    return DSConfig(epochs=epochs, batch_size=32, validation_skus=64, eval_every=5,
+                    checkpoint_every=5, **kw)
+
+
+def test_short_ds_run_beats_the_best_constant_order():
+    instance = InstanceConfig.from_name(SMALL)
+    policy, result = train_ds(instance, PolicyConfig(head="base", hidden=(16, 16)),
+                              quick(epochs=60, lr=1e-2), progress=False)
+    assert result.stopped in ("completed", "early_stopped") and result.epochs >= 10
+    test = instance.replace(num_skus=256, horizon=200)
+    trained = evaluate(policy, test, seed=5).average_cost
+    demand = compare.test_demand(test, 5).to(torch.float64)
+    paths = torch.poisson(torch.full((1, 64, 60), 5.0, dtype=torch.float64),
+                          generator=torch.Generator().manual_seed(1))
+    constant, _ = baselines.fit("constant", paths, 1, holding_cost=1.0, penalty_cost=9.0,
+                                warmup=10)
+    constant = baselines.ClassicalPolicy("constant", constant.params.expand(256, -1))
+    best_constant = float(baselines.evaluate(constant, demand, 1, holding_cost=1.0,
+                                             penalty_cost=9.0, warmup=10).average_cost.mean())
+    assert trained < 0.9 * best_constant, (trained, best_constant)
+
+
+def test_validation_history_and_best_weights_kept():
+    policy, result = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=20),
+                              progress=False)
+    assert [h["epoch"] for h in result.history] == [5, 10, 15, 20]
+    assert result.best_validation == min(h["validation_cost"] for h in result.history)
+    config = InstanceConfig.from_name(SMALL).replace(num_skus=64)
+    valid = InventoryEnv(config, seed=0 + 1_000_003).sample_episode()
+    with torch.no_grad():
+        again = InventoryEnv(config, seed=0).simulate(policy, valid).average_cost.mean()
+    assert float(again) == pytest.approx(result.best_validation, rel=1e-6)
+
+
+def test_resume_in_process_matches_an_uninterrupted_run(tmp_path):
+    full, full_result = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=30),
+                                 out_dir=tmp_path / "full", progress=False)
+    part, part_result = train_ds(SMALL, PolicyConfig(hidden=(8,)),
+                                 quick(epochs=30, time_budget=1e-9),  # stops after epoch 1
+                                 out_dir=tmp_path / "part", progress=False)
+    assert part_result.stopped == "time_budget" and part_result.epochs == 1
+    # resume needs the same hyperparameters: continue with the time budget lifted, as after an
+    # interruption (a finished run's checkpoint is not trained further)
+    state = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    state["ds_config"]["time_budget"], state["stopped"] = None, None
+    torch.save(state, tmp_path / "part" / "checkpoint.pt")
+    resumed, resumed_result = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=30),
+                                       out_dir=tmp_path / "part", resume=True, progress=False)
+    assert resumed_result.epochs == 30
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert resumed_result.history == [
+        {**h, "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"]}
+        for h, r in zip(full_result.history,
+                                                        resumed_result.history)]
+
+
+def test_resuming_a_finished_run_does_not_train_further(tmp_path):
+    first, r1 = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=10), out_dir=tmp_path,
+                         progress=False)
+    again, r2 = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=10), out_dir=tmp_path,
+                         resume=True, progress=False)
+    assert r2.epochs == 10 and r2.history == r1.history and r2.stopped == "completed"
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_resume_refuses_other_hyperparameters(tmp_path):
+    train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=5), out_dir=tmp_path,
+             progress=False)
+    with pytest.raises(ValueError, match="another instance or other hyperparameters"):
+        train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=5, lr=0.1), out_dir=tmp_path,
+                 resume=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=5), out_dir=tmp_path / "none",
+                 resume=True, progress=False)
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = InventoryEnv.simulate
+
+    def poisoned(self, policy, episode=None, step=ds.inventory_step):
+        result = original(self, policy, episode, step)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] > 12:  # the 13th training epoch's loss is NaN
+                return result._replace(average_cost=result.average_cost * math.nan)
+        return result
+
+    monkeypatch.setattr(InventoryEnv, "simulate", poisoned)
+    policy, result = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=30),
+                              out_dir=tmp_path, progress=False)
+    assert result.stopped == "diverged" and "loss is nan at epoch 13" in result.message
+    assert "last good checkpoint" in result.message
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 10  # the last scheduled checkpoint before the NaN
+    assert all(torch.isfinite(p).all() for p in policy.parameters())
+    assert (tmp_path / "policy.pt").exists()
