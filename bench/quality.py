@@ -24,8 +24,6 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # also under `python -P`
 from common import machine, table, write_results  # noqa: E402
 
-import torch  # noqa: E402
-
 from deepstock_fast import compare, optimum  # noqa: E402
 from deepstock_fast.envs import InstanceConfig, InventoryEnv  # noqa: E402
 from deepstock_fast.evaluation import evaluate  # noqa: E402
@@ -86,7 +84,7 @@ def main(argv=None) -> int:
                 best_validation_gap_pct=100 * (result.best_validation / dp_valid - 1),
                 seconds_to_target=reached["seconds"] if reached else None,
                 cpu_seconds_to_target=reached["cpu_seconds"] if reached else None,
-                train_seconds=result.seconds, epochs=result.epochs, stopped=result.stopped,
+                train_seconds=result.seconds, epochs=result.iterations, stopped=result.stopped,
                 wall_seconds=time.perf_counter() - start))
             r = rows[-1]
             print(f"L={lead} p={penalty} {head}: test gap {r['gap_pct']:+.2f}% (same demand), "

@@ -18,7 +18,6 @@ import pathlib
 import re
 import runpy
 import sys
-import time
 
 import torch
 
@@ -152,7 +151,7 @@ def cmd_train(args) -> int:
                        ("gap_same_demand_pct", "vs DP policy, same demand", "+.2f"),
                        ("fill_rate", "fill rate", ".3f"), ("stockout_rate", "stockout", ".3f"),
                        ("turnover_days", "turnover d", ".2f"), ("seconds", "train s", ".0f"),
-                       ("epochs", "epochs", "d")]))
+                       ("iterations", "iterations", "d")]))
     payload = {"command": sys.argv, "instance": instance.to_dict(), "test_instance": test.to_dict(),
                "algo": args.algo, "ds_config": dataclasses.asdict(config),
                "seeds": {"train": args.seed, "validation": args.seed + 1_000_003,
@@ -178,7 +177,7 @@ def _comparison(algo, runs, references) -> list[dict]:
         rows.append({"policy": f"{algo} + {head}", "cost": ev.average_cost,
                      "fill_rate": float(a.fill_rate), "stockout_rate": float(a.stockout_rate),
                      "turnover_days": float(a.turnover_days), "seconds": result.seconds,
-                     "epochs": result.epochs})
+                     "iterations": result.iterations})
     rows += [dict(r) for r in references]
     same = next((r for r in references if r["policy"] == "DP policy, test episode"), None)
     for r in rows:
@@ -198,9 +197,11 @@ def _plot(runs, references, path: pathlib.Path, title: str) -> None:
         print("(no learning-curve PNG: pip install matplotlib)", file=sys.stderr)
         return
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    unit = "iteration"
     for head, (result, _) in runs.items():
-        epochs = [h["epoch"] for h in result.history]
-        ax.plot(epochs, [h["validation_cost"] for h in result.history], label=f"{head}")
+        x = [h["iteration"] for h in result.history]
+        ax.plot(x, [h["validation_cost"] for h in result.history], label=f"{head}")
+        unit = result.unit
     for r in references:
         if r["policy"] in ("DP optimum", "best base-stock", "best capped base-stock"):
             ax.axhline(r["cost"], linestyle="--", linewidth=1, label=r["policy"], color={
@@ -210,7 +211,7 @@ def _plot(runs, references, path: pathlib.Path, title: str) -> None:
     if costs:
         low = min(costs + [r["cost"] for r in references])
         ax.set_ylim(low * 0.99, min(max(costs), low * 1.3))
-    ax.set(xlabel="epoch", ylabel="validation cost per SKU-day", title=title)
+    ax.set(xlabel=unit, ylabel="validation cost per SKU-day", title=title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

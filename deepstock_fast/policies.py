@@ -38,6 +38,9 @@ class PolicyConfig:
     activation: str = "elu"
     #: The pre-projection output at initialisation (default: see :func:`initial_output`).
     initial_output: list[float] | None = None
+    #: (low, high): squash the pre-projection output into this range with a sigmoid (bounded
+    #: actions, as DDPG needs); None: unbounded.
+    output_bounds: tuple[float, float] | None = None
 
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
@@ -48,6 +51,11 @@ class PolicyConfig:
                              f"{self.activation!r}")
         if not self.hidden or min(self.hidden) < 1:
             raise ValueError(f"hidden must be one or more positive widths, got {self.hidden}")
+        if self.output_bounds is not None:
+            self.output_bounds = tuple(float(v) for v in self.output_bounds)
+            if len(self.output_bounds) != 2 or not self.output_bounds[0] < self.output_bounds[1]:
+                raise ValueError(f"output_bounds must be (low, high) with low < high, got "
+                                 f"{self.output_bounds}")
 
 
 def initial_output(head: str, instance: InstanceConfig) -> list[float]:
@@ -71,6 +79,16 @@ def initial_output(head: str, instance: InstanceConfig) -> list[float]:
         scale = instance.obs_scale if isinstance(instance.obs_scale, (int, float)) else 1.0
         out[0] = multiple * scale
     return out
+
+
+def default_bounds(head: str, instance: InstanceConfig) -> tuple[float, float]:
+    """A range for bounded outputs that holds :func:`initial_output` well inside it: twice the
+    initial level (base, none) or coefficients within twice the initial multiple in size."""
+    init = initial_output(head, instance)
+    top = max(abs(v) for v in init) or 1.0
+    if head in ("base", "none"):
+        return (0.0, 2.0 * top)
+    return (-2.0 * top, 2.0 * top)
 
 
 class Policy(nn.Module):
@@ -107,9 +125,13 @@ class Policy(nn.Module):
         if len(init) != out:
             raise ValueError(f"initial_output needs {out} values for head {config.head!r}, got "
                              f"{len(init)}")
+        init = torch.tensor(init)
+        if config.output_bounds is not None:  # the bias before the sigmoid
+            low, high = config.output_bounds
+            init = torch.logit(((init - low) / (high - low)).clamp(0.02, 0.98))
         with torch.no_grad():  # start near the initial output, with a small state dependence
             self.head.weight.mul_(0.1)
-            self.head.bias.copy_(torch.tensor(init))
+            self.head.bias.copy_(init)
 
     @classmethod
     def for_instance(cls, instance: InstanceConfig, config: PolicyConfig,
@@ -131,7 +153,11 @@ class Policy(nn.Module):
     def raw(self, obs: Tensor) -> Tensor:
         """The pre-projection output [B, k] for observations [B, n]."""
         x = (obs.to(self.obs_mean.dtype) - self.obs_mean) / self.obs_std
-        return self.head(self.body(x))
+        out = self.head(self.body(x))
+        if self.config.output_bounds is not None:
+            low, high = self.config.output_bounds
+            out = low + (high - low) * torch.sigmoid(out)
+        return out
 
     def project(self, raw: Tensor, state: SimState) -> Tensor:
         """Orders [B] from the pre-projection output [B, k] through the head's projection."""

@@ -62,7 +62,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = torch.load(checkpoint, weights_only=False)["epoch"]
+    killed_at = torch.load(checkpoint, weights_only=False)["done"]
     assert 0 < killed_at < 150, killed_at
 
     deepstock(*args, "--out", str(out), "--resume")

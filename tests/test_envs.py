@@ -137,6 +137,20 @@ def test_environments_are_independent():
     assert torch.equal(runs[0][:, 1:], runs[1][:, 1:])
 
 
+def test_state_dict_restores_the_rest_of_the_run():
+    env = InventoryEnv(SMALL, seed=4)
+    env.reset()
+    run(env, base_stock(12.0), 4)
+    saved = {k: (v.clone() if isinstance(v, torch.Tensor) else v)
+             for k, v in env.state_dict().items()}
+    after = run(env, base_stock(12.0), 10)  # crosses the horizon: a new episode is drawn
+    other = InventoryEnv(SMALL, seed=99)
+    other.load_state_dict(saved)
+    again = run(other, base_stock(12.0), 10)
+    for (o1, r1, t1, _), (o2, r2, t2, _) in zip(after, again):
+        assert torch.equal(o1, o2) and torch.equal(r1, r2) and torch.equal(t1, t2)
+
+
 # ---- agreement with the reference -----------------------------------------------------------------
 def test_trajectory_equals_a_step_by_step_reference_run():
     config = InstanceConfig(**SMALL)
@@ -251,6 +265,13 @@ def test_observation_layout_and_normalisation():
     torch.testing.assert_close(col["lead_time"], torch.tensor(config.lead_time,
                                                               dtype=torch.float64))
     torch.testing.assert_close(col["on_hand"], s.on_hand / scale)
+
+
+def test_features_can_stay_out_of_the_observation():
+    env = InventoryEnv("zipkin:L=2,p=9,num_skus=4", seed=0)
+    env.reset()
+    assert env.obs_names == ["on_hand", "pipeline_0", "pipeline_1"]
+    assert env.state().features.shape == (4, 3)  # still there for the Coeff heads
 
 
 def test_scale_is_the_history_mean_or_a_number():

@@ -94,7 +94,7 @@ def test_short_ds_run_beats_the_best_constant_order():
     instance = InstanceConfig.from_name(SMALL)
     policy, result = train_ds(instance, PolicyConfig(head="base", hidden=(16, 16)),
                               quick(epochs=60, lr=1e-2), progress=False)
-    assert result.stopped in ("completed", "early_stopped") and result.epochs >= 10
+    assert result.stopped in ("completed", "early_stopped") and result.iterations >= 10
     test = instance.replace(num_skus=256, horizon=200)
     trained = evaluate(policy, test, seed=5).average_cost
     demand = compare.test_demand(test, 5).to(torch.float64)
@@ -111,7 +111,7 @@ def test_short_ds_run_beats_the_best_constant_order():
 def test_validation_history_and_best_weights_kept():
     policy, result = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=20),
                               progress=False)
-    assert [h["epoch"] for h in result.history] == [5, 10, 15, 20]
+    assert [h["iteration"] for h in result.history] == [5, 10, 15, 20]
     assert result.best_validation == min(h["validation_cost"] for h in result.history)
     config = InstanceConfig.from_name(SMALL).replace(num_skus=64)
     valid = InventoryEnv(config, seed=0 + 1_000_003).sample_episode()
@@ -126,15 +126,15 @@ def test_resume_in_process_matches_an_uninterrupted_run(tmp_path):
     part, part_result = train_ds(SMALL, PolicyConfig(hidden=(8,)),
                                  quick(epochs=30, time_budget=1e-9),  # stops after epoch 1
                                  out_dir=tmp_path / "part", progress=False)
-    assert part_result.stopped == "time_budget" and part_result.epochs == 1
+    assert part_result.stopped == "time_budget" and part_result.iterations == 1
     # resume needs the same hyperparameters: continue with the time budget lifted, as after an
     # interruption (a finished run's checkpoint is not trained further)
     state = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
-    state["ds_config"]["time_budget"], state["stopped"] = None, None
+    state["identity"]["config"]["time_budget"], state["stopped"] = None, None
     torch.save(state, tmp_path / "part" / "checkpoint.pt")
     resumed, resumed_result = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=30),
                                        out_dir=tmp_path / "part", resume=True, progress=False)
-    assert resumed_result.epochs == 30
+    assert resumed_result.iterations == 30
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     assert resumed_result.history == [
@@ -148,7 +148,7 @@ def test_resuming_a_finished_run_does_not_train_further(tmp_path):
                          progress=False)
     again, r2 = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=10), out_dir=tmp_path,
                          resume=True, progress=False)
-    assert r2.epochs == 10 and r2.history == r1.history and r2.stopped == "completed"
+    assert r2.iterations == 10 and r2.history == r1.history and r2.stopped == "completed"
     for a, b in zip(first.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
 
@@ -182,6 +182,6 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
     assert result.stopped == "diverged" and "loss is nan at epoch 13" in result.message
     assert "last good checkpoint" in result.message
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert state["epoch"] == 10  # the last scheduled checkpoint before the NaN
+    assert state["done"] == 10  # the last scheduled checkpoint before the NaN
     assert all(torch.isfinite(p).all() for p in policy.parameters())
     assert (tmp_path / "policy.pt").exists()

@@ -15,7 +15,7 @@ same step ("same-step" autoreset): the returned ``obs`` starts the next episode,
 Observation ``[B, obs_size]``, names in ``env.obs_names``, in this order:
     on_hand, pipeline_0 .. pipeline_{max_lead-1}      (quantities)
     demand_-k .. demand_-1: the last ``observed_demand_days`` days (quantities)
-    the ``features`` (quantities, except ``constant`` = 1)
+    the ``features`` (quantities, except ``constant`` = 1), unless ``observe_features`` is False
     lead_time, holding_cost, penalty_cost, order_cost: only those that differ between SKUs
     extra observations: ``day`` (day / horizon), ``yesterday`` (quantity), ``std`` (quantity:
     the demand process's per-SKU standard deviation parameter)
@@ -95,7 +95,8 @@ class InventoryEnv:
         self.obs_names = (
             ["on_hand"] + [f"pipeline_{k}" for k in range(self.max_lead)]
             + [f"demand_-{k}" for k in range(config.observed_demand_days, 0, -1)]
-            + list(config.features) + self._varying + list(config.extra_observations))
+            + (list(config.features) if config.observe_features else [])
+            + self._varying + list(config.extra_observations))
         self.obs_size = len(self.obs_names)
         self._episode: Episode | None = None
         self._epoch = 0
@@ -105,6 +106,30 @@ class InventoryEnv:
     def generator(self) -> torch.Generator:
         """The generator episodes are drawn from (its state is what a checkpoint saves)."""
         return self._generator
+
+    def state_dict(self) -> dict:
+        """Everything that determines the rest of the run: the generator, the current episode and
+        state, the metric accumulators (for checkpoints; ``load_state_dict`` restores it)."""
+        return {"generator": self._generator.get_state(),
+                "episode": None if self._episode is None else self._episode._asdict(),
+                "epoch": self._epoch,
+                **({} if self._episode is None else {
+                    "on_hand": self._on_hand, "pipeline": self._pipeline, "obs": self._obs,
+                    "cost": self._cost, "stats": self._stats})}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._generator.set_state(state["generator"].cpu())
+        self._epoch = state["epoch"]
+        if state["episode"] is None:
+            self._episode = None
+            return
+        to = lambda t: t.to(self.device)  # noqa: E731
+        self._episode = Episode(**{k: to(v) for k, v in state["episode"].items()})
+        self._begin_state(self._episode)
+        self._epoch = state["epoch"]
+        self._on_hand, self._pipeline, self._obs = (to(state[k]) for k in
+                                                    ("on_hand", "pipeline", "obs"))
+        self._cost, self._stats = to(state["cost"]), to(state["stats"])
 
     # ---- the exogenous part of an episode ---------------------------------------------------
     def sample_episode(self, generator: torch.Generator | None = None) -> Episode:
@@ -139,8 +164,10 @@ class InventoryEnv:
         if c.observed_demand_days:  # the k days before each epoch start
             k = c.observed_demand_days
             put(path[:, H - k:H + T].unfold(1, k, P).transpose(0, 1) * inv_scale)
-        quantity = torch.tensor([f != "constant" for f in c.features], device=self.device)
-        put(features * torch.where(quantity, inv_scale, 1.0))
+        quantity = torch.tensor([f != "constant" for f in c.features], dtype=torch.bool,
+                                device=self.device)
+        if c.observe_features:
+            put(features * torch.where(quantity, inv_scale, 1.0))
         for name in self._varying:
             put(getattr(self, name).to(self.dtype).view(1, -1, 1))
         for name in c.extra_observations:
@@ -243,7 +270,10 @@ class InventoryEnv:
                                 max(day - c.warmup, 0) or float("nan"))
 
     def _begin(self) -> None:
-        episode = self._episode = self.sample_episode()
+        self._begin_state(self.sample_episode())
+
+    def _begin_state(self, episode: Episode) -> None:
+        self._episode = episode
         self._epoch = 0
         self._on_hand, self._pipeline = episode.on_hand, episode.pipeline
         self._inv_scale = (1.0 / episode.scale).unsqueeze(1)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import copy
 import math
+import pathlib
 import sys
 import time
 from dataclasses import dataclass, field
+
+import torch
 
 STOP_REASONS = ("completed", "early_stopped", "time_budget", "diverged", "interrupted")
 
@@ -19,8 +22,9 @@ class Diverged(RuntimeError):
 @dataclass
 class RunResult:
     best_validation: float          # the best validation cost (cost per SKU-day)
-    best_epoch: int
-    epochs: int                     # epochs (or iterations) done
+    best_iteration: int
+    iterations: int                 # training iterations done (epochs, steps or updates)
+    unit: str                       # what one iteration is
     seconds: float                  # training wall time, summed over resumed parts
     stopped: str                    # one of STOP_REASONS
     message: str = ""
@@ -89,3 +93,107 @@ class Progress:
     def close(self) -> None:
         if self.enabled and self.tty:
             print(file=sys.stderr)
+
+
+FINISHED = ("completed", "early_stopped", "time_budget")
+
+
+def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, patience: int,
+             checkpoint_every: int, time_budget: float | None, policy, stateful: dict,
+             generators: dict, identity: dict, out_dir=None, resume: bool = False,
+             progress: bool = True, on_validation=None, unit: str = "epoch") -> RunResult:
+    """The loop every trainer runs: ``iterate(i)`` does one training iteration (an epoch, an
+    environment step, a rollout and its update) and returns a number to display; every
+    ``eval_every`` iterations ``validate()`` gives the validation cost, which drives early
+    stopping (best weights of ``policy`` kept and loaded at the end) and ``on_validation``
+    (e.g. a plateau scheduler).
+
+    Checkpoints (``out_dir/checkpoint.pt``, atomic) hold the ``state_dict`` of every object in
+    ``stateful``, the state of every generator in ``generators``, the loop's counters and history,
+    and ``identity`` (the instance and hyperparameters): ``resume=True`` refuses a checkpoint with
+    another identity, returns a finished run as it was, and continues an unfinished one exactly.
+    ``iterate`` raising :class:`Diverged` (or a NaN validation cost) stops the run, keeping the
+    last checkpoint; Ctrl-C stops it after writing one.
+    """
+    from ..policies import atomic_save  # here: policies imports nothing from trainers
+
+    checkpoint = pathlib.Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    stopper = EarlyStopping(patience, min_delta=1e-5)
+    history: list[dict] = []
+    done, seconds_before, cpu_before, finished = 0, 0.0, 0.0, None
+    if resume:
+        if checkpoint is None or not checkpoint.exists():
+            raise FileNotFoundError(f"resume: no checkpoint at {checkpoint}")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state["identity"] != identity:
+            raise ValueError(f"resume: {checkpoint} was written by a run with another instance "
+                             "or other hyperparameters")
+        for name, obj in stateful.items():
+            obj.load_state_dict(state["stateful"][name])
+        for name, g in generators.items():
+            g.set_state(state["generators"][name])
+        stopper.load_state_dict(state["stopper"])
+        done, history = state["done"], state["history"]
+        seconds_before, cpu_before = state["seconds"], state["cpu_seconds"]
+        finished = state["stopped"] if state["stopped"] in FINISHED else None
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    elapsed = lambda: seconds_before + time.perf_counter() - start  # noqa: E731
+    cpu_elapsed = lambda: cpu_before + time.process_time() - cpu_start  # noqa: E731
+
+    def save(stopped: str | None) -> None:
+        if checkpoint is not None:
+            atomic_save({"identity": identity,
+                         "stateful": {n: o.state_dict() for n, o in stateful.items()},
+                         "generators": {n: g.get_state() for n, g in generators.items()},
+                         "stopper": stopper.state_dict(), "done": done, "history": history,
+                         "seconds": elapsed(), "cpu_seconds": cpu_elapsed(),
+                         "stopped": stopped}, checkpoint)
+
+    bar = Progress(label, total, enabled=progress)
+    stopped, message = (finished, "resumed a finished run") if finished else ("completed", "")
+    try:
+        while done < total and not finished:
+            shown = iterate(done)
+            done += 1
+            if done % eval_every == 0 or done == total:
+                value = float(validate())
+                if not math.isfinite(value):
+                    raise Diverged(f"validation cost is {value} at {unit} {done}")
+                stopper.update(value, done, policy)
+                if on_validation is not None:
+                    on_validation(value)
+                history.append({"iteration": done, "train": shown, "validation_cost": value,
+                                "best_validation_cost": stopper.best, "seconds": elapsed(),
+                                "cpu_seconds": cpu_elapsed()})
+                bar.update(done, f"train {shown:.4f} valid {value:.4f} "
+                                 f"(best {stopper.best:.4f})", force=True)
+                if stopper.should_stop:
+                    stopped = "early_stopped"
+                    message = f"no improvement in {patience} evaluations"
+                    break
+            else:
+                bar.update(done, f"train {shown:.4f} best valid {stopper.best:.4f}")
+            if done % checkpoint_every == 0:
+                save(None)
+            if time_budget is not None and elapsed() >= time_budget:
+                stopped, message = "time_budget", f"time budget of {time_budget:g}s used"
+                break
+    except Diverged as e:
+        stopped = "diverged"
+        message = (f"training diverged: {e}; the last good checkpoint"
+                   f"{f' ({checkpoint})' if checkpoint else ''} and the best policy so far are "
+                   "kept")
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+        message = "interrupted" + ("; resume with the same arguments and --resume"
+                                   if checkpoint else "")
+    finally:
+        bar.close()
+    if stopped != "diverged":
+        save(None if stopped == "interrupted" else stopped)
+    if stopper.best_state is not None:
+        policy.load_state_dict(stopper.best_state)
+    return RunResult(best_validation=stopper.best, best_iteration=stopper.best_epoch,
+                     iterations=done, unit=unit, seconds=elapsed(), stopped=stopped,
+                     message=message, history=history)

@@ -17,16 +17,17 @@ leaves the last good checkpoint in place.
 from __future__ import annotations
 
 import dataclasses
-import math
 import pathlib
-import time
 from dataclasses import dataclass
 
 import torch
 
 from ..envs import InstanceConfig, InventoryEnv
-from ..policies import Policy, PolicyConfig, atomic_save
-from .common import Diverged, EarlyStopping, Progress, RunResult
+from ..policies import Policy, PolicyConfig
+from .common import Diverged, RunResult, run_loop
+
+#: Offset of the validation episodes' seed from the training seed.
+VALIDATION_SEED = 1_000_003
 
 
 @dataclass
@@ -77,124 +78,54 @@ def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None 
         instance = InstanceConfig.from_name(instance)
     policy_config = policy_config or PolicyConfig()
     config = config or DSConfig()
-    out_dir = pathlib.Path(out_dir) if out_dir is not None else None
-    checkpoint_path = out_dir / "checkpoint.pt" if out_dir else None
 
     train_env = InventoryEnv(_with_skus(instance, config.batch_size), device, seed=config.seed)
     valid_env = InventoryEnv(_with_skus(instance, config.validation_skus), device,
-                             seed=config.seed + 1_000_003)
+                             seed=config.seed + VALIDATION_SEED)
     validation = valid_env.sample_episode()
     torch.manual_seed(config.seed)  # the network's initial weights
     policy = Policy.for_instance(instance, policy_config, train_env.obs_names).to(device)
-    policy.fit_normalizer(_initial_observations(train_env, policy))
+    policy.fit_normalizer(initial_observations(train_env, policy))
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr)
-    stopper = EarlyStopping(config.patience, min_delta=1e-5)
     fixed_episode = train_env.sample_episode() if config.fixed_train_set else None
-    history: list[dict] = []
-    epoch, seconds_before, cpu_before = 0, 0.0, 0.0
 
-    if resume:
-        if checkpoint_path is None or not checkpoint_path.exists():
-            raise FileNotFoundError(f"resume: no checkpoint at {checkpoint_path}")
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        if state["instance"] != instance.to_dict() or state["ds_config"] != dataclasses.asdict(
-                config) or state["policy_config"] != dataclasses.asdict(policy.config):
-            raise ValueError(f"resume: {checkpoint_path} was written by a run with another "
-                             "instance or other hyperparameters")
-        policy.load_state_dict(state["policy"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        stopper.load_state_dict(state["stopper"])
-        train_env.generator.set_state(state["generator"].cpu())
-        epoch, seconds_before, history = state["epoch"], state["seconds"], state["history"]
-        cpu_before = state["cpu_seconds"]
-        finished = state.get("stopped") in ("completed", "early_stopped", "time_budget")
-    else:
-        finished = False
+    def epoch(i: int) -> float:
+        episode = fixed_episode if fixed_episode is not None else train_env.sample_episode()
+        loss = train_env.simulate(policy, episode).average_cost.mean()
+        if not torch.isfinite(loss):
+            raise Diverged(f"loss is {float(loss.detach())} at epoch {i + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip)
+        if not torch.isfinite(norm):
+            raise Diverged(f"gradient norm is {float(norm)} at epoch {i + 1}")
+        optimizer.step()
+        return float(loss.detach())
 
-    def save_checkpoint(elapsed: float, stopped: str | None = None) -> None:
-        if checkpoint_path is None:
-            return
-        atomic_save({"instance": instance.to_dict(), "ds_config": dataclasses.asdict(config),
-                     "policy_config": dataclasses.asdict(policy.config),
-                     "policy": policy.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "stopper": stopper.state_dict(),
-                     "generator": train_env.generator.get_state(), "epoch": epoch,
-                     "seconds": elapsed, "cpu_seconds": cpu_elapsed(), "history": history,
-                     "stopped": stopped},
-                    checkpoint_path)
+    @torch.no_grad()
+    def validate() -> float:
+        return float(valid_env.simulate(policy, validation).average_cost.mean())
 
-    bar = Progress(label, config.epochs, enabled=progress)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    elapsed = lambda: seconds_before + time.perf_counter() - start  # noqa: E731
-    cpu_elapsed = lambda: cpu_before + time.process_time() - cpu_start  # noqa: E731
-    stopped, message = (state["stopped"], "resumed a finished run") if finished else (
-        "completed", "")
-    train_cost = math.nan
-    try:
-        while epoch < config.epochs and not finished:
-            episode = fixed_episode if fixed_episode is not None else train_env.sample_episode()
-            loss = train_env.simulate(policy, episode).average_cost.mean()
-            if not torch.isfinite(loss):
-                raise Diverged(f"loss is {float(loss.detach())} at epoch {epoch + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip)
-            if not torch.isfinite(norm):
-                raise Diverged(f"gradient norm is {float(norm)} at epoch {epoch + 1}")
-            optimizer.step()
-            epoch += 1
-            train_cost = float(loss.detach())
-            if epoch % config.eval_every == 0 or epoch == config.epochs:
-                with torch.no_grad():
-                    value = float(valid_env.simulate(policy, validation).average_cost.mean())
-                if not math.isfinite(value):
-                    raise Diverged(f"validation cost is {value} at epoch {epoch}")
-                stopper.update(value, epoch, policy)
-                scheduler.step(value)
-                history.append({"epoch": epoch, "train_cost": train_cost, "validation_cost": value,
-                                "best_validation_cost": stopper.best,
-                                "lr": optimizer.param_groups[0]["lr"], "seconds": elapsed(),
-                                "cpu_seconds": cpu_elapsed()})
-                bar.update(epoch, f"train {train_cost:.4f} valid {value:.4f} "
-                                  f"(best {stopper.best:.4f})", force=True)
-                if stopper.should_stop:
-                    stopped = "early_stopped"
-                    message = f"no improvement in {config.patience} evaluations"
-                    break
-            else:
-                bar.update(epoch, f"train {train_cost:.4f} best valid {stopper.best:.4f}")
-            if epoch % config.checkpoint_every == 0:
-                save_checkpoint(elapsed())
-            if config.time_budget is not None and elapsed() >= config.time_budget:
-                stopped, message = "time_budget", f"time budget of {config.time_budget:.0f}s used"
-                break
-    except Diverged as e:
-        stopped = "diverged"
-        message = (f"training diverged: {e}; the last good checkpoint"
-                   f"{f' ({checkpoint_path})' if checkpoint_path else ''} and the best policy "
-                   "so far are kept")
-    except KeyboardInterrupt:
-        stopped = "interrupted"
-        message = "interrupted" + (f"; resume with the same arguments and --resume"
-                                   if checkpoint_path else "")
-    finally:
-        bar.close()
-    if stopped != "diverged":
-        save_checkpoint(elapsed(), None if stopped == "interrupted" else stopped)
-    if stopper.best_state is not None:
-        policy.load_state_dict(stopper.best_state)
-    result = RunResult(best_validation=stopper.best, best_epoch=stopper.best_epoch, epochs=epoch,
-                       seconds=elapsed(), stopped=stopped, message=message, history=history)
+    result = run_loop(
+        label=label, total=config.epochs, iterate=epoch, validate=validate,
+        eval_every=config.eval_every, patience=config.patience,
+        checkpoint_every=config.checkpoint_every, time_budget=config.time_budget,
+        policy=policy, stateful={"policy": policy, "optimizer": optimizer,
+                                 "scheduler": scheduler},
+        generators={"train": train_env.generator},
+        identity={"algo": "ds", "instance": instance.to_dict(),
+                  "config": dataclasses.asdict(config),
+                  "policy_config": dataclasses.asdict(policy.config)},
+        out_dir=out_dir, resume=resume, progress=progress, on_validation=scheduler.step)
     if out_dir is not None:
-        policy.save(out_dir / "policy.pt", instance=instance.to_dict())
+        policy.save(pathlib.Path(out_dir) / "policy.pt", instance=instance.to_dict())
     return policy, result
 
 
 @torch.no_grad()
-def _initial_observations(env: InventoryEnv, policy: Policy):
+def initial_observations(env: InventoryEnv, policy: Policy):
     """Observations along one episode of the untrained policy, for the input normalisation."""
     seen = []
 

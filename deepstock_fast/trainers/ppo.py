@@ -1,0 +1,212 @@
+"""PPO on the batched environment, with the policy regularizations.
+
+The actor is the same :class:`~deepstock_fast.policies.Policy` as DS; PPO's Gaussian acts on its
+pre-projection output (``raw``: a base-stock target, coefficients, or an order in units of the
+demand scale), and the environment receives ``policy.project(raw, state)``. Rollout storage,
+networks and environment stay on one device; an iteration collects ``n_steps`` transitions
+(``n_steps / num_envs`` steps of every SKU), computes GAE advantages (episodes end by truncation
+at the horizon: the value of the final observation is bootstrapped), then runs ``epochs`` passes
+of clipped-objective minibatch updates with a value loss and an entropy bonus. The learning rate
+decays linearly to ``lr_final``. Validation, early stopping, checkpoints, resume and divergence
+handling are those of :func:`~deepstock_fast.trainers.common.run_loop`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..envs import InstanceConfig, InventoryEnv
+from ..policies import ACTIVATIONS, Policy, PolicyConfig
+from .common import Diverged, RunResult, run_loop
+from .ds import VALIDATION_SEED, initial_observations
+
+
+@dataclass
+class PPOConfig:
+    """Hyperparameters; defaults inside PAPER.md's PPO search space (256x256 networks)."""
+
+    total_steps: int = 200_000        # environment transitions (SKU-periods)
+    num_envs: int = 64                # SKUs stepped together
+    n_steps: int = 2048               # transitions per rollout (n_steps / num_envs per SKU)
+    batch_size: int = 256             # minibatch
+    epochs: int = 10                  # passes over each rollout
+    lr: float = 3e-4
+    lr_final: float = 3e-5            # linear decay target
+    clip: float = 0.2
+    ent_coef: float = 1e-3
+    vf_coef: float = 0.5
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    max_grad_norm: float = 0.5
+    log_std_init: float = -1.0        # of the Gaussian on the pre-projection output
+    critic_hidden: tuple[int, ...] = (256, 256)
+    eval_every: int = 5               # iterations (rollout + update) between validations
+    patience: int = 10                # evaluations without improvement before stopping
+    validation_skus: int = 512
+    checkpoint_every: int = 5
+    time_budget: float | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        self.critic_hidden = tuple(self.critic_hidden)
+        for name in ("total_steps", "num_envs", "n_steps", "batch_size", "epochs", "eval_every",
+                     "patience", "validation_skus", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_steps % self.num_envs:
+            raise ValueError(f"n_steps = {self.n_steps} must be a multiple of num_envs = "
+                             f"{self.num_envs}")
+        if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1 and self.clip > 0):
+            raise ValueError("need 0 < gamma <= 1, 0 <= gae_lambda <= 1, clip > 0")
+
+    @property
+    def iterations(self) -> int:
+        return max(1, self.total_steps // self.n_steps)
+
+
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+    return nn.Sequential(*layers[:-1])
+
+
+class Scalars(nn.Module):
+    """Numbers a run fixes once and must keep across resumes (e.g. the reward scale)."""
+
+    def __init__(self, **values: float):
+        super().__init__()
+        for k, v in values.items():
+            self.register_buffer(k, torch.tensor(float(v), dtype=torch.float64))
+
+
+def reward_scale(env: InventoryEnv, policy: Policy) -> float:
+    """Mean absolute reward of one episode of the initial policy: rewards are divided by it so
+    that values and advantages are O(1) whatever the instance's cost scale."""
+    with torch.no_grad():
+        result = env.simulate(policy, env.sample_episode(
+            torch.Generator(env.device).manual_seed(54321)))
+    return max(float(result.cost.sum(1).mean()) / (env.config.horizon - env.config.warmup)
+               * env.config.review_period, 1e-6)
+
+
+def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
+              config: PPOConfig | None = None, *, device: str | torch.device = "cpu",
+              out_dir: str | pathlib.Path | None = None, resume: bool = False,
+              progress: bool = True, label: str = "PPO") -> tuple[Policy, RunResult]:
+    """Trains a regularized policy with PPO; returns (the best policy, the run's record)."""
+    if isinstance(instance, str):
+        instance = InstanceConfig.from_name(instance)
+    policy_config = policy_config or PolicyConfig(hidden=(256, 256))
+    config = config or PPOConfig()
+    env = InventoryEnv(instance.replace(num_skus=config.num_envs), device, seed=config.seed)
+    env.reset()
+    valid_env = InventoryEnv(instance.replace(num_skus=config.validation_skus), device,
+                             seed=config.seed + VALIDATION_SEED)
+    validation = valid_env.sample_episode()
+    torch.manual_seed(config.seed)
+    policy = Policy.for_instance(instance, policy_config, env.obs_names).to(device)
+    policy.fit_normalizer(initial_observations(env, policy))
+    k = policy.head.out_features
+    critic = mlp([env.obs_size, *config.critic_hidden, 1], policy_config.activation).to(device)
+    log_std = nn.Parameter(torch.full((k,), config.log_std_init, device=device))
+    extra = nn.Module()
+    extra.critic, extra.log_std = critic, log_std
+    extra.scalars = Scalars(reward_scale=reward_scale(env, policy)).to(device)
+    params = list(policy.parameters()) + list(extra.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.lr, eps=1e-5)
+    steps = config.n_steps // config.num_envs
+    B = config.num_envs
+
+    def value(obs):
+        return critic((obs.float() - policy.obs_mean) / policy.obs_std).squeeze(-1)
+
+    def iteration(i: int) -> float:
+        frac = i / config.iterations
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr_final + (config.lr - config.lr_final) * (1 - frac)
+        scale = float(extra.scalars.reward_scale)
+        obs_buf, raw_buf, logp_buf, val_buf, rew_buf, done_buf = [], [], [], [], [], []
+        cost = 0.0
+        with torch.no_grad():
+            for _ in range(steps):
+                state = env.state()
+                mean = policy.raw(state.obs)
+                dist = torch.distributions.Normal(mean, log_std.exp())
+                raw = dist.sample()
+                _, reward, _, truncated, info = env.step(policy.project(raw, state))
+                cost = cost - reward.mean()
+                reward = reward.float() / scale
+                v = value(state.obs)
+                if "final_obs" in info:  # truncation: bootstrap the final state's value
+                    reward = reward + config.gamma * value(info["final_obs"])
+                obs_buf.append(state.obs.float())
+                raw_buf.append(raw)
+                logp_buf.append(dist.log_prob(raw).sum(-1))
+                val_buf.append(v)
+                rew_buf.append(reward)
+                done_buf.append(truncated.float())
+            next_value = value(env.state().obs)
+            advantages = torch.zeros(steps, B, device=env.device)
+            last = torch.zeros(B, device=env.device)
+            for t in reversed(range(steps)):
+                not_done = 1.0 - done_buf[t]
+                following = next_value if t == steps - 1 else val_buf[t + 1]
+                delta = rew_buf[t] + config.gamma * following * not_done - val_buf[t]
+                last = delta + config.gamma * config.gae_lambda * not_done * last
+                advantages[t] = last
+            returns = advantages + torch.stack(val_buf)
+        obs, raw = torch.stack(obs_buf).flatten(0, 1), torch.stack(raw_buf).flatten(0, 1)
+        old_logp = torch.stack(logp_buf).flatten()
+        adv, ret = advantages.flatten(), returns.flatten()
+        n = obs.shape[0]
+        losses = []
+        g = torch.Generator(env.device).manual_seed(config.seed * 7919 + i)
+        for _ in range(config.epochs):
+            order = torch.randperm(n, generator=g, device=env.device)
+            for lo in range(0, n, config.batch_size):
+                idx = order[lo:lo + config.batch_size]
+                a = adv[idx]
+                a = (a - a.mean()) / (a.std() + 1e-8) if len(idx) > 1 else a
+                dist = torch.distributions.Normal(policy.raw(obs[idx]), log_std.exp())
+                logp = dist.log_prob(raw[idx]).sum(-1)
+                ratio = (logp - old_logp[idx]).exp()
+                policy_loss = -torch.min(ratio * a, ratio.clamp(1 - config.clip,
+                                                                1 + config.clip) * a).mean()
+                value_loss = (value(obs[idx]) - ret[idx]).pow(2).mean()
+                entropy = dist.entropy().sum(-1).mean()
+                loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+                if not torch.isfinite(loss):
+                    raise Diverged(f"loss is {float(loss.detach())} at iteration {i + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                if not torch.isfinite(norm):
+                    raise Diverged(f"gradient norm is {float(norm)} at iteration {i + 1}")
+                optimizer.step()
+                losses.append(float(loss.detach()))
+        return float(cost) / steps  # the rollout's cost per period
+
+    @torch.no_grad()
+    def validate() -> float:
+        return float(valid_env.simulate(policy, validation).average_cost.mean())
+
+    result = run_loop(
+        label=label, total=config.iterations, iterate=iteration, validate=validate,
+        eval_every=config.eval_every, patience=config.patience,
+        checkpoint_every=config.checkpoint_every, time_budget=config.time_budget,
+        policy=policy, stateful={"policy": policy, "extra": extra, "optimizer": optimizer,
+                                 "env": env},
+        generators={}, identity={"algo": "ppo", "instance": instance.to_dict(),
+                                 "config": dataclasses.asdict(config),
+                                 "policy_config": dataclasses.asdict(policy.config)},
+        out_dir=out_dir, resume=resume, progress=progress, unit="update")
+    if out_dir is not None:
+        policy.save(pathlib.Path(out_dir) / "policy.pt", instance=instance.to_dict())
+    return policy, result
+
