@@ -173,6 +173,29 @@ ProjectionArgs check_projection_args(const Tensor& target, const Tensor& coeff,
   return a;
 }
 
+ObservationArgs check_observation_args(const Tensor& on_hand, const Tensor& pipeline,
+                                       const Tensor& exogenous, const Tensor& scale) {
+  const char* op = "observation";
+  ObservationArgs a;
+  check_float(on_hand, "on_hand", on_hand, op);
+  TORCH_CHECK(on_hand.dim() == 1, prefix(op), "on_hand must have shape [B], got ",
+              on_hand.sizes());
+  a.batch = on_hand.size(0);
+  check_float(pipeline, "pipeline", on_hand, op);
+  check_matrix(pipeline, "pipeline", a.batch, -1, "max_lead", op);
+  check_float(exogenous, "exogenous", on_hand, op);
+  check_matrix(exogenous, "exogenous", a.batch, -1, "n", op);
+  check_float(scale, "scale", on_hand, op);
+  check_vector(scale, "scale", a.batch, op);
+  a.on_hand = on_hand.contiguous();
+  a.pipeline = pipeline.contiguous();
+  a.exogenous = exogenous.contiguous();
+  a.scale = scale.contiguous();
+  a.max_lead = pipeline.size(1);
+  a.width = exogenous.size(1);
+  return a;
+}
+
 ProjectionGrads make_projection_grads(const ProjectionArgs& a, const Tensor& grad_order) {
   const Tensor& like = a.target.defined() ? a.target : a.coeff;
   check_float(grad_order, "grad_order", like, "projection backward");

@@ -30,6 +30,8 @@ TORCH_LIBRARY(deepstock, m) {
       "Tensor inventory_position, Tensor max_order) -> (Tensor grad_coeff, "
       "Tensor grad_features, Tensor grad_inventory_position)");
   m.def(
+      "observation(Tensor on_hand, Tensor pipeline, Tensor exogenous, Tensor scale) -> Tensor");
+  m.def(
       "rollout(Tensor on_hand, Tensor pipeline, Tensor lead_time, Tensor demand, str policy, "
       "Tensor params, int review_period, int warmup, Tensor holding_cost, "
       "Tensor penalty_cost, Tensor order_cost, bool lost_sales) -> (Tensor average_cost, "

@@ -18,6 +18,7 @@ from .ops import (
     coeff_order,
     inventory_position,
     inventory_step,
+    observation,
     rollout,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "cuda_value_checks",
     "inventory_position",
     "inventory_step",
+    "observation",
     "ops",
     "reference",
     "rollout",

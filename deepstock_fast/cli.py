@@ -26,9 +26,19 @@ from .envs import InstanceConfig
 from .evaluation import evaluate
 from .policies import HEADS, Policy, PolicyConfig
 from .report import machine, table
-from .trainers import DSConfig, train_ds
+from .envs.config import parse_value
+from .trainers import DDPGConfig, DSConfig, PPOConfig, train_ddpg, train_ds, train_ppo
+from .trainers.common import VALIDATION_SEED
 
-ALGOS = ("ds",)
+#: algo -> (hyperparameter dataclass, trainer, default hidden widths)
+TRAINERS = {"ds": (DSConfig, train_ds, (64, 64)), "ppo": (PPOConfig, train_ppo, (256, 256)),
+            "ddpg": (DDPGConfig, train_ddpg, (64, 64))}
+ALGOS = tuple(TRAINERS)
+#: command-line flag -> hyperparameter field (each applies to the algos whose config has it)
+FLAGS = {"epochs": "epochs", "steps": "total_steps", "batch_size": "batch_size", "lr": "lr",
+         "num_envs": "num_envs", "eval_every": "eval_every", "patience": "patience",
+         "validation_skus": "validation_skus", "checkpoint_every": "checkpoint_every",
+         "time_budget": "time_budget", "seed": "seed"}
 
 
 class UsageError(Exception):
@@ -115,15 +125,37 @@ def test_instance(instance: InstanceConfig, skus: int | None, horizon: int | Non
 
 
 # ---- train -------------------------------------------------------------------------------------
+def algo_config(args):
+    """The algo's hyperparameters: its defaults, the flags given, then every --set key=value."""
+    cls = TRAINERS[args.algo][0]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for flag, name in FLAGS.items():
+        value = getattr(args, flag)
+        if value is None or (flag == "seed" and value == 0):
+            continue
+        if name not in fields:
+            raise UsageError(f"--{flag.replace('_', '-')} does not apply to --algo {args.algo}")
+        values[name] = value
+    if args.fixed_train_set:
+        if "fixed_train_set" not in fields:
+            raise UsageError(f"--fixed-train-set does not apply to --algo {args.algo}")
+        values["fixed_train_set"] = True
+    for item in args.set:
+        key, eq, text = item.partition("=")
+        if not eq or key not in fields:
+            raise UsageError(f"--set {item}: expected key=value with key among "
+                             f"{', '.join(sorted(fields))}")
+        value = parse_value(text)
+        values[key] = tuple(int(v) for v in text.split(",")) if key.endswith("hidden") else value
+    return cls(**values)
+
+
 def cmd_train(args) -> int:
     instance = load_instance(args.instance)
-    if args.algo not in ALGOS:
-        raise UsageError(f"--algo {args.algo} is not available; choose from {', '.join(ALGOS)}")
-    config = DSConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      eval_every=args.eval_every, patience=args.patience,
-                      validation_skus=args.validation_skus, fixed_train_set=args.fixed_train_set,
-                      checkpoint_every=args.checkpoint_every, time_budget=args.time_budget,
-                      seed=args.seed)
+    config = algo_config(args)
+    train = TRAINERS[args.algo][1]
+    hidden = args.hidden or TRAINERS[args.algo][2]
     test = test_instance(instance, args.test_skus, args.test_horizon, args.test_warmup)
     out = pathlib.Path(args.out or f"runs/{_slug(args.instance)}-{args.algo}")
     if args.resume and not out.is_dir():
@@ -133,10 +165,10 @@ def cmd_train(args) -> int:
           f"results in {out}/", file=sys.stderr)
     runs = {}
     for head in args.head:
-        policy_config = PolicyConfig(head=head, hidden=args.hidden, activation=args.activation)
-        policy, result = train_ds(instance, policy_config, config, device=args.device,
-                                  out_dir=out / head, resume=args.resume,
-                                  progress=not args.no_progress, label=f"{args.algo}+{head}")
+        policy_config = PolicyConfig(head=head, hidden=hidden, activation=args.activation)
+        policy, result = train(instance, policy_config, config, device=args.device,
+                               out_dir=out / head, resume=args.resume,
+                               progress=not args.no_progress, label=f"{args.algo}+{head}")
         if result.message:
             print(f"{args.algo}+{head}: {result.message}", file=sys.stderr)
         if result.stopped in ("diverged", "interrupted"):
@@ -153,11 +185,11 @@ def cmd_train(args) -> int:
                        ("turnover_days", "turnover d", ".2f"), ("seconds", "train s", ".0f"),
                        ("iterations", "iterations", "d")]))
     payload = {"command": sys.argv, "instance": instance.to_dict(), "test_instance": test.to_dict(),
-               "algo": args.algo, "ds_config": dataclasses.asdict(config),
-               "seeds": {"train": args.seed, "validation": args.seed + 1_000_003,
+               "algo": args.algo, "config": dataclasses.asdict(config),
+               "seeds": {"train": args.seed, "validation": args.seed + VALIDATION_SEED,
                          "test": args.seed + 2},
                "runs": {head: {"policy_config": dataclasses.asdict(PolicyConfig(
-                   head=head, hidden=args.hidden, activation=args.activation)),
+                   head=head, hidden=hidden, activation=args.activation)),
                                "result": dataclasses.asdict(result),
                                "test": {k: float(v) for k, v in ev.aggregate._asdict().items()}}
                         for head, (result, ev) in runs.items()},
@@ -285,22 +317,30 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--algo", choices=ALGOS, default="ds")
     t.add_argument("--head", type=_heads, default=["base"],
                    help=f"comma-separated regularization heads among {', '.join(HEADS)}")
-    defaults = DSConfig()
-    t.add_argument("--epochs", type=_positive(int), default=defaults.epochs)
-    t.add_argument("--batch-size", type=_positive(int), default=defaults.batch_size,
-                   help="SKU trajectories per gradient step")
-    t.add_argument("--lr", type=_positive(float), default=defaults.lr)
-    t.add_argument("--hidden", type=_widths, default=(64, 64), help="e.g. 64,64")
+    t.add_argument("--epochs", type=_positive(int), default=None,
+                   help=f"DS: epochs (default {DSConfig.epochs})")
+    t.add_argument("--steps", type=_positive(int), default=None,
+                   help=f"PPO, DDPG: environment transitions (default {PPOConfig.total_steps})")
+    t.add_argument("--batch-size", type=_positive(int), default=None,
+                   help="DS: SKU trajectories per gradient step; PPO, DDPG: minibatch")
+    t.add_argument("--num-envs", type=_positive(int), default=None,
+                   help="PPO, DDPG: SKUs stepped together")
+    t.add_argument("--lr", type=_positive(float), default=None)
+    t.add_argument("--hidden", type=_widths, default=None,
+                   help="actor widths, e.g. 64,64 (default: 64,64; PPO 256,256)")
     t.add_argument("--activation", choices=("elu", "relu", "tanh"), default="elu")
-    t.add_argument("--eval-every", type=_positive(int), default=defaults.eval_every)
-    t.add_argument("--patience", type=_positive(int), default=defaults.patience,
+    t.add_argument("--eval-every", type=_positive(int), default=None,
+                   help="iterations (DS epochs, PPO updates, DDPG steps) between validations")
+    t.add_argument("--patience", type=_positive(int), default=None,
                    help="evaluations without improvement before stopping")
-    t.add_argument("--validation-skus", type=_positive(int), default=defaults.validation_skus)
+    t.add_argument("--validation-skus", type=_positive(int), default=None)
     t.add_argument("--fixed-train-set", action="store_true",
-                   help="train on one fixed episode (small-data settings)")
-    t.add_argument("--checkpoint-every", type=_positive(int), default=defaults.checkpoint_every)
+                   help="DS: train on one fixed episode (small-data settings)")
+    t.add_argument("--checkpoint-every", type=_positive(int), default=None)
     t.add_argument("--time-budget", type=_positive(float), default=None,
                    help="seconds of training per head")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other hyperparameter of the algo's config, e.g. --set tau=0.01")
     t.add_argument("--test-skus", type=_positive(int), default=None)
     t.add_argument("--test-horizon", type=_positive(int), default=None)
     t.add_argument("--test-warmup", type=int, default=None)

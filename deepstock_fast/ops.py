@@ -145,6 +145,14 @@ def coeff_base_stock_order(
     return _ops.coeff_base_stock_order(coeff, features, inventory_position, _param(max_order, coeff))
 
 
+def observation(on_hand: Tensor, pipeline: Tensor, exogenous: Tensor, scale: Tensor) -> Tensor:
+    """InventoryEnv's observation rows: [on_hand / scale, pipeline / scale, exogenous].
+
+    [B], [B, max_lead], [B, n], [B] -> [B, 1 + max_lead + n]; differentiable in all four.
+    """
+    return _ops.observation(on_hand, pipeline, exogenous, scale)
+
+
 def rollout(
     demand: Tensor,
     policy: str,
@@ -272,6 +280,13 @@ def _(grad_order, coeff, features, inventory_position, max_order):
     return coeff.new_empty(coeff.shape), coeff.new_empty(coeff.shape), coeff.new_empty(coeff.shape[0])
 
 
+@torch.library.register_fake("deepstock::observation")
+def _(on_hand, pipeline, exogenous, scale):
+    _check_same_device("observation", on_hand=on_hand, pipeline=pipeline, exogenous=exogenous,
+                       scale=scale)
+    return on_hand.new_empty(on_hand.shape[0], 1 + pipeline.shape[1] + exogenous.shape[1])
+
+
 @torch.library.register_fake("deepstock::rollout")
 def _(on_hand, pipeline, lead_time, demand, policy, params, review_period, warmup, holding_cost,
       penalty_cost, order_cost, lost_sales):
@@ -358,4 +373,24 @@ torch.library.register_autograd(
 )
 torch.library.register_autograd(
     "deepstock::coeff_base_stock_order", _coeff_base_stock_backward, setup_context=_save_inputs
+)
+
+
+def _observation_backward(ctx, grad):
+    on_hand, pipeline, scale = ctx.saved_tensors
+    lead = pipeline.shape[1]
+    inv = 1.0 / scale
+    g_state, g_pipeline = grad[:, 0], grad[:, 1:1 + lead]
+    g_scale = -(g_state * on_hand + (g_pipeline * pipeline).sum(1)) * inv * inv
+    return (g_state * inv, g_pipeline * inv.unsqueeze(1), grad[:, 1 + lead:], g_scale)
+
+
+def _observation_setup_context(ctx, inputs, output):
+    on_hand, pipeline, _, scale = inputs
+    ctx.save_for_backward(on_hand, pipeline, scale)
+
+
+# plain tensor ops suffice here: the backward is a slice and a scaling
+torch.library.register_autograd(
+    "deepstock::observation", _observation_backward, setup_context=_observation_setup_context
 )

@@ -93,6 +93,11 @@ def classical_order(policy: str, ip: Tensor, params: Tensor) -> Tensor:
     raise ValueError(f"unknown policy {policy!r}")
 
 
+def observation(on_hand, pipeline, exogenous, scale) -> Tensor:
+    inv = 1.0 / scale
+    return torch.cat([(on_hand * inv).unsqueeze(1), pipeline * inv.unsqueeze(1), exogenous], 1)
+
+
 def rollout(demand, policy, params, lead_time, *, on_hand=None, pipeline=None, review_period=1,
             warmup=0, holding_cost=1.0, penalty_cost=9.0, order_cost=0.0,
             lost_sales=True) -> RolloutResult:

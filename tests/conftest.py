@@ -58,3 +58,18 @@ def step_args(kw):
     names = ("on_hand", "pipeline", "lead_time", "order", "demand", "holding_cost",
              "penalty_cost", "order_cost", "lost_sales")
     return tuple(kw[n] for n in names)
+
+
+def best_constant_order_cost(test, seed: int, *, lead_time: int, penalty_cost: float,
+                             warmup: int, train_days: int = 200) -> float:
+    """Cost on the test episode of ``evaluation.evaluate(..., seed=seed)`` of the best
+    constant-order policy, searched on 64 independent Poisson(5) paths."""
+    from deepstock_fast import baselines, compare
+
+    demand = compare.test_demand(test, seed).to(torch.float64)
+    paths = torch.poisson(torch.full((1, 64, train_days), 5.0, dtype=torch.float64),
+                          generator=torch.Generator().manual_seed(1))
+    costs = dict(holding_cost=1.0, penalty_cost=penalty_cost, warmup=warmup)
+    policy, _ = baselines.fit("constant", paths, lead_time, **costs)
+    policy = baselines.ClassicalPolicy("constant", policy.params.expand(test.num_skus, -1))
+    return float(baselines.evaluate(policy, demand, lead_time, **costs).average_cost.mean())

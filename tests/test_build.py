@@ -20,7 +20,7 @@ import deepstock_fast as ds
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OPS = ["inventory_step", "inventory_step_backward", "base_stock_order", "base_stock_order_backward",
        "coeff_order", "coeff_order_backward", "coeff_base_stock_order",
-       "coeff_base_stock_order_backward", "rollout"]
+       "coeff_base_stock_order_backward", "observation", "rollout"]
 
 
 def test_build_info():

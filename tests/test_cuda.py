@@ -83,6 +83,10 @@ def test_opcheck_cuda():
     torch.library.opcheck(torch.ops.deepstock.base_stock_order.default,
                           (t, torch.rand(64, device="cuda", dtype=torch.float64),
                            torch.tensor([0.5], device="cuda", dtype=torch.float64)))
+    x = [torch.rand(shape, device="cuda", dtype=torch.float64, requires_grad=True)
+         for shape in ((64,), (64, 3), (64, 5))]
+    torch.library.opcheck(torch.ops.deepstock.observation.default,
+                          (*x, torch.rand(64, device="cuda", dtype=torch.float64) + 0.5))
 
 
 def test_mixed_devices_rejected():

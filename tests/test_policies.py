@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from conftest import best_constant_order_cost
 
 import deepstock_fast as ds
-from deepstock_fast import baselines, compare
 from deepstock_fast.envs import InstanceConfig, InventoryEnv
 from deepstock_fast.evaluation import evaluate
 from deepstock_fast.policies import HEADS, Policy, PolicyConfig, initial_output
@@ -97,14 +97,7 @@ def test_short_ds_run_beats_the_best_constant_order():
     assert result.stopped in ("completed", "early_stopped") and result.iterations >= 10
     test = instance.replace(num_skus=256, horizon=200)
     trained = evaluate(policy, test, seed=5).average_cost
-    demand = compare.test_demand(test, 5).to(torch.float64)
-    paths = torch.poisson(torch.full((1, 64, 60), 5.0, dtype=torch.float64),
-                          generator=torch.Generator().manual_seed(1))
-    constant, _ = baselines.fit("constant", paths, 1, holding_cost=1.0, penalty_cost=9.0,
-                                warmup=10)
-    constant = baselines.ClassicalPolicy("constant", constant.params.expand(256, -1))
-    best_constant = float(baselines.evaluate(constant, demand, 1, holding_cost=1.0,
-                                             penalty_cost=9.0, warmup=10).average_cost.mean())
+    best_constant = best_constant_order_cost(test, 5, lead_time=1, penalty_cost=9.0, warmup=10)
     assert trained < 0.9 * best_constant, (trained, best_constant)
 
 

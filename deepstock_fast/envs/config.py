@@ -242,7 +242,7 @@ class InstanceConfig:
             key, eq, value = item.partition("=")
             if not eq:
                 raise ValueError(f"instance {name!r}: expected key=value, got {item!r}")
-            params[key.strip()] = _parse_value(value.strip())
+            params[key.strip()] = parse_value(value.strip())
         if family == "zipkin":
             lead, penalty = params.pop("L", None), params.pop("p", None)
             if lead not in (1, 2, 3, 4) or penalty not in (4, 9, 19, 39):
@@ -281,7 +281,7 @@ class InstanceConfig:
         return cls.from_dict(base)
 
 
-def _parse_value(text: str):
+def parse_value(text: str):
     for parse in (int, float):
         try:
             return parse(text)

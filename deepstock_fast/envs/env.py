@@ -1,6 +1,7 @@
 """``InventoryEnv``: B SKUs of one :class:`InstanceConfig` stepped together on one device.
 
-One ``step`` is one review epoch (P days): a single ``inventory_step`` call plus a few tensor ops,
+One ``step`` is one review epoch (P days): an ``inventory_step`` call, an ``observation`` call
+(both native) and a few tensor ops,
 no Python loop over environments and no host synchronisation. An episode's exogenous part
 (demand, features, the observation entries that do not depend on the state) is drawn at reset
 from the environment's seeded ``torch.Generator``, so a seed fixes every trajectory.
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..metrics import Metrics, business_metrics
-from ..ops import inventory_step
+from ..ops import inventory_step, observation
 from .config import InstanceConfig
 from .features import demand_features
 from .simulate import SimState, SimulationResult, simulate
@@ -190,12 +191,9 @@ class InventoryEnv:
         return Episode(demand, demand.reshape(B, E, P).transpose(0, 1).contiguous(),
                        features.contiguous(), exogenous, scale, on_hand, pipeline)
 
-    def _observation(self, episode: Episode, on_hand: Tensor, pipeline: Tensor, epoch: int,
-                     inv_scale: Tensor | None = None) -> Tensor:
-        if inv_scale is None:
-            inv_scale = (1.0 / episode.scale).unsqueeze(1)
-        return torch.cat([on_hand.unsqueeze(1) * inv_scale, pipeline * inv_scale,
-                          episode.exogenous_obs[epoch]], 1)
+    def _observation(self, episode: Episode, on_hand: Tensor, pipeline: Tensor,
+                     epoch: int) -> Tensor:
+        return observation(on_hand, pipeline, episode.exogenous_obs[epoch], episode.scale)
 
     def observe(self, episode: Episode, on_hand: Tensor, pipeline: Tensor,
                 epoch: int) -> SimState:
@@ -244,7 +242,7 @@ class InventoryEnv:
         self._epoch = e + 1
         info = {"cost": cost, "stats": stats}
         reward = -cost[:, 0] - cost[:, 1] - cost[:, 2]  # faster than a sum over 3 columns
-        obs = self._observation(episode, on_hand, pipeline, self._epoch, self._inv_scale)
+        obs = self._observation(episode, on_hand, pipeline, self._epoch)
         if self._epoch < self.num_epochs:
             self._on_hand, self._pipeline, self._obs = on_hand, pipeline, obs
             return obs, reward, self._false, self._false, info
@@ -276,9 +274,7 @@ class InventoryEnv:
         self._episode = episode
         self._epoch = 0
         self._on_hand, self._pipeline = episode.on_hand, episode.pipeline
-        self._inv_scale = (1.0 / episode.scale).unsqueeze(1)
-        self._obs = self._observation(episode, episode.on_hand, episode.pipeline, 0,
-                                      self._inv_scale)
+        self._obs = self._observation(episode, episode.on_hand, episode.pipeline, 0)
         B = self.num_envs
         self._cost = episode.on_hand.new_zeros(B, 3)
         self._stats = episode.on_hand.new_zeros(B, 4)

@@ -9,9 +9,15 @@ import pathlib
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
+from ..envs import InstanceConfig, InventoryEnv
+from ..policies import Policy, PolicyConfig, atomic_save
+
+#: Offset of the validation episode's seed from the training seed.
+VALIDATION_SEED = 1_000_003
 STOP_REASONS = ("completed", "early_stopped", "time_budget", "diverged", "interrupted")
 
 
@@ -108,6 +114,7 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
     stopping (best weights of ``policy`` kept and loaded at the end) and ``on_validation``
     (e.g. a plateau scheduler).
 
+    With ``out_dir``, the best policy is saved to ``out_dir/policy.pt`` at the end.
     Checkpoints (``out_dir/checkpoint.pt``, atomic) hold the ``state_dict`` of every object in
     ``stateful``, the state of every generator in ``generators``, the loop's counters and history,
     and ``identity`` (the instance and hyperparameters): ``resume=True`` refuses a checkpoint with
@@ -115,8 +122,6 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
     ``iterate`` raising :class:`Diverged` (or a NaN validation cost) stops the run, keeping the
     last checkpoint; Ctrl-C stops it after writing one.
     """
-    from ..policies import atomic_save  # here: policies imports nothing from trainers
-
     checkpoint = pathlib.Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     stopper = EarlyStopping(patience, min_delta=1e-5)
     history: list[dict] = []
@@ -194,6 +199,56 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
         save(None if stopped == "interrupted" else stopped)
     if stopper.best_state is not None:
         policy.load_state_dict(stopper.best_state)
+    if out_dir is not None:
+        policy.save(pathlib.Path(out_dir) / "policy.pt", instance=identity["instance"])
     return RunResult(best_validation=stopper.best, best_iteration=stopper.best_epoch,
                      iterations=done, unit=unit, seconds=elapsed(), stopped=stopped,
                      message=message, history=history)
+
+
+class Setup(NamedTuple):
+    instance: InstanceConfig
+    env: InventoryEnv           # the training environment
+    valid_env: InventoryEnv
+    validation: object          # the fixed validation Episode
+    policy: Policy
+
+    def validate(self) -> float:
+        """The policy's average cost per SKU-day on the validation episode."""
+        with torch.no_grad():
+            return float(self.valid_env.simulate(self.policy, self.validation)
+                         .average_cost.mean())
+
+
+def setup(instance: InstanceConfig | str, policy_config: PolicyConfig, *,
+          train_skus: int | None, validation_skus: int, seed: int, device,
+          reset: bool = False) -> Setup:
+    """What every trainer starts from: the training environment (``train_skus`` SKUs, or the
+    instance's), the validation environment and its fixed episode, and the policy (initial
+    weights from ``seed``) with its input normalisation fitted on the initial policy's states."""
+    if isinstance(instance, str):
+        instance = InstanceConfig.from_name(instance)
+    env = InventoryEnv(instance if train_skus is None else instance.replace(num_skus=train_skus),
+                       device, seed=seed)
+    if reset:
+        env.reset()
+    valid_env = InventoryEnv(instance.replace(num_skus=validation_skus), device,
+                             seed=seed + VALIDATION_SEED)
+    validation = valid_env.sample_episode()
+    torch.manual_seed(seed)
+    policy = Policy.for_instance(instance, policy_config, env.obs_names).to(device)
+    policy.fit_normalizer(initial_observations(env, policy))
+    return Setup(instance, env, valid_env, validation, policy)
+
+
+@torch.no_grad()
+def initial_observations(env: InventoryEnv, policy: Policy) -> torch.Tensor:
+    """Observations along one episode of the untrained policy, for the input normalisation."""
+    seen = []
+
+    def record(state):
+        seen.append(state.obs)
+        return policy(state)
+
+    env.simulate(record, env.sample_episode(torch.Generator(env.device).manual_seed(12345)))
+    return torch.cat(seen)

@@ -23,17 +23,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..envs import InstanceConfig, InventoryEnv
+from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig, default_bounds
-from .common import Diverged, RunResult, run_loop
-from .ds import VALIDATION_SEED, initial_observations
+from .common import Diverged, RunResult, run_loop, setup
 from .ppo import Scalars, mlp, reward_scale
 
 
 @dataclass
 class DDPGConfig:
     """Hyperparameters; defaults inside PAPER.md's DDPG search space (64x64 networks, no
-    exploration noise)."""
+    exploration noise) except where batching changes their meaning: one step adds ``num_envs``
+    transitions, so ``learning_starts`` is larger and each step takes ``gradient_steps`` updates
+    (about one sampled transition per stored one, as SB3's one update per step does)."""
 
     total_steps: int = 200_000        # environment transitions (SKU-periods)
     num_envs: int = 64
@@ -43,9 +44,9 @@ class DDPGConfig:
     gamma: float = 0.99
     batch_size: int = 256
     buffer_size: int = 100_000        # transitions
-    learning_starts: int = 1000       # transitions before the first update
+    learning_starts: int = 5000       # transitions before the first update
     train_freq: int = 1               # environment steps between updates
-    gradient_steps: int = 1           # updates each time
+    gradient_steps: int = 16          # updates each time (16 x 256 samples per 64 transitions)
     exploration_noise: float = 0.0    # std of Gaussian noise on raw, in raw units
     critic_hidden: tuple[int, ...] = (64, 64)
     eval_every: int = 100             # environment steps between validations
@@ -112,14 +113,10 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
         policy_config = dataclasses.replace(
             policy_config, output_bounds=default_bounds(policy_config.head, instance))
     config = config or DDPGConfig()
-    env = InventoryEnv(instance.replace(num_skus=config.num_envs), device, seed=config.seed)
-    env.reset()
-    valid_env = InventoryEnv(instance.replace(num_skus=config.validation_skus), device,
-                             seed=config.seed + VALIDATION_SEED)
-    validation = valid_env.sample_episode()
-    torch.manual_seed(config.seed)
-    actor = Policy.for_instance(instance, policy_config, env.obs_names).to(device)
-    actor.fit_normalizer(initial_observations(env, actor))
+    run = setup(instance, policy_config, train_skus=config.num_envs,
+                validation_skus=config.validation_skus, seed=config.seed, device=device,
+                reset=True)
+    instance, env, actor = run.instance, run.env, run.policy
     k = actor.head.out_features
     extra = nn.Module()
     extra.critic = mlp([env.obs_size + k, *config.critic_hidden, 1],
@@ -183,12 +180,8 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
                 update(i)
         return -float(reward.mean())
 
-    @torch.no_grad()
-    def validate() -> float:
-        return float(valid_env.simulate(actor, validation).average_cost.mean())
-
     result = run_loop(
-        label=label, total=config.iterations, iterate=step, validate=validate,
+        label=label, total=config.iterations, iterate=step, validate=run.validate,
         eval_every=config.eval_every, patience=config.patience,
         checkpoint_every=config.checkpoint_every, time_budget=config.time_budget,
         policy=actor, stateful={"actor": actor, "extra": extra, "actor_opt": actor_opt,
@@ -198,6 +191,4 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
                   "config": dataclasses.asdict(config),
                   "policy_config": dataclasses.asdict(actor.config)},
         out_dir=out_dir, resume=resume, progress=progress, unit="step")
-    if out_dir is not None:
-        actor.save(pathlib.Path(out_dir) / "policy.pt", instance=instance.to_dict())
     return actor, result

@@ -22,12 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..envs import InstanceConfig, InventoryEnv
+from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig
-from .common import Diverged, RunResult, run_loop
-
-#: Offset of the validation episodes' seed from the training seed.
-VALIDATION_SEED = 1_000_003
+from .common import Diverged, RunResult, run_loop, setup
 
 
 @dataclass
@@ -61,10 +58,6 @@ class DSConfig:
             raise ValueError("need lr > 0, 0 < lr_factor < 1 and grad_clip > 0")
 
 
-def _with_skus(instance: InstanceConfig, skus: int | None) -> InstanceConfig:
-    return instance if skus is None else instance.replace(num_skus=skus)
-
-
 def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
              config: DSConfig | None = None, *, device: str | torch.device = "cpu",
              out_dir: str | pathlib.Path | None = None, resume: bool = False,
@@ -74,18 +67,11 @@ def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None 
     With ``out_dir``, writes ``checkpoint.pt`` (resumable) and ``policy.pt`` (the best policy);
     ``resume=True`` continues from ``out_dir/checkpoint.pt``.
     """
-    if isinstance(instance, str):
-        instance = InstanceConfig.from_name(instance)
     policy_config = policy_config or PolicyConfig()
     config = config or DSConfig()
-
-    train_env = InventoryEnv(_with_skus(instance, config.batch_size), device, seed=config.seed)
-    valid_env = InventoryEnv(_with_skus(instance, config.validation_skus), device,
-                             seed=config.seed + VALIDATION_SEED)
-    validation = valid_env.sample_episode()
-    torch.manual_seed(config.seed)  # the network's initial weights
-    policy = Policy.for_instance(instance, policy_config, train_env.obs_names).to(device)
-    policy.fit_normalizer(initial_observations(train_env, policy))
+    run = setup(instance, policy_config, train_skus=config.batch_size,
+                validation_skus=config.validation_skus, seed=config.seed, device=device)
+    instance, train_env, policy = run.instance, run.env, run.policy
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr)
@@ -104,12 +90,8 @@ def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None 
         optimizer.step()
         return float(loss.detach())
 
-    @torch.no_grad()
-    def validate() -> float:
-        return float(valid_env.simulate(policy, validation).average_cost.mean())
-
     result = run_loop(
-        label=label, total=config.epochs, iterate=epoch, validate=validate,
+        label=label, total=config.epochs, iterate=epoch, validate=run.validate,
         eval_every=config.eval_every, patience=config.patience,
         checkpoint_every=config.checkpoint_every, time_budget=config.time_budget,
         policy=policy, stateful={"policy": policy, "optimizer": optimizer,
@@ -119,19 +101,4 @@ def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None 
                   "config": dataclasses.asdict(config),
                   "policy_config": dataclasses.asdict(policy.config)},
         out_dir=out_dir, resume=resume, progress=progress, on_validation=scheduler.step)
-    if out_dir is not None:
-        policy.save(pathlib.Path(out_dir) / "policy.pt", instance=instance.to_dict())
     return policy, result
-
-
-@torch.no_grad()
-def initial_observations(env: InventoryEnv, policy: Policy):
-    """Observations along one episode of the untrained policy, for the input normalisation."""
-    seen = []
-
-    def record(state):
-        seen.append(state.obs)
-        return policy(state)
-
-    env.simulate(record, env.sample_episode(torch.Generator(env.device).manual_seed(12345)))
-    return torch.cat(seen)

@@ -22,8 +22,7 @@ from torch import nn
 
 from ..envs import InstanceConfig, InventoryEnv
 from ..policies import ACTIVATIONS, Policy, PolicyConfig
-from .common import Diverged, RunResult, run_loop
-from .ds import VALIDATION_SEED, initial_observations
+from .common import Diverged, RunResult, run_loop, setup
 
 
 @dataclass
@@ -35,8 +34,8 @@ class PPOConfig:
     n_steps: int = 2048               # transitions per rollout (n_steps / num_envs per SKU)
     batch_size: int = 256             # minibatch
     epochs: int = 10                  # passes over each rollout
-    lr: float = 3e-4
-    lr_final: float = 3e-5            # linear decay target
+    lr: float = 1e-3
+    lr_final: float = 1e-4            # linear decay target
     clip: float = 0.2
     ent_coef: float = 1e-3
     vf_coef: float = 0.5
@@ -100,18 +99,12 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
               out_dir: str | pathlib.Path | None = None, resume: bool = False,
               progress: bool = True, label: str = "PPO") -> tuple[Policy, RunResult]:
     """Trains a regularized policy with PPO; returns (the best policy, the run's record)."""
-    if isinstance(instance, str):
-        instance = InstanceConfig.from_name(instance)
     policy_config = policy_config or PolicyConfig(hidden=(256, 256))
     config = config or PPOConfig()
-    env = InventoryEnv(instance.replace(num_skus=config.num_envs), device, seed=config.seed)
-    env.reset()
-    valid_env = InventoryEnv(instance.replace(num_skus=config.validation_skus), device,
-                             seed=config.seed + VALIDATION_SEED)
-    validation = valid_env.sample_episode()
-    torch.manual_seed(config.seed)
-    policy = Policy.for_instance(instance, policy_config, env.obs_names).to(device)
-    policy.fit_normalizer(initial_observations(env, policy))
+    run = setup(instance, policy_config, train_skus=config.num_envs,
+                validation_skus=config.validation_skus, seed=config.seed, device=device,
+                reset=True)
+    instance, env, policy = run.instance, run.env, run.policy
     k = policy.head.out_features
     critic = mlp([env.obs_size, *config.critic_hidden, 1], policy_config.activation).to(device)
     log_std = nn.Parameter(torch.full((k,), config.log_std_init, device=device))
@@ -121,6 +114,7 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
     params = list(policy.parameters()) + list(extra.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr, eps=1e-5)
     steps = config.n_steps // config.num_envs
+    noise = torch.Generator(env.device).manual_seed(config.seed + 41)  # exploration
     B = config.num_envs
 
     def value(obs):
@@ -138,7 +132,8 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
                 state = env.state()
                 mean = policy.raw(state.obs)
                 dist = torch.distributions.Normal(mean, log_std.exp())
-                raw = dist.sample()
+                raw = mean + log_std.exp() * torch.randn(mean.shape, generator=noise,
+                                                         device=mean.device)
                 _, reward, _, truncated, info = env.step(policy.project(raw, state))
                 cost = cost - reward.mean()
                 reward = reward.float() / scale
@@ -192,21 +187,15 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
                 losses.append(float(loss.detach()))
         return float(cost) / steps  # the rollout's cost per period
 
-    @torch.no_grad()
-    def validate() -> float:
-        return float(valid_env.simulate(policy, validation).average_cost.mean())
-
     result = run_loop(
-        label=label, total=config.iterations, iterate=iteration, validate=validate,
+        label=label, total=config.iterations, iterate=iteration, validate=run.validate,
         eval_every=config.eval_every, patience=config.patience,
         checkpoint_every=config.checkpoint_every, time_budget=config.time_budget,
         policy=policy, stateful={"policy": policy, "extra": extra, "optimizer": optimizer,
                                  "env": env},
-        generators={}, identity={"algo": "ppo", "instance": instance.to_dict(),
+        generators={"noise": noise}, identity={"algo": "ppo", "instance": instance.to_dict(),
                                  "config": dataclasses.asdict(config),
                                  "policy_config": dataclasses.asdict(policy.config)},
         out_dir=out_dir, resume=resume, progress=progress, unit="update")
-    if out_dir is not None:
-        policy.save(pathlib.Path(out_dir) / "policy.pt", instance=instance.to_dict())
     return policy, result
 

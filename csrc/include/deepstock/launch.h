@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "deepstock/inventory.h"
+#include "deepstock/observation.h"
 #include "deepstock/projection.h"
 #include "deepstock/rollout.h"
 
@@ -144,6 +145,28 @@ ProjectionBackwardView<T> projection_backward_view(const ProjectionArgs& a, Proj
   if (g.features.defined()) v.grad_features = g.features.mutable_data_ptr<T>();
   if (g.inventory_position.defined())
     v.grad_inventory_position = g.inventory_position.mutable_data_ptr<T>();
+  return v;
+}
+
+// ---- observation -------------------------------------------------------------------------
+struct ObservationArgs {
+  Tensor on_hand, pipeline, exogenous, scale;
+  int64_t batch = 0, max_lead = 0, width = 0;
+};
+
+ObservationArgs check_observation_args(const Tensor& on_hand, const Tensor& pipeline,
+                                       const Tensor& exogenous, const Tensor& scale);
+
+template <typename T>
+ObservationView<T> observation_view(const ObservationArgs& a, Tensor& obs) {
+  ObservationView<T> v;
+  v.on_hand = a.on_hand.const_data_ptr<T>();
+  v.pipeline = a.pipeline.const_data_ptr<T>();
+  v.exogenous = a.exogenous.const_data_ptr<T>();
+  v.scale = a.scale.const_data_ptr<T>();
+  v.obs = obs.mutable_data_ptr<T>();
+  v.max_lead = a.max_lead;
+  v.width = a.width;
   return v;
 }
 

@@ -108,6 +108,16 @@ struct Ops {
     return {g.coeff, g.features, g.inventory_position};
   }
 
+  static Tensor observation(const Tensor& on_hand, const Tensor& pipeline,
+                            const Tensor& exogenous, const Tensor& scale) {
+    const ObservationArgs a = check_observation_args(on_hand, pipeline, exogenous, scale);
+    Tensor obs = a.on_hand.new_empty({a.batch, 1 + a.max_lead + a.width});
+    AT_DISPATCH_FLOATING_TYPES(obs.scalar_type(), "deepstock", [&] {
+      ForEach{}(a.batch, 4096, observation_view<scalar_t>(a, obs), obs);
+    });
+    return obs;
+  }
+
   static std::tuple<Tensor, Tensor, Tensor> rollout(
       const Tensor& on_hand, const Tensor& pipeline, const Tensor& lead_time,
       const Tensor& demand, c10::string_view policy, const Tensor& params, int64_t review_period,
@@ -142,6 +152,7 @@ struct Ops {
     (m).impl("coeff_order_backward", &OpsT::coeff_order_backward);                   \
     (m).impl("coeff_base_stock_order", &OpsT::coeff_base_stock_order);               \
     (m).impl("coeff_base_stock_order_backward", &OpsT::coeff_base_stock_order_backward); \
+    (m).impl("observation", &OpsT::observation);                                     \
     (m).impl("rollout", &OpsT::rollout);                                             \
   } while (0)
 
