@@ -1,8 +1,8 @@
 """``InventoryEnv``: B SKUs of one :class:`InstanceConfig` stepped together on one device.
 
 One ``step`` is one review epoch (P days): an ``inventory_step`` call, an ``observation`` call
-(both native) and a few tensor ops,
-no Python loop over environments and no host synchronisation. An episode's exogenous part
+(both native) and a few tensor ops; no Python loop over environments and no host
+synchronisation. An episode's exogenous part
 (demand, features, the observation entries that do not depend on the state) is drawn at reset
 from the environment's seeded ``torch.Generator``, so a seed fixes every trajectory.
 
