@@ -39,9 +39,12 @@ def seconds_per_call(fn, device: str, min_time: float = 0.25, rounds: int = 3) -
     return best
 
 
-def write_results(name: str, payload: dict) -> pathlib.Path:
+def write_results(name: str, payload: dict, path: pathlib.Path | None = None) -> pathlib.Path:
+    """Write ``payload`` to a new timestamped file, or over ``path`` (a long benchmark rewrites
+    its file after each row, so that a crash or Ctrl-C keeps what was measured)."""
     RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = RESULTS / f"{name}-{payload['machine']['device']}-{stamp}.json"
+    if path is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = RESULTS / f"{name}-{payload['machine']['device']}-{stamp}.json"
     path.write_text(json.dumps(payload, indent=1))
     return path

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     cases = [] if args.instances == "none" else [
         (f"zipkin:L={L},p={p}", (L, p)) for L, p in instance_list(args.instances)]
     cases += [(f"paper:setting={k}", None) for k in args.paper]
-    rows = []
+    rows, path = [], None
     for name, zipkin in cases:
         instance = InstanceConfig.from_name(name)
         test = instance.replace(num_skus=1024, horizon=1000) if zipkin else instance.replace(
@@ -116,6 +116,9 @@ def main(argv=None) -> int:
                     unit=result.unit, stopped=result.stopped,
                     wall_seconds=time.perf_counter() - start, config=dataclasses.asdict(config)))
                 r = rows[-1]
+                path = write_results("quality", {"machine": machine(args.device),
+                                                 "target_gap_pct": args.target_gap,
+                                                 "rows": rows}, path)
                 print(f"{name} {algo}+{head}: test gap {r['gap_pct']:+.2f}% vs {reference} on "
                       f"the same demand, {args.target_gap:g}% at "
                       f"{r['seconds_to_target'] if reached else float('nan'):.0f}s", flush=True)
@@ -128,8 +131,6 @@ def main(argv=None) -> int:
                         ("cpu_seconds_to_target", "CPU s", ".0f"),
                         ("train_seconds", "train s", ".0f"), ("iterations", "iters", "d")])
     print(text)
-    path = write_results("quality", {"machine": machine(args.device),
-                                     "target_gap_pct": args.target_gap, "rows": rows})
     print(f"wrote {path}")
     return 0
 

@@ -17,6 +17,7 @@ wall time until the validation gap first reached the target (2%), the best gap. 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 import time
@@ -130,7 +131,8 @@ def main(argv=None) -> int:
         print(f"time to {args.target_gap:g}% ratio SB3/ours: "
               f"{sb3['seconds_to_target'] / ours['seconds_to_target']:.1f}x")
     path = write_results("vs_sb3", {"machine": machine("cpu"), "instance": instance.to_dict(),
-                                    "dp_validation_cost": dp, "ppo_config": vars(args),
+                                    "dp_validation_cost": dp, "args": vars(args),
+                                    "ppo_config": dataclasses.asdict(config),
                                     "rows": rows})
     print(f"wrote {path}")
     return 0

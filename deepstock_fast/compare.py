@@ -63,8 +63,9 @@ def reference_rows(instance: InstanceConfig, test_instance: InstanceConfig, *, s
         rows.append({"policy": "DP policy, test episode", "cost": float(simulated.mean()),
                      "note": "the optimal policy on the same test demand"})
     pooled = identical_skus(instance)
-    skus = 1 if pooled else instance.num_skus
-    train = instance.replace(num_skus=skus) if pooled else instance
+    # Identical SKUs share one search; otherwise each test SKU gets its own, on paths of its own
+    # demand process (the test instance may hold other SKUs than the training instance).
+    train = instance.replace(num_skus=1) if pooled else test_instance
     process = train.demand_process(device)
     paths = process.sample(instance.horizon, generator=torch.Generator(device).manual_seed(
         seed + 17), paths=train_paths)

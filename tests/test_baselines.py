@@ -64,3 +64,20 @@ def test_every_kind_runs_with_its_default_grid():
 def test_bad_inputs(call, message):
     with pytest.raises(ValueError, match=message):
         call(poisson_paths([5.0, 6.0], 2, 50))
+
+
+def test_reference_rows_fit_each_test_sku_when_test_skus_differ_from_training():
+    # The paper's settings draw SKU parameters per instance size: a 12-SKU test instance holds
+    # other SKUs than the 3-SKU training one, so the baselines must be searched on the test SKUs.
+    from deepstock_fast import compare
+    from deepstock_fast.envs import InstanceConfig
+    instance = InstanceConfig.from_name("paper:setting=4").replace(num_skus=3)
+    test = instance.replace(num_skus=12, horizon=200)
+    rows = {r["policy"]: r["cost"] for r in compare.reference_rows(instance, test, seed=5,
+                                                                    train_paths=32)}
+    demand = compare.test_demand(test, 5).to(torch.float64).unsqueeze(1)
+    _, in_sample = baselines.fit("base_stock", demand, test.lead_time, warmup=test.warmup,
+                                 holding_cost=test.holding_cost, penalty_cost=test.penalty_cost,
+                                 lost_sales=test.lost_sales, review_period=test.review_period)
+    best_on_test = float(in_sample.min(1).values.mean())  # a lower bound: fitted on the test days
+    assert best_on_test <= rows["best base-stock"] < 1.05 * best_on_test

@@ -3,6 +3,9 @@ small instance."""
 
 from __future__ import annotations
 
+import importlib
+import math
+
 import pytest
 import torch
 from conftest import best_constant_order_cost
@@ -111,3 +114,31 @@ def test_short_run_beats_random_and_constant_orders(algo):
     best_constant = best_constant_order_cost(test, 5, lead_time=1, penalty_cost=9.0, warmup=10)
     assert trained < 0.95 * best_constant and trained < 0.5 * random_cost.average_cost, (
         trained, best_constant, random_cost.average_cost)
+
+
+@pytest.mark.parametrize("algo,last_checkpoint", [("ppo", 4), ("ddpg", 16)])
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(algo, last_checkpoint, tmp_path,
+                                                             monkeypatch):
+    # The critic turns NaN after 40 (PPO: in update 6) or 100 (DDPG: at step 28) training calls;
+    # losses are read back once per update (PPO), or before each validation/checkpoint and when
+    # the spoilt orders reach the op (DDPG).
+    module = importlib.import_module(f"deepstock_fast.trainers.{algo}")
+    make_mlp = module.mlp
+
+    class Poisoned(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.calls = net, 0
+
+        def forward(self, x):
+            if torch.is_grad_enabled():
+                self.calls += 1
+            return self.net(x) * (math.nan if self.calls > (40 if algo == "ppo" else 100) else 1)
+
+    monkeypatch.setattr(module, "mlp", lambda *a, **k: Poisoned(make_mlp(*a, **k)))
+    policy, result = run(algo, tmp_path)
+    assert result.stopped == "diverged" and "not finite" in result.message
+    assert "last good checkpoint" in result.message
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["done"] == last_checkpoint
+    assert all(torch.isfinite(p).all() for p in policy.parameters())

@@ -82,13 +82,16 @@ class Progress:
         self.start = time.perf_counter()
         self.last = -math.inf
 
-    def update(self, done: int, text: str, force: bool = False) -> None:
+    def update(self, done: int, text, force: bool = False) -> None:
+        """``text``: a string, or a function making it (called only when the line is drawn, so
+        that a device value is fetched only then)."""
         if not self.enabled:
             return
         now = time.perf_counter()
         if not force and now - self.last < self.interval:
             return
         self.last = now
+        text = text() if callable(text) else text
         width = 20
         filled = int(width * done / max(self.total, 1))
         line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
@@ -109,7 +112,8 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
              generators: dict, identity: dict, out_dir=None, resume: bool = False,
              progress: bool = True, on_validation=None, unit: str = "epoch") -> RunResult:
     """The loop every trainer runs: ``iterate(i)`` does one training iteration (an epoch, an
-    environment step, a rollout and its update) and returns a number to display; every
+    environment step, a rollout and its update) and returns a number to display (a float or a
+    0-d tensor, read from the device only when shown or recorded); every
     ``eval_every`` iterations ``validate()`` gives the validation cost, which drives early
     stopping (best weights of ``policy`` kept and loaded at the end) and ``on_validation``
     (e.g. a plateau scheduler).
@@ -162,6 +166,7 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
             shown = iterate(done)
             done += 1
             if done % eval_every == 0 or done == total:
+                shown = float(shown)
                 value = float(validate())
                 if not math.isfinite(value):
                     raise Diverged(f"validation cost is {value} at {unit} {done}")
@@ -178,7 +183,8 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
                     message = f"no improvement in {patience} evaluations"
                     break
             else:
-                bar.update(done, f"train {shown:.4f} best valid {stopper.best:.4f}")
+                bar.update(done, lambda: f"train {float(shown):.4f} best valid "
+                                         f"{stopper.best:.4f}")
             if done % checkpoint_every == 0:
                 save(None)
             if time_budget is not None and elapsed() >= time_budget:

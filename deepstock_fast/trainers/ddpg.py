@@ -86,18 +86,19 @@ class ReplayBuffer(nn.Module):
         self.register_buffer("size", torch.zeros((), dtype=torch.int64))
         self.capacity = capacity
 
+    # Positions stay on the device: adding and sampling never wait for the host.
     def add(self, obs, raw, reward, next_obs) -> None:
         n = obs.shape[0]
-        pos = int(self.position)
-        idx = (torch.arange(n, device=obs.device) + pos) % self.capacity
+        idx = (torch.arange(n, device=obs.device) + self.position) % self.capacity
         self.obs[idx], self.raw[idx] = obs.float(), raw.float()
         self.reward[idx], self.next_obs[idx] = reward.float(), next_obs.float()
-        self.position.fill_((pos + n) % self.capacity)
-        self.size.fill_(min(int(self.size) + n, self.capacity))
+        self.position.copy_((self.position + n) % self.capacity)
+        self.size.copy_((self.size + n).clamp(max=self.capacity))
 
     def sample(self, batch: int, generator: torch.Generator):
-        idx = torch.randint(0, int(self.size), (batch,), generator=generator,
-                            device=self.obs.device)
+        """``batch`` stored transitions, uniformly with replacement (the buffer is not empty)."""
+        u = torch.rand(batch, generator=generator, dtype=torch.float64, device=self.obs.device)
+        idx = torch.minimum((u * self.size).long(), self.size - 1)
         return self.obs[idx], self.raw[idx], self.reward[idx], self.next_obs[idx]
 
 
@@ -127,6 +128,7 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
     extra.scalars = Scalars(reward_scale=reward_scale(env, actor)).to(device)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=config.lr)
     critic_opt = torch.optim.Adam(extra.critic.parameters(), lr=config.lr)
+    reward_unit = float(extra.scalars.reward_scale) / (1 - config.gamma + 1e-3)
     sampler = torch.Generator(env.device).manual_seed(config.seed + 31)
     noise = torch.Generator(env.device).manual_seed(config.seed + 37)
 
@@ -134,22 +136,22 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
         x = (obs - actor.obs_mean) / actor.obs_std
         return critic(torch.cat([x, raw], 1)).squeeze(1)
 
-    def check(loss, i: int) -> None:
-        if not torch.isfinite(loss):
-            raise Diverged(f"loss is {float(loss.detach())} at step {i + 1}")
+    # Losses are checked on the device and read back only before a validation or checkpoint.
+    finite = torch.ones((), dtype=torch.bool, device=env.device)
 
-    def update(i: int) -> None:
+    def update() -> None:
+        nonlocal finite
         obs, raw, reward, next_obs = extra.buffer.sample(config.batch_size, sampler)
         with torch.no_grad():
             target = reward + config.gamma * q(extra.target_critic, next_obs,
                                                extra.target_actor.raw(next_obs))
         critic_loss = (q(extra.critic, obs, raw) - target).pow(2).mean()
-        check(critic_loss, i)
         critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         critic_opt.step()
         actor_loss = -q(extra.critic, obs, actor.raw(obs)).mean()
-        check(actor_loss, i)
+        finite = finite & torch.isfinite(critic_loss.detach()) & torch.isfinite(
+            actor_loss.detach())
         actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=list(actor.parameters()))
         actor_opt.step()
@@ -170,15 +172,24 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
             if config.exploration_noise > 0:
                 raw = raw + config.exploration_noise * torch.randn(
                     raw.shape, generator=noise, device=raw.device)
-            _, reward, _, _, info = env.step(actor.project(raw, state))
+            try:
+                _, reward, _, _, info = env.step(actor.project(raw, state))
+            except RuntimeError:  # NaN orders from weights that a non-finite loss spoilt
+                if not finite:
+                    raise Diverged(f"a loss was not finite before step {i + 1}") from None
+                raise
         next_obs = info.get("final_obs", env.state().obs)  # bootstrap through truncation
         # rewards in units of (mean cost per period) / (1 - gamma): Q-values are O(1)
-        scale = float(extra.scalars.reward_scale) / (1 - config.gamma + 1e-3)
-        extra.buffer.add(state.obs, raw, reward / scale, next_obs)
-        if int(extra.buffer.size) >= config.learning_starts and (i + 1) % config.train_freq == 0:
+        extra.buffer.add(state.obs, raw, reward / reward_unit, next_obs)
+        stored = (i + 1) * config.num_envs  # transitions added so far
+        if stored >= config.learning_starts and (i + 1) % config.train_freq == 0:
             for _ in range(config.gradient_steps):
-                update(i)
-        return -float(reward.mean())
+                update()
+        if (i + 1) % config.eval_every == 0 or (i + 1) % config.checkpoint_every == 0 \
+                or i + 1 == config.iterations:
+            if not finite:
+                raise Diverged(f"a loss was not finite before step {i + 1}")
+        return -reward.mean()
 
     result = run_loop(
         label=label, total=config.iterations, iterate=step, validate=run.validate,

@@ -131,7 +131,7 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
             for _ in range(steps):
                 state = env.state()
                 mean = policy.raw(state.obs)
-                dist = torch.distributions.Normal(mean, log_std.exp())
+                dist = torch.distributions.Normal(mean, log_std.exp(), validate_args=False)
                 raw = mean + log_std.exp() * torch.randn(mean.shape, generator=noise,
                                                          device=mean.device)
                 _, reward, _, truncated, info = env.step(policy.project(raw, state))
@@ -160,7 +160,7 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
         old_logp = torch.stack(logp_buf).flatten()
         adv, ret = advantages.flatten(), returns.flatten()
         n = obs.shape[0]
-        losses = []
+        finite = torch.ones((), dtype=torch.bool, device=env.device)  # checked once, at the end
         g = torch.Generator(env.device).manual_seed(config.seed * 7919 + i)
         for _ in range(config.epochs):
             order = torch.randperm(n, generator=g, device=env.device)
@@ -168,7 +168,8 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
                 idx = order[lo:lo + config.batch_size]
                 a = adv[idx]
                 a = (a - a.mean()) / (a.std() + 1e-8) if len(idx) > 1 else a
-                dist = torch.distributions.Normal(policy.raw(obs[idx]), log_std.exp())
+                dist = torch.distributions.Normal(policy.raw(obs[idx]), log_std.exp(),
+                                                  validate_args=False)  # NaNs: checked below
                 logp = dist.log_prob(raw[idx]).sum(-1)
                 ratio = (logp - old_logp[idx]).exp()
                 policy_loss = -torch.min(ratio * a, ratio.clamp(1 - config.clip,
@@ -176,16 +177,14 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
                 value_loss = (value(obs[idx]) - ret[idx]).pow(2).mean()
                 entropy = dist.entropy().sum(-1).mean()
                 loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
-                if not torch.isfinite(loss):
-                    raise Diverged(f"loss is {float(loss.detach())} at iteration {i + 1}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                if not torch.isfinite(norm):
-                    raise Diverged(f"gradient norm is {float(norm)} at iteration {i + 1}")
+                finite &= torch.isfinite(loss.detach()) & torch.isfinite(norm)
                 optimizer.step()
-                losses.append(float(loss.detach()))
-        return float(cost) / steps  # the rollout's cost per period
+        if not finite:  # one host sync per update, not per minibatch
+            raise Diverged(f"a loss or gradient norm was not finite in update {i + 1}")
+        return cost / steps  # the rollout's cost per period
 
     result = run_loop(
         label=label, total=config.iterations, iterate=iteration, validate=run.validate,
