@@ -29,6 +29,7 @@ from common import machine, table, write_results  # noqa: E402
 
 from deepstock_fast import compare, optimum  # noqa: E402
 from deepstock_fast.envs import InstanceConfig, InventoryEnv  # noqa: E402
+from deepstock_fast.envs.config import parse_value  # noqa: E402
 from deepstock_fast.evaluation import evaluate  # noqa: E402
 from deepstock_fast.cli import TRAINERS  # noqa: E402
 from deepstock_fast.policies import PolicyConfig  # noqa: E402
@@ -61,8 +62,18 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-gap", type=float, default=1.0, help="percent")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="hyperparameters for every algo whose config has KEY, e.g. lr=3e-4")
     args = parser.parse_args(argv)
     published = optimum.zipkin_published()
+    overrides = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or not any(key in {f.name for f in dataclasses.fields(TRAINERS[a][0])}
+                              for a in args.algos):
+            parser.error(f"--set {item!r}: expected KEY=VALUE with KEY a field of "
+                         f"{' or '.join(TRAINERS[a][0].__name__ for a in args.algos)}")
+        overrides[key] = parse_value(text)
     cases = [] if args.instances == "none" else [
         (f"zipkin:L={L},p={p}", (L, p)) for L, p in instance_list(args.instances)]
     cases += [(f"paper:setting={k}", None) for k in args.paper]
@@ -79,6 +90,8 @@ def main(argv=None) -> int:
                 changes["epochs"] = args.epochs
             if algo != "ds" and args.steps:
                 changes["total_steps"] = args.steps
+            fields = {f.name for f in dataclasses.fields(cls)}
+            changes.update({k: v for k, v in overrides.items() if k in fields})
             config = cls(**changes)
             valid = InventoryEnv(instance.replace(num_skus=config.validation_skus), args.device,
                                  seed=args.seed + VALIDATION_SEED).sample_episode().demand
@@ -98,7 +111,7 @@ def main(argv=None) -> int:
                 ref_test, ref_valid, reference, exact = refs["best base-stock"], None, \
                     "best base-stock", None
             for head in args.heads:
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 policy, result = train(instance, PolicyConfig(head=head, hidden=hidden), config,
                                        device=args.device, label=f"{name} {algo}+{head}")
                 reached = next((h for h in result.history if ref_valid and 100 * (
@@ -113,6 +126,7 @@ def main(argv=None) -> int:
                     seconds_to_target=reached["seconds"] if reached else None,
                     cpu_seconds_to_target=reached["cpu_seconds"] if reached else None,
                     train_seconds=result.seconds, iterations=result.iterations,
+                    cpu_seconds=time.process_time() - cpu_start,  # all threads, evaluation incl.
                     unit=result.unit, stopped=result.stopped,
                     wall_seconds=time.perf_counter() - start, config=dataclasses.asdict(config)))
                 r = rows[-1]
@@ -129,7 +143,8 @@ def main(argv=None) -> int:
                         ("gap_vs_exact_pct", "gap % vs exact", "+.2f"),
                         ("seconds_to_target", f"s to {args.target_gap:g}%", ".0f"),
                         ("cpu_seconds_to_target", "CPU s", ".0f"),
-                        ("train_seconds", "train s", ".0f"), ("iterations", "iters", "d")])
+                        ("train_seconds", "train s", ".0f"), ("cpu_seconds", "run CPU s", ".0f"),
+                        ("iterations", "iters", "d")])
     print(text)
     print(f"wrote {path}")
     return 0

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import torch
 
+from .. import cuda_value_checks
 from ..envs import InstanceConfig, InventoryEnv
 from ..policies import Policy, PolicyConfig, atomic_save
 
@@ -161,46 +162,49 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
 
     bar = Progress(label, total, enabled=progress)
     stopped, message = (finished, "resumed a finished run") if finished else ("completed", "")
-    try:
-        while done < total and not finished:
-            shown = iterate(done)
-            done += 1
-            if done % eval_every == 0 or done == total:
-                shown = float(shown)
-                value = float(validate())
-                if not math.isfinite(value):
-                    raise Diverged(f"validation cost is {value} at {unit} {done}")
-                stopper.update(value, done, policy)
-                if on_validation is not None:
-                    on_validation(value)
-                history.append({"iteration": done, "train": shown, "validation_cost": value,
-                                "best_validation_cost": stopper.best, "seconds": elapsed(),
-                                "cpu_seconds": cpu_elapsed()})
-                bar.update(done, f"train {shown:.4f} valid {value:.4f} "
-                                 f"(best {stopper.best:.4f})", force=True)
-                if stopper.should_stop:
-                    stopped = "early_stopped"
-                    message = f"no improvement in {patience} evaluations"
+    # On CUDA the ops then never wait for the host to check values: a NaN that reaches them
+    # comes out as NaN costs, which the trainers' loss checks and the validation catch.
+    with cuda_value_checks(False):
+        try:
+            while done < total and not finished:
+                shown = iterate(done)
+                done += 1
+                if done % eval_every == 0 or done == total:
+                    shown = float(shown)
+                    value = float(validate())
+                    if not math.isfinite(value):
+                        raise Diverged(f"validation cost is {value} at {unit} {done}")
+                    stopper.update(value, done, policy)
+                    if on_validation is not None:
+                        on_validation(value)
+                    history.append({"iteration": done, "train": shown, "validation_cost": value,
+                                    "best_validation_cost": stopper.best, "seconds": elapsed(),
+                                    "cpu_seconds": cpu_elapsed()})
+                    bar.update(done, f"train {shown:.4f} valid {value:.4f} "
+                                     f"(best {stopper.best:.4f})", force=True)
+                    if stopper.should_stop:
+                        stopped = "early_stopped"
+                        message = f"no improvement in {patience} evaluations"
+                        break
+                else:
+                    bar.update(done, lambda: f"train {float(shown):.4f} best valid "
+                                             f"{stopper.best:.4f}")
+                if done % checkpoint_every == 0:
+                    save(None)
+                if time_budget is not None and elapsed() >= time_budget:
+                    stopped, message = "time_budget", f"time budget of {time_budget:g}s used"
                     break
-            else:
-                bar.update(done, lambda: f"train {float(shown):.4f} best valid "
-                                         f"{stopper.best:.4f}")
-            if done % checkpoint_every == 0:
-                save(None)
-            if time_budget is not None and elapsed() >= time_budget:
-                stopped, message = "time_budget", f"time budget of {time_budget:g}s used"
-                break
-    except Diverged as e:
-        stopped = "diverged"
-        message = (f"training diverged: {e}; the last good checkpoint"
-                   f"{f' ({checkpoint})' if checkpoint else ''} and the best policy so far are "
-                   "kept")
-    except KeyboardInterrupt:
-        stopped = "interrupted"
-        message = "interrupted" + ("; resume with the same arguments and --resume"
-                                   if checkpoint else "")
-    finally:
-        bar.close()
+        except Diverged as e:
+            stopped = "diverged"
+            message = (f"training diverged: {e}; the last good checkpoint"
+                       f"{f' ({checkpoint})' if checkpoint else ''} and the best policy so far are "
+                       "kept")
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            message = "interrupted" + ("; resume with the same arguments and --resume"
+                                       if checkpoint else "")
+        finally:
+            bar.close()
     if stopped != "diverged":
         save(None if stopped == "interrupted" else stopped)
     if stopper.best_state is not None:
