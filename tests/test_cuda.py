@@ -104,3 +104,42 @@ def test_bad_values_raise_and_checks_off_gives_nan():
     with ds.cuda_value_checks(False):
         out = ds.inventory_step(**kw)
     assert torch.isnan(out.cost[3]).all() and torch.isfinite(out.cost[torch.arange(8) != 3]).all()
+
+
+# ---- the environment and the trainers on the device ------------------------------------------
+def test_env_on_cuda_equals_cpu_on_the_same_episode_with_gradients():
+    from deepstock_fast.envs import InstanceConfig, InventoryEnv
+    config = InstanceConfig.from_name("zipkin:L=3,p=9,horizon=60,warmup=10,num_skus=256")
+    config = config.replace(dtype="float64")
+    cpu, gpu = InventoryEnv(config, "cpu", seed=3), InventoryEnv(config, "cuda", seed=3)
+    episode = cpu.sample_episode()
+    on_gpu = type(episode)(*(t.cuda() for t in episode))
+    results = []
+    for env, ep in ((cpu, episode), (gpu, on_gpu)):
+        level = torch.tensor(22.0, dtype=torch.float64, device=env.device, requires_grad=True)
+        out = env.simulate(lambda s: ds.base_stock_order(level.expand_as(s.on_hand),
+                                                         s.inventory_position), ep)
+        loss = out.average_cost.mean()
+        loss.backward()
+        results.append((loss.detach().cpu(), level.grad.cpu()))
+    torch.testing.assert_close(results[1], results[0])
+
+
+@pytest.mark.parametrize("algo", ["ds", "ppo", "ddpg"])
+def test_trainers_run_on_cuda(algo):
+    from deepstock_fast.policies import PolicyConfig
+    from deepstock_fast.trainers import (DDPGConfig, DSConfig, PPOConfig, train_ddpg, train_ds,
+                                         train_ppo)
+    train, config = {
+        "ds": (train_ds, DSConfig(epochs=6, batch_size=16, validation_skus=32, eval_every=2)),
+        "ppo": (train_ppo, PPOConfig(total_steps=2048, num_envs=16, n_steps=256, batch_size=64,
+                                     epochs=2, validation_skus=32, eval_every=2)),
+        "ddpg": (train_ddpg, DDPGConfig(total_steps=1024, num_envs=16, batch_size=32,
+                                        learning_starts=64, gradient_steps=2, validation_skus=32,
+                                        eval_every=16, buffer_size=512)),
+    }[algo]
+    policy, result = train("zipkin:L=1,p=9,horizon=40,warmup=10", PolicyConfig(hidden=(16,)),
+                           config, device="cuda", progress=False)
+    assert result.stopped in ("completed", "early_stopped"), result.message
+    assert math.isfinite(result.best_validation)
+    assert all(p.is_cuda and torch.isfinite(p).all() for p in policy.parameters())
