@@ -29,9 +29,8 @@ from common import machine, table, write_results  # noqa: E402
 
 from deepstock_fast import compare, optimum  # noqa: E402
 from deepstock_fast.envs import InstanceConfig, InventoryEnv  # noqa: E402
-from deepstock_fast.envs.config import parse_value  # noqa: E402
 from deepstock_fast.evaluation import evaluate  # noqa: E402
-from deepstock_fast.cli import TRAINERS  # noqa: E402
+from deepstock_fast.cli import TRAINERS, UsageError, parse_settings  # noqa: E402
 from deepstock_fast.policies import PolicyConfig  # noqa: E402
 from deepstock_fast.trainers.common import VALIDATION_SEED  # noqa: E402
 
@@ -66,14 +65,11 @@ def main(argv=None) -> int:
                         help="hyperparameters for every algo whose config has KEY, e.g. lr=3e-4")
     args = parser.parse_args(argv)
     published = optimum.zipkin_published()
-    overrides = {}
-    for item in args.set:
-        key, sep, text = item.partition("=")
-        if not sep or not any(key in {f.name for f in dataclasses.fields(TRAINERS[a][0])}
-                              for a in args.algos):
-            parser.error(f"--set {item!r}: expected KEY=VALUE with KEY a field of "
-                         f"{' or '.join(TRAINERS[a][0].__name__ for a in args.algos)}")
-        overrides[key] = parse_value(text)
+    try:  # a key may belong to any of the chosen algos' configs
+        overrides = parse_settings(args.set, {f.name for a in args.algos
+                                              for f in dataclasses.fields(TRAINERS[a][0])})
+    except UsageError as e:
+        parser.error(str(e))
     cases = [] if args.instances == "none" else [
         (f"zipkin:L={L},p={p}", (L, p)) for L, p in instance_list(args.instances)]
     cases += [(f"paper:setting={k}", None) for k in args.paper]

@@ -141,14 +141,24 @@ def algo_config(args):
         if "fixed_train_set" not in fields:
             raise UsageError(f"--fixed-train-set does not apply to --algo {args.algo}")
         values["fixed_train_set"] = True
-    for item in args.set:
+    values.update(parse_settings(args.set, fields))
+    return cls(**values)
+
+
+def parse_settings(items: list[str], fields) -> dict:
+    """``--set`` items, KEY=VALUE with KEY among ``fields``, as config values: widths (keys
+    ending in ``hidden``) as int tuples, anything else as an instance field's value is read."""
+    values = {}
+    for item in items:
         key, eq, text = item.partition("=")
         if not eq or key not in fields:
             raise UsageError(f"--set {item}: expected key=value with key among "
                              f"{', '.join(sorted(fields))}")
-        value = parse_value(text)
-        values[key] = tuple(int(v) for v in text.split(",")) if key.endswith("hidden") else value
-    return cls(**values)
+        try:
+            values[key] = _widths(text) if key.endswith("hidden") else parse_value(text)
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"--set {item}: {e}") from None
+    return values
 
 
 def cmd_train(args) -> int:

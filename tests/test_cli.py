@@ -90,6 +90,10 @@ def test_baselines_command():
     (["train", "--instance", "zipkin:L=1,p=4", "--device", "cuda:0"], "cuda"),
     (["train", "--instance", "zipkin:L=1,p=4", "--resume", "--out", "/nonexistent/x"],
      "no checkpoint"),
+    (["train", "--instance", "zipkin:L=1,p=4", "--set", "tua=0.1"],
+     "--set tua=0.1: expected key=value with key among"),
+    (["train", "--instance", "zipkin:L=1,p=4", "--algo", "ppo", "--set", "critic_hidden=0,3"],
+     "--set critic_hidden=0,3: widths must be positive"),
     (["eval", "--policy", "missing.pt"], "--policy missing.pt does not exist"),
     (["train"], "the following arguments are required: --instance"),
 ])

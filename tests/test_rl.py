@@ -120,8 +120,8 @@ def test_short_run_beats_random_and_constant_orders(algo):
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(algo, last_checkpoint, tmp_path,
                                                              monkeypatch):
     # The critic turns NaN after 40 (PPO: in update 6) or 100 (DDPG: at step 28) training calls;
-    # losses are read back once per update (PPO), or before each validation/checkpoint and when
-    # the spoilt orders reach the op (DDPG).
+    # the trainers' loss flags are read back before each validation and checkpoint, and when the
+    # spoilt orders reach the op.
     module = importlib.import_module(f"deepstock_fast.trainers.{algo}")
     make_mlp = module.mlp
 
@@ -142,3 +142,36 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(algo, last_checkpoi
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert state["done"] == last_checkpoint
     assert all(torch.isfinite(p).all() for p in policy.parameters())
+
+
+def loop(tmp_path, iterate, healthy, **kw):
+    """run_loop on a stand-in training: no weights, a constant validation cost."""
+    from deepstock_fast.trainers.common import run_loop
+
+    policy = torch.nn.Linear(1, 1)
+    policy.save = lambda path, instance: None
+    return run_loop(**{**dict(label="t", total=10, iterate=iterate, validate=lambda: 1.0,
+                              eval_every=5, patience=10, checkpoint_every=5, time_budget=None,
+                              policy=policy, stateful={}, generators={},
+                              identity={"instance": {}}, out_dir=tmp_path, progress=False,
+                              healthy=healthy), **kw})
+
+
+def test_an_unhealthy_run_stopped_early_writes_no_checkpoint(tmp_path):
+    result = loop(tmp_path, lambda i: 0.0, healthy=lambda: False, time_budget=1e-9)
+    assert result.stopped == "diverged" and "not finite before epoch 1" in result.message
+    assert not (tmp_path / "checkpoint.pt").exists()
+    result = loop(tmp_path, lambda i: 0.0, healthy=lambda: True, time_budget=1e-9)
+    assert result.stopped == "time_budget" and (tmp_path / "checkpoint.pt").exists()
+
+
+def test_an_op_error_after_a_non_finite_loss_is_divergence(tmp_path):
+    def iterate(i):
+        if i == 2:
+            raise RuntimeError("inventory_step: order must be finite")
+        return 0.0
+
+    result = loop(tmp_path, iterate, healthy=lambda: False)
+    assert result.stopped == "diverged" and "not finite before epoch 3" in result.message
+    with pytest.raises(RuntimeError, match="order must be finite"):  # a healthy run: a bug
+        loop(tmp_path, iterate, healthy=lambda: True)

@@ -9,7 +9,7 @@ import pathlib
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -111,7 +111,8 @@ FINISHED = ("completed", "early_stopped", "time_budget")
 def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, patience: int,
              checkpoint_every: int, time_budget: float | None, policy, stateful: dict,
              generators: dict, identity: dict, out_dir=None, resume: bool = False,
-             progress: bool = True, on_validation=None, unit: str = "epoch") -> RunResult:
+             progress: bool = True, on_validation=None, unit: str = "epoch",
+             healthy: Callable[[], bool] | None = None) -> RunResult:
     """The loop every trainer runs: ``iterate(i)`` does one training iteration (an epoch, an
     environment step, a rollout and its update) and returns a number to display (a float or a
     0-d tensor, read from the device only when shown or recorded); every
@@ -125,7 +126,10 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
     and ``identity`` (the instance and hyperparameters): ``resume=True`` refuses a checkpoint with
     another identity, returns a finished run as it was, and continues an unfinished one exactly.
     ``iterate`` raising :class:`Diverged` (or a NaN validation cost) stops the run, keeping the
-    last checkpoint; Ctrl-C stops it after writing one.
+    last checkpoint; Ctrl-C stops it after writing one. ``healthy()`` (e.g. a flag the trainer
+    keeps on the device, read back only here) is asked before every validation and checkpoint
+    and when ``iterate`` raises a ``RuntimeError``: False stops the run as diverged, so a
+    checkpoint never holds spoilt weights although losses are not checked at every iteration.
     """
     checkpoint = pathlib.Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     stopper = EarlyStopping(patience, min_delta=1e-5)
@@ -160,6 +164,14 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
                          "seconds": elapsed(), "cpu_seconds": cpu_elapsed(),
                          "stopped": stopped}, checkpoint)
 
+    def diverged(e: Diverged) -> str:
+        return (f"training diverged: {e}; the last good checkpoint"
+                f"{f' ({checkpoint})' if checkpoint else ''} and the best policy so far are kept")
+
+    def check_healthy(iteration: int) -> None:
+        if healthy is not None and not healthy():
+            raise Diverged(f"a loss or gradient was not finite before {unit} {iteration}")
+
     bar = Progress(label, total, enabled=progress)
     stopped, message = (finished, "resumed a finished run") if finished else ("completed", "")
     # On CUDA the ops then never wait for the host to check values: a NaN that reaches them
@@ -167,9 +179,14 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
     with cuda_value_checks(False):
         try:
             while done < total and not finished:
-                shown = iterate(done)
+                try:
+                    shown = iterate(done)
+                except RuntimeError:  # e.g. an op refusing NaN orders from spoilt weights
+                    check_healthy(done + 1)
+                    raise
                 done += 1
                 if done % eval_every == 0 or done == total:
+                    check_healthy(done)
                     shown = float(shown)
                     value = float(validate())
                     if not math.isfinite(value):
@@ -190,21 +207,24 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
                     bar.update(done, lambda: f"train {float(shown):.4f} best valid "
                                              f"{stopper.best:.4f}")
                 if done % checkpoint_every == 0:
+                    check_healthy(done)
                     save(None)
                 if time_budget is not None and elapsed() >= time_budget:
                     stopped, message = "time_budget", f"time budget of {time_budget:g}s used"
                     break
         except Diverged as e:
-            stopped = "diverged"
-            message = (f"training diverged: {e}; the last good checkpoint"
-                       f"{f' ({checkpoint})' if checkpoint else ''} and the best policy so far are "
-                       "kept")
+            stopped, message = "diverged", diverged(e)
         except KeyboardInterrupt:
             stopped = "interrupted"
             message = "interrupted" + ("; resume with the same arguments and --resume"
                                        if checkpoint else "")
         finally:
             bar.close()
+    if stopped in ("interrupted", "time_budget"):  # stopped between two checks
+        try:
+            check_healthy(done)
+        except Diverged as e:
+            stopped, message = "diverged", diverged(e)
     if stopped != "diverged":
         save(None if stopped == "interrupted" else stopped)
     if stopper.best_state is not None:

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig, default_bounds
-from .common import Diverged, RunResult, run_loop, setup
+from .common import RunResult, run_loop, setup
 from .ppo import Scalars, mlp, reward_scale
 
 
@@ -136,11 +136,11 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
         x = (obs - actor.obs_mean) / actor.obs_std
         return critic(torch.cat([x, raw], 1)).squeeze(1)
 
-    # Losses are checked on the device and read back only before a validation or checkpoint.
+    # Losses are checked on the device; run_loop reads the flag back only before a validation
+    # or a checkpoint.
     finite = torch.ones((), dtype=torch.bool, device=env.device)
 
     def update() -> None:
-        nonlocal finite
         obs, raw, reward, next_obs = extra.buffer.sample(config.batch_size, sampler)
         with torch.no_grad():
             target = reward + config.gamma * q(extra.target_critic, next_obs,
@@ -150,8 +150,8 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
         critic_loss.backward()
         critic_opt.step()
         actor_loss = -q(extra.critic, obs, actor.raw(obs)).mean()
-        finite = finite & torch.isfinite(critic_loss.detach()) & torch.isfinite(
-            actor_loss.detach())
+        finite.logical_and_(torch.isfinite(critic_loss.detach())
+                            & torch.isfinite(actor_loss.detach()))
         actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=list(actor.parameters()))
         actor_opt.step()
@@ -172,12 +172,7 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
             if config.exploration_noise > 0:
                 raw = raw + config.exploration_noise * torch.randn(
                     raw.shape, generator=noise, device=raw.device)
-            try:
-                _, reward, _, _, info = env.step(actor.project(raw, state))
-            except RuntimeError:  # NaN orders from weights that a non-finite loss spoilt
-                if not finite:
-                    raise Diverged(f"a loss was not finite before step {i + 1}") from None
-                raise
+            _, reward, _, _, info = env.step(actor.project(raw, state))
         next_obs = info.get("final_obs", env.state().obs)  # bootstrap through truncation
         # rewards in units of (mean cost per period) / (1 - gamma): Q-values are O(1)
         extra.buffer.add(state.obs, raw, reward / reward_unit, next_obs)
@@ -185,10 +180,6 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
         if stored >= config.learning_starts and (i + 1) % config.train_freq == 0:
             for _ in range(config.gradient_steps):
                 update()
-        if (i + 1) % config.eval_every == 0 or (i + 1) % config.checkpoint_every == 0 \
-                or i + 1 == config.iterations:
-            if not finite:
-                raise Diverged(f"a loss was not finite before step {i + 1}")
         return -reward.mean()
 
     result = run_loop(
@@ -201,5 +192,6 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
         identity={"algo": "ddpg", "instance": instance.to_dict(),
                   "config": dataclasses.asdict(config),
                   "policy_config": dataclasses.asdict(actor.config)},
-        out_dir=out_dir, resume=resume, progress=progress, unit="step")
+        out_dir=out_dir, resume=resume, progress=progress, unit="step",
+        healthy=lambda: bool(finite))
     return actor, result

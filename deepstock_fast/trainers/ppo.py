@@ -22,7 +22,7 @@ from torch import nn
 
 from ..envs import InstanceConfig, InventoryEnv
 from ..policies import ACTIVATIONS, Policy, PolicyConfig
-from .common import Diverged, RunResult, run_loop, setup
+from .common import RunResult, run_loop, setup
 
 
 @dataclass
@@ -116,6 +116,9 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
     steps = config.n_steps // config.num_envs
     noise = torch.Generator(env.device).manual_seed(config.seed + 41)  # exploration
     B = config.num_envs
+    # Losses and gradient norms are checked on the device; run_loop reads the flag back only
+    # before a validation or a checkpoint.
+    finite = torch.ones((), dtype=torch.bool, device=env.device)
 
     def value(obs):
         return critic((obs.float() - policy.obs_mean) / policy.obs_std).squeeze(-1)
@@ -160,7 +163,6 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
         old_logp = torch.stack(logp_buf).flatten()
         adv, ret = advantages.flatten(), returns.flatten()
         n = obs.shape[0]
-        finite = torch.ones((), dtype=torch.bool, device=env.device)  # checked once, at the end
         g = torch.Generator(env.device).manual_seed(config.seed * 7919 + i)
         for _ in range(config.epochs):
             order = torch.randperm(n, generator=g, device=env.device)
@@ -180,10 +182,8 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                finite &= torch.isfinite(loss.detach()) & torch.isfinite(norm)
+                finite.logical_and_(torch.isfinite(loss.detach()) & torch.isfinite(norm))
                 optimizer.step()
-        if not finite:  # one host sync per update, not per minibatch
-            raise Diverged(f"a loss or gradient norm was not finite in update {i + 1}")
         return cost / steps  # the rollout's cost per period
 
     result = run_loop(
@@ -195,6 +195,7 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
         generators={"noise": noise}, identity={"algo": "ppo", "instance": instance.to_dict(),
                                  "config": dataclasses.asdict(config),
                                  "policy_config": dataclasses.asdict(policy.config)},
-        out_dir=out_dir, resume=resume, progress=progress, unit="update")
+        out_dir=out_dir, resume=resume, progress=progress, unit="update",
+        healthy=lambda: bool(finite))
     return policy, result
 
