@@ -174,8 +174,8 @@ ProjectionArgs check_projection_args(const Tensor& target, const Tensor& coeff,
 }
 
 ObservationArgs check_observation_args(const Tensor& on_hand, const Tensor& pipeline,
-                                       const Tensor& exogenous, const Tensor& scale) {
-  const char* op = "observation";
+                                       const Tensor& exogenous, const Tensor& scale,
+                                       const char* op) {
   ObservationArgs a;
   check_float(on_hand, "on_hand", on_hand, op);
   TORCH_CHECK(on_hand.dim() == 1, prefix(op), "on_hand must have shape [B], got ",
@@ -194,6 +194,36 @@ ObservationArgs check_observation_args(const Tensor& on_hand, const Tensor& pipe
   a.max_lead = pipeline.size(1);
   a.width = exogenous.size(1);
   return a;
+}
+
+EnvStepArgs check_env_step_args(const Tensor& on_hand, const Tensor& pipeline,
+                                const Tensor& lead_time, const Tensor& order,
+                                const Tensor& demand, const Tensor& holding_cost,
+                                const Tensor& penalty_cost, const Tensor& order_cost,
+                                bool lost_sales, const Tensor& exogenous, const Tensor& scale,
+                                const Tensor& cost_total, const Tensor& stats_total,
+                                bool accumulate) {
+  const char* op = "env_step";
+  EnvStepArgs a;
+  a.step = check_step_args(on_hand, pipeline, lead_time, order, demand, holding_cost,
+                           penalty_cost, order_cost, lost_sales, op);
+  a.observe = check_observation_args(on_hand, pipeline, exogenous, scale, op);
+  check_float(cost_total, "cost_total", on_hand, op);
+  check_matrix(cost_total, "cost_total", a.step.batch, 3, "3", op);
+  check_float(stats_total, "stats_total", on_hand, op);
+  check_matrix(stats_total, "stats_total", a.step.batch, 4, "4", op);
+  a.cost_total = cost_total.contiguous();
+  a.stats_total = stats_total.contiguous();
+  a.accumulate = accumulate;
+  return a;
+}
+
+EnvStepOutputs empty_env_step_outputs(const EnvStepArgs& a) {
+  const Tensor& like = a.step.on_hand;
+  const int64_t batch = a.step.batch;
+  return {empty_step_outputs(a.step), like.new_empty({batch}),
+          like.new_empty({batch, 1 + a.observe.max_lead + a.observe.width}),
+          like.new_empty({batch, 3}), like.new_empty({batch, 4})};
 }
 
 ProjectionGrads make_projection_grads(const ProjectionArgs& a, const Tensor& grad_order) {

@@ -32,6 +32,13 @@ TORCH_LIBRARY(deepstock, m) {
   m.def(
       "observation(Tensor on_hand, Tensor pipeline, Tensor exogenous, Tensor scale) -> Tensor");
   m.def(
+      "env_step(Tensor on_hand, Tensor pipeline, Tensor lead_time, Tensor order, "
+      "Tensor demand, Tensor holding_cost, Tensor penalty_cost, Tensor order_cost, "
+      "bool lost_sales, Tensor exogenous, Tensor scale, Tensor cost_total, Tensor stats_total, "
+      "bool accumulate) -> (Tensor next_on_hand, Tensor next_pipeline, Tensor cost, "
+      "Tensor stats, Tensor reward, Tensor obs, Tensor next_cost_total, "
+      "Tensor next_stats_total)");
+  m.def(
       "rollout(Tensor on_hand, Tensor pipeline, Tensor lead_time, Tensor demand, str policy, "
       "Tensor params, int review_period, int warmup, Tensor holding_cost, "
       "Tensor penalty_cost, Tensor order_cost, bool lost_sales) -> (Tensor average_cost, "

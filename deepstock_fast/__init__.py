@@ -11,11 +11,13 @@ from . import _C  # registers torch.ops.deepstock.* (after torch, whose librarie
 from . import ops, reference
 from .ops import (
     POLICIES,
+    EnvStepResult,
     RolloutResult,
     StepResult,
     base_stock_order,
     coeff_base_stock_order,
     coeff_order,
+    env_step,
     inventory_position,
     inventory_step,
     observation,
@@ -51,6 +53,7 @@ def cuda_value_checks(enabled: bool):
 
 __all__ = [
     "POLICIES",
+    "EnvStepResult",
     "RolloutResult",
     "StepResult",
     "base_stock_order",
@@ -58,6 +61,7 @@ __all__ = [
     "coeff_base_stock_order",
     "coeff_order",
     "cuda_value_checks",
+    "env_step",
     "inventory_position",
     "inventory_step",
     "observation",

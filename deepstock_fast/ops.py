@@ -37,6 +37,17 @@ class StepResult(NamedTuple):
     stats: Tensor          # [B, 4]: units sold, units short, stockout days, end-inventory sum
 
 
+class EnvStepResult(NamedTuple):
+    next_on_hand: Tensor     # [B]
+    next_pipeline: Tensor    # [B, max_lead]
+    cost: Tensor             # [B, 3]: the epoch's, as from inventory_step
+    stats: Tensor            # [B, 4]
+    reward: Tensor           # [B]: minus the epoch's total cost
+    obs: Tensor              # [B, 1 + max_lead + n]: observation of the next state
+    cost_total: Tensor       # [B, 3]: the given totals, plus cost if accumulate
+    stats_total: Tensor      # [B, 4]: likewise with stats
+
+
 class RolloutResult(NamedTuple):
     average_cost: Tensor  # [B]: total cost per day after warm-up
     cost: Tensor          # [B, 3]: holding, shortage penalty, ordering, summed after warm-up
@@ -151,6 +162,37 @@ def observation(on_hand: Tensor, pipeline: Tensor, exogenous: Tensor, scale: Ten
     [B], [B, max_lead], [B, n], [B] -> [B, 1 + max_lead + n]; differentiable in all four.
     """
     return _ops.observation(on_hand, pipeline, exogenous, scale)
+
+
+def env_step(
+    on_hand: Tensor,
+    pipeline: Tensor,
+    lead_time: Tensor,
+    order: Tensor,
+    demand: Tensor,
+    holding_cost: Tensor | float,
+    penalty_cost: Tensor | float,
+    order_cost: Tensor | float,
+    lost_sales: bool,
+    exogenous: Tensor,
+    scale: Tensor,
+    cost_total: Tensor,
+    stats_total: Tensor,
+    accumulate: bool = True,
+) -> EnvStepResult:
+    """:class:`~deepstock_fast.envs.InventoryEnv`'s step in one pass: :func:`inventory_step`,
+    the :func:`observation` of the next state, the reward and the episode's running totals.
+
+    The first nine arguments are those of :func:`inventory_step`; ``exogenous`` [B, n] and
+    ``scale`` [B] those of :func:`observation`; ``cost_total`` [B, 3] and ``stats_total`` [B, 4]
+    the totals so far, to which this epoch's cost and stats are added when ``accumulate``.
+    Equals those ops composed (bit for bit on CPU); not differentiable (``InventoryEnv.simulate``
+    is the differentiable path).
+    """
+    return EnvStepResult(*_ops.env_step(
+        on_hand, pipeline, lead_time, order, demand, _param(holding_cost, on_hand),
+        _param(penalty_cost, on_hand), _param(order_cost, on_hand), lost_sales, exogenous,
+        scale, cost_total, stats_total, accumulate))
 
 
 def rollout(
@@ -287,6 +329,20 @@ def _(on_hand, pipeline, exogenous, scale):
     return on_hand.new_empty(on_hand.shape[0], 1 + pipeline.shape[1] + exogenous.shape[1])
 
 
+@torch.library.register_fake("deepstock::env_step")
+def _(on_hand, pipeline, lead_time, order, demand, holding_cost, penalty_cost, order_cost,
+      lost_sales, exogenous, scale, cost_total, stats_total, accumulate):
+    _check_same_device("env_step", on_hand=on_hand, pipeline=pipeline, lead_time=lead_time,
+                       order=order, demand=demand, holding_cost=holding_cost,
+                       penalty_cost=penalty_cost, order_cost=order_cost, exogenous=exogenous,
+                       scale=scale, cost_total=cost_total, stats_total=stats_total)
+    batch = on_hand.shape[0]
+    return (on_hand.new_empty(batch), pipeline.new_empty(pipeline.shape),
+            on_hand.new_empty(batch, 3), on_hand.new_empty(batch, 4), on_hand.new_empty(batch),
+            on_hand.new_empty(batch, 1 + pipeline.shape[1] + exogenous.shape[1]),
+            on_hand.new_empty(batch, 3), on_hand.new_empty(batch, 4))
+
+
 @torch.library.register_fake("deepstock::rollout")
 def _(on_hand, pipeline, lead_time, demand, policy, params, review_period, warmup, holding_cost,
       penalty_cost, order_cost, lost_sales):
@@ -393,4 +449,14 @@ def _observation_setup_context(ctx, inputs, output):
 # plain tensor ops suffice here: the backward is a slice and a scaling
 torch.library.register_autograd(
     "deepstock::observation", _observation_backward, setup_context=_observation_setup_context
+)
+
+
+def _env_step_backward(ctx, *grads):
+    raise RuntimeError("deepstock.env_step is not differentiable: unroll with "
+                       "InventoryEnv.simulate (inventory_step and observation) for gradients")
+
+
+torch.library.register_autograd(
+    "deepstock::env_step", _env_step_backward, setup_context=lambda ctx, inputs, output: None
 )

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from .ops import RolloutResult, StepResult, initial_state
+from .ops import EnvStepResult, RolloutResult, StepResult, initial_state
 
 
 def _per_env(value, like: Tensor) -> Tensor:
@@ -96,6 +96,19 @@ def classical_order(policy: str, ip: Tensor, params: Tensor) -> Tensor:
 def observation(on_hand, pipeline, exogenous, scale) -> Tensor:
     inv = 1.0 / scale
     return torch.cat([(on_hand * inv).unsqueeze(1), pipeline * inv.unsqueeze(1), exogenous], 1)
+
+
+def env_step(on_hand, pipeline, lead_time, order, demand, holding_cost, penalty_cost,
+             order_cost, lost_sales, exogenous, scale, cost_total, stats_total,
+             accumulate=True) -> EnvStepResult:
+    """Reference of :func:`deepstock_fast.ops.env_step`: the step, the observation, the sums."""
+    step = inventory_step(on_hand, pipeline, lead_time, order, demand, holding_cost,
+                          penalty_cost, order_cost, lost_sales)
+    obs = observation(step.next_on_hand, step.next_pipeline, exogenous, scale)
+    reward = -(step.cost[:, 0] + step.cost[:, 1] + step.cost[:, 2])
+    cost_total = cost_total + step.cost if accumulate else cost_total.clone()
+    stats_total = stats_total + step.stats if accumulate else stats_total.clone()
+    return EnvStepResult(*step, reward, obs, cost_total, stats_total)
 
 
 def rollout(demand, policy, params, lead_time, *, on_hand=None, pipeline=None, review_period=1,

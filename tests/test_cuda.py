@@ -74,6 +74,18 @@ def test_projection_parity():
                 torch.testing.assert_close(got.cpu(), w)
 
 
+@pytest.mark.parametrize("max_lead,days", [(0, 1), (2, 1), (4, 1), (7, 1), (3, 2)])
+def test_env_step_parity(max_lead, days):
+    from test_env_step import env_step_args
+
+    for dtype in (torch.float32, torch.float64):
+        args = env_step_args(batch=3001, max_lead=max_lead, days=days, dtype=dtype)
+        cpu = ds.env_step(*args)
+        cuda = ds.env_step(*(a.cuda() if isinstance(a, torch.Tensor) else a for a in args))
+        for name, c, g in zip(cpu._fields, cpu, cuda):
+            torch.testing.assert_close(g.cpu(), c, msg=lambda m: f"{name}: {m}")
+
+
 def test_opcheck_cuda():
     kw = to(step_inputs(batch=64, max_lead=3, days=2), "cuda")
     for n in ("on_hand", "pipeline", "order"):
@@ -87,6 +99,10 @@ def test_opcheck_cuda():
          for shape in ((64,), (64, 3), (64, 5))]
     torch.library.opcheck(torch.ops.deepstock.observation.default,
                           (*x, torch.rand(64, device="cuda", dtype=torch.float64) + 0.5))
+    from test_env_step import env_step_args
+
+    torch.library.opcheck(torch.ops.deepstock.env_step.default,
+                          env_step_args(batch=64, device="cuda"))
 
 
 def test_mixed_devices_rejected():

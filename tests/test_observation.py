@@ -17,7 +17,7 @@ def args(batch=33, lead=3, width=5, dtype=torch.float64, seed=0, grad=False):
     return [t.requires_grad_(grad) for t in (*x, scale)]
 
 
-@pytest.mark.parametrize("lead,width", [(0, 4), (1, 0), (4, 7)])
+@pytest.mark.parametrize("lead,width", [(0, 4), (1, 0), (2, 3), (3, 1), (4, 7), (6, 2)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_matches_reference(dtype, lead, width):
     a = args(lead=lead, width=width, dtype=dtype)

@@ -1,8 +1,8 @@
 """``InventoryEnv``: B SKUs of one :class:`InstanceConfig` stepped together on one device.
 
-One ``step`` is one review epoch (P days): an ``inventory_step`` call, an ``observation`` call
-(both native) and a few tensor ops; no Python loop over environments and no host
-synchronisation. An episode's exogenous part
+One ``step`` is one review epoch (P days): one native ``env_step`` call (``inventory_step``, the
+next ``observation``, the reward and the metric totals in one pass); no Python loop over
+environments and no host synchronisation. An episode's exogenous part
 (demand, features, the observation entries that do not depend on the state) is drawn at reset
 from the environment's seeded ``torch.Generator``, so a seed fixes every trajectory.
 
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ..metrics import Metrics, business_metrics
-from ..ops import inventory_step, observation
+from ..ops import env_step, inventory_step, observation
 from .config import InstanceConfig
 from .features import demand_features
 from .simulate import SimState, SimulationResult, simulate
@@ -233,18 +233,16 @@ class InventoryEnv:
         if self.max_order is not None:
             order = order.clamp(max=self.max_order)
         c, e, episode = self.config, self._epoch, self._episode
-        on_hand, pipeline, cost, stats = inventory_step(
-            self._on_hand, self._pipeline, self.lead_time, order, episode.epoch_demand[e],
-            self.holding_cost, self.penalty_cost, self.order_cost, c.lost_sales)
-        if e * c.review_period >= c.warmup:
-            self._cost += cost
-            self._stats += stats
+        out = env_step(self._on_hand, self._pipeline, self.lead_time, order,
+                       episode.epoch_demand[e], self.holding_cost, self.penalty_cost,
+                       self.order_cost, c.lost_sales, episode.exogenous_obs[e + 1], episode.scale,
+                       self._cost, self._stats, accumulate=e * c.review_period >= c.warmup)
         self._epoch = e + 1
-        info = {"cost": cost, "stats": stats}
-        reward = -cost[:, 0] - cost[:, 1] - cost[:, 2]  # faster than a sum over 3 columns
-        obs = self._observation(episode, on_hand, pipeline, self._epoch)
+        self._cost, self._stats = out.cost_total, out.stats_total
+        info = {"cost": out.cost, "stats": out.stats}
+        reward, obs = out.reward, out.obs
         if self._epoch < self.num_epochs:
-            self._on_hand, self._pipeline, self._obs = on_hand, pipeline, obs
+            self._on_hand, self._pipeline, self._obs = out.next_on_hand, out.next_pipeline, obs
             return obs, reward, self._false, self._false, info
         info["final_obs"] = obs
         info["episode"] = self.last_metrics = self.episode_metrics()

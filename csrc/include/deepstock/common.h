@@ -2,11 +2,14 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
+// Always inlined: a launcher's loop then holds a view's whole per-environment body, with the
+// view's fields in registers (out-of-line, the CPU reloaded them for every environment).
 #if defined(__CUDACC__)
 #define DEEPSTOCK_HD __host__ __device__ __forceinline__
 #else
-#define DEEPSTOCK_HD inline
+#define DEEPSTOCK_HD inline __attribute__((always_inline))
 #endif
 
 namespace deepstock {
@@ -22,6 +25,27 @@ enum InputError : int {
   kBadPolicy = 32,      // classical-policy parameters invalid
   kBadMaxOrder = 64,    // max_order negative or NaN
 };
+
+// Marks a size known only at run time. The forward step and the observation are also compiled
+// for the common small sizes (see dispatch_slots): their loops then unroll and a SKU's values
+// stay in registers, a few times faster on a CPU.
+constexpr int kRuntimeSize = -1;
+
+template <int N>
+using Size = std::integral_constant<int, N>;
+
+// Calls f(Size<max_lead>{}) for a max lead time of 0..4, f(Size<kRuntimeSize>{}) otherwise.
+template <typename F>
+void dispatch_slots(int64_t max_lead, F&& f) {
+  switch (max_lead) {
+    case 0: return f(Size<0>{});
+    case 1: return f(Size<1>{});
+    case 2: return f(Size<2>{});
+    case 3: return f(Size<3>{});
+    case 4: return f(Size<4>{});
+    default: return f(Size<kRuntimeSize>{});
+  }
+}
 
 // True for 0 <= v < inf; false for NaN. (v - v) is NaN exactly when v is NaN or infinite.
 template <typename T>

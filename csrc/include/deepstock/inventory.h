@@ -89,7 +89,8 @@ DEEPSTOCK_HD CostComponents<T> cost_of(const UnitCosts<T>& costs, int64_t b,
 }
 
 // The per-environment inputs shared by the forward and backward of inventory_step.
-template <typename T, typename I>
+// kSlots, kDays: max_lead and days when fixed at compile time.
+template <typename T, typename I, int kSlots = kRuntimeSize, int kDays = kRuntimeSize>
 struct StepInputs {
   const T* on_hand;          // [B]
   const T* pipeline;         // [B, max_lead]
@@ -101,6 +102,8 @@ struct StepInputs {
   int64_t max_lead, days;
   bool lost_sales;
 
+  DEEPSTOCK_HD int64_t slots() const { return kSlots == kRuntimeSize ? max_lead : kSlots; }
+  DEEPSTOCK_HD int64_t num_days() const { return kDays == kRuntimeSize ? days : kDays; }
   DEEPSTOCK_HD T h(int64_t b) const { return costs.h(b); }
   DEEPSTOCK_HD T p(int64_t b) const { return costs.p(b); }
   DEEPSTOCK_HD T c(int64_t b) const { return costs.c(b); }
@@ -113,7 +116,7 @@ struct StepInputs {
   // inputs that must be >= 0, and the sum of all inputs, which is NaN when any input is NaN or
   // infinite. Only a failed screen pays for the itemised checks.
   DEEPSTOCK_HD int validate(int64_t b) const {
-    const T* pipe = pipeline + b * max_lead;
+    const T* pipe = pipeline + b * slots();
     const T x = on_hand[b];
     T low = order[b], sum = order[b] + x;
     const auto take = [&](T v) {
@@ -123,20 +126,20 @@ struct StepInputs {
     take(h(b));
     take(p(b));
     take(c(b));
-    for (int64_t k = 0; k < max_lead; ++k) take(pipe[k]);
-    for (int64_t d = 0; d < days; ++d) take(demand_at(b, d));
+    for (int64_t k = 0; k < slots(); ++k) take(pipe[k]);
+    for (int64_t d = 0; d < num_days(); ++d) take(demand_at(b, d));
     if (lost_sales) take(x);
     const int64_t L = lead(b);
-    if (low >= T(0) && finite(sum) && L >= 0 && L <= max_lead) return 0;
+    if (low >= T(0) && finite(sum) && L >= 0 && L <= slots()) return 0;
 
     int err = 0;
     if (!nonneg_finite(order[b])) err |= kBadOrder;
-    if (L < 0 || L > max_lead) err |= kBadLeadTime;
+    if (L < 0 || L > slots()) err |= kBadLeadTime;
     if (!costs.valid(b)) err |= kBadCost;
     if (!finite(x) || (lost_sales && x < T(0))) err |= kBadState;
-    for (int64_t k = 0; k < max_lead; ++k)
+    for (int64_t k = 0; k < slots(); ++k)
       if (!nonneg_finite(pipe[k])) err |= kBadState;
-    for (int64_t d = 0; d < days; ++d)
+    for (int64_t d = 0; d < num_days(); ++d)
       if (!nonneg_finite(demand_at(b, d))) err |= kBadDemand;
     return err;
   }
@@ -145,14 +148,14 @@ struct StepInputs {
   // each day. Leaves the end-of-epoch on-hand in x and returns the totals.
   template <typename OnDay>
   DEEPSTOCK_HD DayTotals<T> replay(int64_t b, int64_t end, T& x, OnDay&& on_day) const {
-    const T* pipe = pipeline + b * max_lead;
+    const T* pipe = pipeline + b * slots();
     const int64_t L = lead(b);
     const T q = order[b];
     DayTotals<T> totals;
     x = on_hand[b];
     for (int64_t d = 0; d < end; ++d) {
       // Step (2): pipeline slot d and, on day `lead`, today's order arrive.
-      x += (d < max_lead ? pipe[d] : T(0)) + (d == L ? q : T(0));
+      x += (d < slots() ? pipe[d] : T(0)) + (d == L ? q : T(0));
       on_day(d, settle_day(x, demand_at(b, d), lost_sales, totals));
     }
     return totals;
@@ -160,16 +163,16 @@ struct StepInputs {
 };
 
 // Forward of inventory_step for one environment.
-template <typename T, typename I>
+template <typename T, typename I, int kSlots = kRuntimeSize, int kDays = kRuntimeSize>
 struct StepView {
-  StepInputs<T, I> in;
+  StepInputs<T, I, kSlots, kDays> in;
   T* next_on_hand;    // [B]
   T* next_pipeline;   // [B, max_lead]
   T* cost;            // [B, 3]: holding, shortage penalty, ordering
   T* stats;           // [B, 4]: DayTotals order
 
   DEEPSTOCK_HD int operator()(int64_t b) const {
-    const int64_t L = in.max_lead, P = in.days;
+    const int64_t L = in.slots(), P = in.num_days();
     T* pipe_out = next_pipeline + b * L;
     const int err = in.validate(b);
     if (err) {  // poison the outputs: with value checks off (CUDA) a bad input reads as NaN

@@ -8,6 +8,7 @@
 #include <string>
 #include <tuple>
 
+#include "deepstock/env_step.h"
 #include "deepstock/inventory.h"
 #include "deepstock/observation.h"
 #include "deepstock/projection.h"
@@ -44,9 +45,9 @@ StepArgs check_step_args(const Tensor& on_hand, const Tensor& pipeline, const Te
                          const Tensor& penalty_cost, const Tensor& order_cost, bool lost_sales,
                          const char* op);
 
-template <typename T, typename I>
-StepInputs<T, I> step_inputs(const StepArgs& a) {
-  StepInputs<T, I> in;
+template <typename T, typename I, int kSlots = kRuntimeSize, int kDays = kRuntimeSize>
+StepInputs<T, I, kSlots, kDays> step_inputs(const StepArgs& a) {
+  StepInputs<T, I, kSlots, kDays> in;
   in.on_hand = a.on_hand.const_data_ptr<T>();
   in.pipeline = a.pipeline.const_data_ptr<T>();
   in.lead_time = a.lead_time.const_data_ptr<I>();
@@ -69,9 +70,9 @@ struct StepOutputs {
 };
 StepOutputs empty_step_outputs(const StepArgs& a);
 
-template <typename T, typename I>
-StepView<T, I> step_view(const StepArgs& a, StepOutputs& o) {
-  return {step_inputs<T, I>(a), o.next_on_hand.mutable_data_ptr<T>(),
+template <typename T, typename I, int kSlots = kRuntimeSize, int kDays = kRuntimeSize>
+StepView<T, I, kSlots, kDays> step_view(const StepArgs& a, StepOutputs& o) {
+  return {step_inputs<T, I, kSlots, kDays>(a), o.next_on_hand.mutable_data_ptr<T>(),
           o.next_pipeline.mutable_data_ptr<T>(), o.cost.mutable_data_ptr<T>(),
           o.stats.mutable_data_ptr<T>()};
 }
@@ -98,6 +99,14 @@ StepBackwardView<T, I> step_backward_view(const StepArgs& a, StepGrads& g) {
           g.holding_cost.mutable_data_ptr<T>(),
           g.penalty_cost.mutable_data_ptr<T>(),
           g.order_cost.mutable_data_ptr<T>()};
+}
+
+// Calls f(slots, days) with Size<> constants: exact slots for one day per epoch (see
+// dispatch_slots), run-time sizes for longer epochs.
+template <typename F>
+void dispatch_step_sizes(int64_t max_lead, int64_t days, F&& f) {
+  if (days != 1) return f(Size<kRuntimeSize>{}, Size<kRuntimeSize>{});
+  dispatch_slots(max_lead, [&](auto slots) { f(slots, Size<1>{}); });
 }
 
 // ---- projections -------------------------------------------------------------------------
@@ -155,11 +164,12 @@ struct ObservationArgs {
 };
 
 ObservationArgs check_observation_args(const Tensor& on_hand, const Tensor& pipeline,
-                                       const Tensor& exogenous, const Tensor& scale);
+                                       const Tensor& exogenous, const Tensor& scale,
+                                       const char* op = "observation");
 
-template <typename T>
-ObservationView<T> observation_view(const ObservationArgs& a, Tensor& obs) {
-  ObservationView<T> v;
+template <typename T, int kSlots = kRuntimeSize>
+ObservationView<T, kSlots> observation_view(const ObservationArgs& a, Tensor& obs) {
+  ObservationView<T, kSlots> v;
   v.on_hand = a.on_hand.const_data_ptr<T>();
   v.pipeline = a.pipeline.const_data_ptr<T>();
   v.exogenous = a.exogenous.const_data_ptr<T>();
@@ -168,6 +178,47 @@ ObservationView<T> observation_view(const ObservationArgs& a, Tensor& obs) {
   v.max_lead = a.max_lead;
   v.width = a.width;
   return v;
+}
+
+// ---- env_step ----------------------------------------------------------------------------
+struct EnvStepArgs {
+  StepArgs step;
+  ObservationArgs observe;
+  Tensor cost_total, stats_total;
+  bool accumulate;
+};
+
+EnvStepArgs check_env_step_args(const Tensor& on_hand, const Tensor& pipeline,
+                                const Tensor& lead_time, const Tensor& order,
+                                const Tensor& demand, const Tensor& holding_cost,
+                                const Tensor& penalty_cost, const Tensor& order_cost,
+                                bool lost_sales, const Tensor& exogenous, const Tensor& scale,
+                                const Tensor& cost_total, const Tensor& stats_total,
+                                bool accumulate);
+
+struct EnvStepOutputs {
+  StepOutputs step;
+  Tensor reward, obs, cost_total, stats_total;
+  std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> tuple() const {
+    return {step.next_on_hand, step.next_pipeline, step.cost, step.stats, reward, obs,
+            cost_total, stats_total};
+  }
+};
+EnvStepOutputs empty_env_step_outputs(const EnvStepArgs& a);
+
+template <typename T, typename I, int kSlots, int kDays>
+EnvStepView<T, I, kSlots, kDays> env_step_view(const EnvStepArgs& a, EnvStepOutputs& o) {
+  ObservationArgs observe = a.observe;  // observes the state after the step
+  observe.on_hand = o.step.next_on_hand;
+  observe.pipeline = o.step.next_pipeline;
+  return {step_view<T, I, kSlots, kDays>(a.step, o.step),
+          observation_view<T, kSlots>(observe, o.obs),
+          a.cost_total.const_data_ptr<T>(),
+          a.stats_total.const_data_ptr<T>(),
+          o.reward.mutable_data_ptr<T>(),
+          o.cost_total.mutable_data_ptr<T>(),
+          o.stats_total.mutable_data_ptr<T>(),
+          a.accumulate};
 }
 
 // ---- rollout -----------------------------------------------------------------------------

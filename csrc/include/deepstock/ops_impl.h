@@ -21,7 +21,10 @@ struct Ops {
     StepOutputs o = empty_step_outputs(a);
     int errors = 0;
     DEEPSTOCK_DISPATCH(a.on_hand, a.lead_time, [&] {
-      errors = ForEach{}(a.batch, 2048, step_view<T, I>(a, o), a.on_hand);
+      dispatch_step_sizes(a.max_lead, a.days, [&](auto slots, auto days) {
+        const auto view = step_view<T, I, decltype(slots)::value, decltype(days)::value>(a, o);
+        errors = ForEach{}(a.batch, 2048, view, a.on_hand);
+      });
     });
     raise_input_errors(errors, op);
     return o.tuple();
@@ -113,9 +116,34 @@ struct Ops {
     const ObservationArgs a = check_observation_args(on_hand, pipeline, exogenous, scale);
     Tensor obs = a.on_hand.new_empty({a.batch, 1 + a.max_lead + a.width});
     AT_DISPATCH_FLOATING_TYPES(obs.scalar_type(), "deepstock", [&] {
-      ForEach{}(a.batch, 4096, observation_view<scalar_t>(a, obs), obs);
+      dispatch_slots(a.max_lead, [&](auto slots) {
+        ForEach{}(a.batch, 4096, observation_view<scalar_t, decltype(slots)::value>(a, obs), obs);
+      });
     });
     return obs;
+  }
+
+  static std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> env_step(
+      const Tensor& on_hand, const Tensor& pipeline, const Tensor& lead_time, const Tensor& order,
+      const Tensor& demand, const Tensor& holding_cost, const Tensor& penalty_cost,
+      const Tensor& order_cost, bool lost_sales, const Tensor& exogenous, const Tensor& scale,
+      const Tensor& cost_total, const Tensor& stats_total, bool accumulate) {
+    const char* op = "env_step";
+    const EnvStepArgs a = check_env_step_args(on_hand, pipeline, lead_time, order, demand,
+                                              holding_cost, penalty_cost, order_cost, lost_sales,
+                                              exogenous, scale, cost_total, stats_total,
+                                              accumulate);
+    EnvStepOutputs o = empty_env_step_outputs(a);
+    int errors = 0;
+    DEEPSTOCK_DISPATCH(a.step.on_hand, a.step.lead_time, [&] {
+      dispatch_step_sizes(a.step.max_lead, a.step.days, [&](auto slots, auto days) {
+        const auto view =
+            env_step_view<T, I, decltype(slots)::value, decltype(days)::value>(a, o);
+        errors = ForEach{}(a.step.batch, 2048, view, a.step.on_hand);
+      });
+    });
+    raise_input_errors(errors, op);
+    return o.tuple();
   }
 
   static std::tuple<Tensor, Tensor, Tensor> rollout(
@@ -153,6 +181,7 @@ struct Ops {
     (m).impl("coeff_base_stock_order", &OpsT::coeff_base_stock_order);               \
     (m).impl("coeff_base_stock_order_backward", &OpsT::coeff_base_stock_order_backward); \
     (m).impl("observation", &OpsT::observation);                                     \
+    (m).impl("env_step", &OpsT::env_step);                                           \
     (m).impl("rollout", &OpsT::rollout);                                             \
   } while (0)
 
