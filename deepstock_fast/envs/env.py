@@ -146,7 +146,7 @@ class InventoryEnv:
             path = path.gather(1, index)
         # features from the float64 draws; everything else in the config's dtype
         features = demand_features(path, H, range(0, T + 1, P), c.features,
-                                   c.forecast_noise_std, g).to(self.dtype)  # [E + 1, B, m]
+                                   c.forecast_noise_std, g, dtype=self.dtype)  # [E + 1, B, m]
         path = path.to(self.dtype)
         if c.obs_scale == "history":
             mean = path[:, :H].mean(1) if H else path.new_ones(B)

@@ -7,7 +7,8 @@ from torch import Tensor
 
 
 def demand_features(path: Tensor, history_days: int, days: range, names: tuple[str, ...],
-                    noise_std: float = 3.0, generator: torch.Generator | None = None) -> Tensor:
+                    noise_std: float = 3.0, generator: torch.Generator | None = None,
+                    dtype: torch.dtype | None = None) -> Tensor:
     """Features [len(days), B, m] (time-major) on the given days, from one demand path per SKU.
 
     Args:
@@ -20,6 +21,7 @@ def demand_features(path: Tensor, history_days: int, days: range, names: tuple[s
             path; 0 on its first day); ``forecast_k``: mean demand of days t .. t+k-1 plus
             N(0, noise_std^2) noise (a forecast proxy; the noise is drawn from ``generator``);
             ``constant``: 1.
+        dtype: of the result (default: the path's); the means are computed in float64.
     """
     batch, length = path.shape
     count = len(days)
@@ -27,32 +29,30 @@ def demand_features(path: Tensor, history_days: int, days: range, names: tuple[s
     # cumulative[longest + i] = demand of path days 0 .. i-1 (left zero padding for trailing),
     # time-major so that the features come out as [days, B] without transposing them
     cumulative = path.new_zeros(longest + 1 + length, batch, dtype=torch.float64)
-    cumulative[longest + 1:] = path.T
-    cumulative[longest + 1:] = cumulative[longest + 1:].cumsum(0)
+    torch.cumsum(path.T, 0, dtype=torch.float64, out=cumulative[longest + 1:])
     first = longest + history_days + days.start
 
     def at(offset: int) -> Tensor:  # cumulative at day t + offset for every t in days: [count, B]
         start = first + offset
         return cumulative[start:start + days.step * (count - 1) + 1:days.step]
 
-    columns = []
-    for name in names:
+    # each column is computed in float64 and written once, converted, into the output
+    features = path.new_empty(count, batch, len(names), dtype=dtype or path.dtype)
+    for j, name in enumerate(names):
         if name == "constant":
-            columns.append(path.new_ones(count, batch, dtype=torch.float64))
+            features[:, :, j] = 1.0
             continue
         kind, k = name.split("_")
         k = int(k)
         if kind == "trailing":
             seen = torch.arange(history_days + days.start, history_days + days.stop, days.step,
                                 device=path.device).clamp(min=1, max=k)
-            columns.append((at(0) - at(-k)) / seen.unsqueeze(1))
+            features[:, :, j] = (at(0) - at(-k)) / seen.unsqueeze(1)
         else:
             if history_days + days[-1] + k > length:
                 raise ValueError(f"{name} needs {k} days of demand from day {days[-1]}; the path "
                                  f"ends at day {length - history_days - 1}")
             noise = torch.randn(count, batch, generator=generator, device=path.device)  # float32:
             # the noise needs no more precision, and float32 draws are 4x faster on a CPU
-            columns.append((at(k) - at(0)) / k + noise_std * noise)
-    if not columns:
-        return path.new_zeros(count, batch, 0)
-    return torch.stack(columns, dim=2).to(path.dtype)
+            features[:, :, j] = (at(k) - at(0)) / k + noise_std * noise
+    return features
