@@ -2,8 +2,9 @@
 
 The MDP: Zipkin's lost-sales instance (default L = 2, p = 9) with orders capped at 40, one SKU
 per SB3 environment (``deepstock_fast.envs.gymnasium_env.GymnasiumEnv`` in SB3's DummyVecEnv), the
-same observation and the same hyperparameters (n_steps 2048 per rollout, minibatch 256, 10
-epochs, lr 1e-3 decaying linearly to 1e-4, gamma 0.99, GAE 0.95, 256x256 networks). SB3's
+same observation and the same hyperparameters, PPOConfig's defaults (n_steps 2048 per rollout,
+minibatch 256, 5 epochs, lr 1e-3 decaying linearly to 1e-4, gamma 0.99, GAE 0.95, 256x256
+networks). SB3's
 action is the order (our ``none`` head); ours runs with ``none`` and ``base``. Every
 ``eval_steps`` transitions each policy is costed on the same validation episode (512 SKUs),
 next to the DP's optimal policy on that episode. Reported: environment steps per second, the
