@@ -71,6 +71,15 @@ void check_costs(const Tensor& holding_cost, const Tensor& penalty_cost, const T
   check_broadcast(order_cost, "order_cost", batch, op);
 }
 
+// The observation's state-independent inputs: exogenous [B, n] and scale [B].
+void check_exogenous(const Tensor& exogenous, const Tensor& scale, int64_t batch,
+                     const Tensor& like, const char* op) {
+  check_float(exogenous, "exogenous", like, op);
+  check_matrix(exogenous, "exogenous", batch, -1, "n", op);
+  check_float(scale, "scale", like, op);
+  check_vector(scale, "scale", batch, op);
+}
+
 }  // namespace
 
 bool cuda_value_checks() { return g_cuda_value_checks.load(); }
@@ -174,8 +183,8 @@ ProjectionArgs check_projection_args(const Tensor& target, const Tensor& coeff,
 }
 
 ObservationArgs check_observation_args(const Tensor& on_hand, const Tensor& pipeline,
-                                       const Tensor& exogenous, const Tensor& scale,
-                                       const char* op) {
+                                       const Tensor& exogenous, const Tensor& scale) {
+  const char* op = "observation";
   ObservationArgs a;
   check_float(on_hand, "on_hand", on_hand, op);
   TORCH_CHECK(on_hand.dim() == 1, prefix(op), "on_hand must have shape [B], got ",
@@ -183,10 +192,7 @@ ObservationArgs check_observation_args(const Tensor& on_hand, const Tensor& pipe
   a.batch = on_hand.size(0);
   check_float(pipeline, "pipeline", on_hand, op);
   check_matrix(pipeline, "pipeline", a.batch, -1, "max_lead", op);
-  check_float(exogenous, "exogenous", on_hand, op);
-  check_matrix(exogenous, "exogenous", a.batch, -1, "n", op);
-  check_float(scale, "scale", on_hand, op);
-  check_vector(scale, "scale", a.batch, op);
+  check_exogenous(exogenous, scale, a.batch, on_hand, op);
   a.on_hand = on_hand.contiguous();
   a.pipeline = pipeline.contiguous();
   a.exogenous = exogenous.contiguous();
@@ -207,7 +213,13 @@ EnvStepArgs check_env_step_args(const Tensor& on_hand, const Tensor& pipeline,
   EnvStepArgs a;
   a.step = check_step_args(on_hand, pipeline, lead_time, order, demand, holding_cost,
                            penalty_cost, order_cost, lost_sales, op);
-  a.observe = check_observation_args(on_hand, pipeline, exogenous, scale, op);
+  check_exogenous(exogenous, scale, a.step.batch, on_hand, op);
+  // on_hand and pipeline of the observation: the step's outputs (env_step_view)
+  a.observe.exogenous = exogenous.contiguous();
+  a.observe.scale = scale.contiguous();
+  a.observe.batch = a.step.batch;
+  a.observe.max_lead = a.step.max_lead;
+  a.observe.width = exogenous.size(1);
   check_float(cost_total, "cost_total", on_hand, op);
   check_matrix(cost_total, "cost_total", a.step.batch, 3, "3", op);
   check_float(stats_total, "stats_total", on_hand, op);

@@ -35,6 +35,8 @@ template <int N>
 using Size = std::integral_constant<int, N>;
 
 // Calls f(Size<max_lead>{}) for a max lead time of 0..4, f(Size<kRuntimeSize>{}) otherwise.
+// Exact sizes, for loop bounds (rollout.h's dispatch_pipeline_capacity rounds up instead: it
+// sizes a per-environment buffer).
 template <typename F>
 void dispatch_slots(int64_t max_lead, F&& f) {
   switch (max_lead) {

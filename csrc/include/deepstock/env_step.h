@@ -26,12 +26,10 @@ struct EnvStepView {
     const T* cost = step.cost + b * 3;
     const T* stats = step.stats + b * 4;
     reward[b] = -(cost[0] + cost[1] + cost[2]);
-    // All loads before all stores: the compiler may then move each row as one vector.
-    T c[3], s[4];
-    for (int j = 0; j < 3; ++j) c[j] = cost_total[b * 3 + j] + (accumulate ? cost[j] : T(0));
-    for (int j = 0; j < 4; ++j) s[j] = stats_total[b * 4 + j] + (accumulate ? stats[j] : T(0));
-    for (int j = 0; j < 3; ++j) next_cost_total[b * 3 + j] = c[j];
-    for (int j = 0; j < 4; ++j) next_stats_total[b * 4 + j] = s[j];
+    for (int j = 0; j < 3; ++j)
+      next_cost_total[b * 3 + j] = cost_total[b * 3 + j] + (accumulate ? cost[j] : T(0));
+    for (int j = 0; j < 4; ++j)
+      next_stats_total[b * 4 + j] = stats_total[b * 4 + j] + (accumulate ? stats[j] : T(0));
     return err;
   }
 };

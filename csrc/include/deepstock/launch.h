@@ -164,8 +164,7 @@ struct ObservationArgs {
 };
 
 ObservationArgs check_observation_args(const Tensor& on_hand, const Tensor& pipeline,
-                                       const Tensor& exogenous, const Tensor& scale,
-                                       const char* op = "observation");
+                                       const Tensor& exogenous, const Tensor& scale);
 
 template <typename T, int kSlots = kRuntimeSize>
 ObservationView<T, kSlots> observation_view(const ObservationArgs& a, Tensor& obs) {
@@ -183,7 +182,7 @@ ObservationView<T, kSlots> observation_view(const ObservationArgs& a, Tensor& ob
 // ---- env_step ----------------------------------------------------------------------------
 struct EnvStepArgs {
   StepArgs step;
-  ObservationArgs observe;
+  ObservationArgs observe;  // exogenous and scale; it observes the step's outputs
   Tensor cost_total, stats_total;
   bool accumulate;
 };
@@ -208,7 +207,7 @@ EnvStepOutputs empty_env_step_outputs(const EnvStepArgs& a);
 
 template <typename T, typename I, int kSlots, int kDays>
 EnvStepView<T, I, kSlots, kDays> env_step_view(const EnvStepArgs& a, EnvStepOutputs& o) {
-  ObservationArgs observe = a.observe;  // observes the state after the step
+  ObservationArgs observe = a.observe;
   observe.on_hand = o.step.next_on_hand;
   observe.pipeline = o.step.next_pipeline;
   return {step_view<T, I, kSlots, kDays>(a.step, o.step),
