@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# One-shot check on a GPU machine (about 5-8 minutes on an H100): build with CUDA kernels, run the
-# whole test suite (the CUDA tests included) and the throughput benchmark on the GPU. Logs and JSON
-# go to $OUT (default bench/results/gpu). Needs python3 with torch (CUDA), scikit-build-core,
-# pybind11, CMake, ninja, pytest and hypothesis; no network.
+# One-shot check on a GPU machine: build with CUDA kernels, run the CUDA tests, the environment and
+# throughput benchmarks on the GPU, then as much of the whole test suite as the time budget allows.
+# Stages run in that order of priority, each capped so that the whole script ends within
+# GPU_CHECK_BUDGET_S (default 450 s). Logs and JSON go to $OUT (default bench/results/gpu), at most
+# 8 files. Needs python3 with torch (CUDA), scikit-build-core, pybind11, CMake, ninja, pytest and
+# hypothesis; no network.
 #
 #   bash bench/gpu_check.sh            # from the repository root
 set -uo pipefail
@@ -10,36 +12,64 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
+# -P for every python, xdist workers included: the source tree (which holds no compiled _C) stays
+# off sys.path, so the installed build is what runs.
+export PYTHONSAFEPATH=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-16}
 PY=${PYTHON:-python3}
+DEADLINE=$((SECONDS + ${GPU_CHECK_BUDGET_S:-450}))
 status=0
 
-stage() { echo "== $1 ($(date +%T))"; }
+stage() { echo "== $1 ($(date +%T), $((DEADLINE - SECONDS)) s left)"; }
+# capped SECONDS CMD...: run CMD for at most SECONDS, never past the deadline
+capped() {
+  local cap=$1; shift
+  local left=$((DEADLINE - SECONDS - 5))
+  ((left < cap)) && cap=$left
+  if ((cap < 10)); then echo "skipped: no time left"; return 124; fi
+  timeout --signal=INT --kill-after=10 "$cap" "$@"
+}
+# The pipelines below keep the stage's own exit code in PIPESTATUS[0].
+check() { local rc=$1; [ "$rc" = 0 ] || { echo "  -> exit $rc"; status=1; }; }
 
 stage "machine"
-nvidia-smi | tee "$OUT/nvidia-smi.txt"
-$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+{ nvidia-smi; $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+torch.cuda.get_device_name(0))"; } > "$OUT/machine.txt" 2>&1
+tail -3 "$OUT/machine.txt"
 
 stage "build"
-if ! $PY -m pip install --no-build-isolation --no-deps -Cbuild-dir=build/gpu . \
+if ! capped 240 $PY -m pip install --no-build-isolation --no-deps -Cbuild-dir=build/gpu . \
     > "$OUT/build.log" 2>&1; then
   tail -40 "$OUT/build.log"
   echo "build failed"
   exit 1
 fi
-# -P keeps the source tree (which holds no compiled _C) off sys.path: the installed build is used.
-$PY -P -c "import deepstock_fast as d; print(d.build_info())" | tee "$OUT/build_info.txt"
+$PY -c "import deepstock_fast as d; print(d.build_info())" | tee -a "$OUT/machine.txt"
 
-stage "tests"
-$PY -P -m pytest tests -q -rs -p no:cacheprovider 2>&1 | tee "$OUT/tests.log" | tail -25
-[ "${PIPESTATUS[0]}" = 0 ] || status=1
+stage "CUDA tests"
+capped 180 $PY -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py tests/test_build.py \
+  tests/test_envs.py::test_env_runs_on_cuda tests/test_cli.py 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
+check "${PIPESTATUS[0]}"
 
-stage "throughput"
-$PY -P bench/throughput.py --device cuda --log2-batch 10 14 18 20 22 --max-lead 1 4 16 \
-  2>&1 | tee "$OUT/throughput.log" | tail -40
-[ "${PIPESTATUS[0]}" = 0 ] || status=1
-cp bench/results/throughput-cuda-*.json "$OUT/" 2>/dev/null
+stage "environment benchmark"
+capped 120 $PY bench/env_step.py --device cuda --log2-batch 16 20 --max-lead 1 4 2>&1 \
+  | tee "$OUT/env_step.log" | tail -8
+check "${PIPESTATUS[0]}"
+
+stage "throughput benchmark"
+capped 200 $PY bench/throughput.py --device cuda --log2-batch 12 16 20 22 --max-lead 1 4 16 \
+  2>&1 | tee "$OUT/throughput.log" | tail -30
+check "${PIPESTATUS[0]}"
+for kind in env_step throughput; do
+  cp "$(ls -t bench/results/$kind-cuda-*.json 2>/dev/null | head -1)" "$OUT/" 2>/dev/null
+done
+
+stage "whole test suite"
+if $PY -c "import xdist" 2>/dev/null; then par=(-n 8); else par=(); fi
+OMP_NUM_THREADS=2 capped 600 $PY -m pytest -q -rs -p no:cacheprovider "${par[@]}" tests 2>&1 \
+  | tee "$OUT/tests_all.log" | tail -12
+check "${PIPESTATUS[0]}"
 
 stage "done (status $status)"
 exit $status
