@@ -17,6 +17,9 @@ export PYTHONUNBUFFERED=1
 export PYTHONSAFEPATH=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-16}
+# The system g++, whose libstdc++ is the one torch loads. The GPU image's CXX (/opt/gcc) put parts of
+# another libstdc++ into _C: every error an op raised then crashed the process in ostream code.
+if [ -x /usr/bin/g++ ]; then export CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++; fi
 PY=${PYTHON:-python3}
 DEADLINE=$((SECONDS + ${GPU_CHECK_BUDGET_S:-450}))
 status=0
