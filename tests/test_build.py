@@ -11,6 +11,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -59,3 +60,24 @@ def test_cuda_source_compiles(source, tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
     assert result.returncode == 0, result.stderr[-4000:]
     assert (tmp_path / "out.o").stat().st_size > 0
+
+
+@pytest.mark.parametrize("linker_flags, passes", [("", True), ("-static-libstdc++", False)],
+                         ids=["shared-libstdc++", "static-libstdc++"])
+def test_configure_checks_libstdcxx(linker_flags, passes, tmp_path):
+    # A libstdc++ of the compiler's own inside _C (here: linked statically) breaks the number
+    # formatting of op errors next to torch's; CMake must refuse to configure, and say how to fix it.
+    cmake = pytest.importorskip("cmake")
+    pybind11 = pytest.importorskip("pybind11")
+    cmd = [os.path.join(cmake.CMAKE_BIN_DIR, "cmake"), "-S", str(ROOT), "-B", str(tmp_path),
+           f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+           "-DDEEPSTOCK_WITH_CUDA=OFF", f"-DCMAKE_SHARED_LINKER_FLAGS={linker_flags}"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if passes:
+        assert result.returncode == 0, result.stderr[-4000:]
+        assert "libstdc++ check passed" in result.stdout
+    else:
+        assert result.returncode != 0
+        message = " ".join(result.stderr.split())
+        assert "a probe that formats a number into an exception message failed" in message
+        assert "CXX=/usr/bin/g++" in message
