@@ -18,11 +18,11 @@ export PYTHONUNBUFFERED=1
 export PYTHONSAFEPATH=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-16}
-# The system g++, whose libstdc++ is the one torch loads (CMake checks it, and gives nvcc the same
-# host compiler). The GPU image's CXX (/opt/gcc) put parts of another libstdc++ into _C: every error
-# an op raised then crashed the process in ostream code.
-IMAGE_CXX=${CXX:-}
-if [ -x /usr/bin/g++ ]; then export CXX=/usr/bin/g++; fi
+# The system g++, whose libstdc++ is the one torch loads, as C++ and nvcc host compiler (CMake checks
+# both). The GPU image's CXX and CUDAHOSTCXX (/opt/gcc, whose libstdc++ is a static archive) linked
+# another libstdc++ into _C: every error an op raised then crashed the process in ostream code.
+IMAGE_CXX=${CXX:-} IMAGE_CUDAHOSTCXX=${CUDAHOSTCXX:-}
+if [ -x /usr/bin/g++ ]; then export CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++; fi
 PY=${PYTHON:-python3}
 DEADLINE=$((SECONDS + ${GPU_CHECK_BUDGET_S:-450}))
 status=0
@@ -54,21 +54,20 @@ fi
 $PY -c "import deepstock_fast as d; print(d.build_info())" | tee -a "$OUT/machine.txt"
 
 stage "libstdc++ check"
-# CMake's configure-time check must refuse a compiler whose libstdc++ does not work next to torch's:
-# try the image's own CXX (configure only, no CUDA), expecting a refusal that names the fix.
-if [ -n "$IMAGE_CXX" ] && [ "$IMAGE_CXX" != "$CXX" ] && [ -x "$(command -v "$IMAGE_CXX")" ]; then
+# CMake must refuse compilers whose libstdc++ breaks next to torch's: configure (CUDA on) with the
+# image's own CXX and CUDAHOSTCXX, expecting a refusal that names the fix.
+if [ -n "$IMAGE_CXX$IMAGE_CUDAHOSTCXX" ] && [ "$IMAGE_CXX$IMAGE_CUDAHOSTCXX" != "$CXX$CUDAHOSTCXX" ]; then
   {
-    echo "image CXX: $IMAGE_CXX"; "$IMAGE_CXX" --version | head -1
-    echo "its libstdc++: $("$IMAGE_CXX" -print-file-name=libstdc++.so) $("$IMAGE_CXX" -print-file-name=libstdc++.a)"
+    echo "image CXX: $IMAGE_CXX, CUDAHOSTCXX: $IMAGE_CUDAHOSTCXX"
     cmake_bin=$($PY -c "import cmake; print(cmake.CMAKE_BIN_DIR + '/cmake')" 2>/dev/null || echo cmake)
-    capped 60 "$cmake_bin" -S . -B build/libstdcxx-check -DCMAKE_CXX_COMPILER="$IMAGE_CXX" \
-      -DPython_EXECUTABLE="$(command -v $PY)" -Dpybind11_DIR="$($PY -m pybind11 --cmakedir)" \
-      -DDEEPSTOCK_WITH_CUDA=OFF 2>&1 | grep -v "^-- \(Detecting\|Check\|Performing\)"
-    echo "configure exit code with the image CXX: ${PIPESTATUS[0]} (a refusal is non-zero)"
+    CXX=${IMAGE_CXX:-$CXX} CUDAHOSTCXX=${IMAGE_CUDAHOSTCXX:-$CUDAHOSTCXX} capped 90 "$cmake_bin" \
+      -S . -B build/libstdcxx-check -DPython_EXECUTABLE="$(command -v $PY)" \
+      -Dpybind11_DIR="$($PY -m pybind11 --cmakedir)" 2>&1 | grep -A12 "CMake Error\|check passed"
+    echo "configure exit code with the image's compilers: ${PIPESTATUS[0]} (a refusal is non-zero)"
   } >> "$OUT/machine.txt" 2>&1
   tail -4 "$OUT/machine.txt"
 else
-  echo "no other CXX in this image" | tee -a "$OUT/machine.txt"
+  echo "no other compilers in this image" | tee -a "$OUT/machine.txt"
 fi
 
 stage "whole test suite"

@@ -10,6 +10,12 @@
 #ifndef DEEPSTOCK_CUDA_ARCH_LIST
 #define DEEPSTOCK_CUDA_ARCH_LIST ""
 #endif
+#ifndef DEEPSTOCK_CXX_COMPILER
+#define DEEPSTOCK_CXX_COMPILER "unknown"
+#endif
+#ifndef DEEPSTOCK_CUDA_HOST_COMPILER
+#define DEEPSTOCK_CUDA_HOST_COMPILER ""
+#endif
 
 namespace py = pybind11;
 
@@ -17,6 +23,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", [] {
     py::dict info;
     info["built_with_torch"] = DEEPSTOCK_TORCH_VERSION;
+    info["cxx_compiler"] = DEEPSTOCK_CXX_COMPILER;
+    info["cuda_host_compiler"] = DEEPSTOCK_CUDA_HOST_COMPILER;
 #ifdef DEEPSTOCK_WITH_CUDA
     info["cuda_kernels"] = true;
     info["cuda_arch_list"] = DEEPSTOCK_CUDA_ARCH_LIST;

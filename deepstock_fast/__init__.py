@@ -28,7 +28,8 @@ __version__ = "0.1.0"
 
 
 def build_info() -> dict:
-    """How the extension was built: torch versions, whether CUDA kernels were compiled, archs."""
+    """How the extension was built: torch versions, the compilers (C++, nvcc's host), whether
+    CUDA kernels were compiled and for which archs."""
     info = dict(_C.build_info())
     info["torch_version"] = torch.__version__
     info["cuda_available"] = torch.cuda.is_available()

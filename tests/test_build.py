@@ -29,6 +29,8 @@ def test_build_info():
     assert info["torch_version"] == torch.__version__
     assert info["built_with_torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert isinstance(info["cuda_kernels"], bool)
+    assert os.path.basename(info["cxx_compiler"])  # a path, recorded at configure time
+    assert bool(info["cuda_host_compiler"]) == info["cuda_kernels"]
     assert info["cuda_kernels"] == bool(info["cuda_arch_list"])
 
 
@@ -67,11 +69,16 @@ def test_cuda_source_compiles(source, tmp_path):
 def test_configure_checks_libstdcxx(linker_flags, passes, tmp_path):
     # A libstdc++ of the compiler's own inside _C (here: linked statically) breaks the number
     # formatting of op errors next to torch's; CMake must refuse to configure, and say how to fix it.
+    # The compiler that built this _C passes (whatever CXX the environment names now).
     cmake = pytest.importorskip("cmake")
     pybind11 = pytest.importorskip("pybind11")
+    compiler = ds.build_info()["cxx_compiler"]
+    if not os.path.exists(compiler):
+        pytest.skip(f"the compiler that built _C ({compiler}) is not on this machine")
     cmd = [os.path.join(cmake.CMAKE_BIN_DIR, "cmake"), "-S", str(ROOT), "-B", str(tmp_path),
            f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
-           "-DDEEPSTOCK_WITH_CUDA=OFF", f"-DCMAKE_SHARED_LINKER_FLAGS={linker_flags}"]
+           f"-DCMAKE_CXX_COMPILER={compiler}", "-DDEEPSTOCK_WITH_CUDA=OFF",
+           f"-DCMAKE_SHARED_LINKER_FLAGS={linker_flags}"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if passes:
         assert result.returncode == 0, result.stderr[-4000:]
@@ -81,3 +88,28 @@ def test_configure_checks_libstdcxx(linker_flags, passes, tmp_path):
         message = " ".join(result.stderr.split())
         assert "a probe that formats a number into an exception message failed" in message
         assert "CXX=/usr/bin/g++" in message
+
+
+@pytest.mark.skipif(NVCC is None or torch.version.cuda is None,
+                    reason="needs nvcc and a CUDA build of torch")
+def test_configure_checks_cuda_host_compiler(tmp_path):
+    # nvcc's host compiler links _C's CUDA part: one that brings its own libstdc++ (the GPU image's
+    # CUDAHOSTCXX did) must be refused too, even when CXX is fine.
+    cmake = pytest.importorskip("cmake")
+    pybind11 = pytest.importorskip("pybind11")
+    compiler = ds.build_info()["cxx_compiler"]
+    if not os.path.exists(compiler):
+        pytest.skip(f"the compiler that built _C ({compiler}) is not on this machine")
+    host = tmp_path / "g++-static-libstdc++"
+    host.write_text(f'#!/bin/sh\nexec {compiler} -static-libstdc++ "$@"\n')
+    host.chmod(0o755)
+    cmd = [os.path.join(cmake.CMAKE_BIN_DIR, "cmake"), "-S", str(ROOT), "-B", str(tmp_path / "b"),
+           f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+           f"-DCMAKE_CXX_COMPILER={compiler}", "-DDEEPSTOCK_WITH_CUDA=ON",
+           f"-DCMAKE_CUDA_COMPILER={NVCC}"]
+    result = subprocess.run(cmd, capture_output=True, text=True,
+                            env={**os.environ, "CUDAHOSTCXX": str(host)})
+    assert result.returncode != 0
+    message = " ".join(result.stderr.split())
+    assert f"The CUDA host compiler (CUDAHOSTCXX) {host}" in message
+    assert "a probe that formats a number into an exception message failed" in message
