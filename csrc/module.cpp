@@ -25,6 +25,7 @@ PYBIND11_MODULE(_C, m) {
     info["built_with_torch"] = DEEPSTOCK_TORCH_VERSION;
     info["cxx_compiler"] = DEEPSTOCK_CXX_COMPILER;
     info["cuda_host_compiler"] = DEEPSTOCK_CUDA_HOST_COMPILER;
+    info["cpu_simd"] = deepstock::cpu_simd();
 #ifdef DEEPSTOCK_WITH_CUDA
     info["cuda_kernels"] = true;
     info["cuda_arch_list"] = DEEPSTOCK_CUDA_ARCH_LIST;

@@ -29,7 +29,8 @@ __version__ = "0.1.0"
 
 def build_info() -> dict:
     """How the extension was built: torch versions, the compilers (C++, nvcc's host), whether
-    CUDA kernels were compiled and for which archs."""
+    CUDA kernels were compiled and for which archs, and the CPU ops' SIMD loops on this machine
+    (``cpu_simd``: "avx2", or "baseline" without AVX2 + FMA or with DEEPSTOCK_NO_AVX2 set)."""
     info = dict(_C.build_info())
     info["torch_version"] = torch.__version__
     info["cuda_available"] = torch.cuda.is_available()

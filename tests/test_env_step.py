@@ -13,10 +13,10 @@ from conftest import step_args, step_inputs
 
 
 def env_step_args(batch=129, max_lead=3, days=1, dtype=torch.float64, lost_sales=True,
-                  accumulate=True, seed=0, device="cpu"):
+                  accumulate=True, seed=0, device="cpu", per_env_costs=True):
     """The positional argument tuple of torch.ops.deepstock.env_step."""
     kw = step_inputs(batch=batch, max_lead=max_lead, days=days, dtype=dtype, seed=seed,
-                     lost_sales=lost_sales)
+                     lost_sales=lost_sales, per_env_costs=per_env_costs)
     g = torch.Generator().manual_seed(seed + 1)
     exogenous = torch.rand(batch, 5, generator=g, dtype=dtype) * 3
     scale = torch.rand(batch, generator=g, dtype=dtype) * 4 + 0.5
@@ -30,9 +30,14 @@ def env_step_args(batch=129, max_lead=3, days=1, dtype=torch.float64, lost_sales
 @pytest.mark.parametrize("lost_sales", [True, False])
 @pytest.mark.parametrize("max_lead,days", [(0, 1), (1, 1), (2, 1), (4, 1), (6, 1), (3, 2)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_matches_reference_and_the_ops_it_fuses(max_lead, days, lost_sales, accumulate, dtype):
-    args = env_step_args(max_lead=max_lead, days=days, dtype=dtype, lost_sales=lost_sales,
-                         accumulate=accumulate)
+@pytest.mark.parametrize("batch,per_env_costs", [(129, True), (1000, False)],
+                         ids=["per-SKU-costs", "shared-costs-blocks"])
+def test_matches_reference_and_the_ops_it_fuses(max_lead, days, lost_sales, accumulate, dtype,
+                                                batch, per_env_costs):
+    # shared costs over 1000 SKUs: the CPU launcher's SIMD blocks with constant strides
+    args = env_step_args(batch=batch, max_lead=max_lead, days=days, dtype=dtype,
+                         lost_sales=lost_sales, accumulate=accumulate,
+                         per_env_costs=per_env_costs)
     got = ds.env_step(*args)
     want = reference.env_step(*args)
     for name, g, w in zip(got._fields, got, want):

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -66,6 +72,62 @@ def test_closed_form_backlog_base_stock():
     r = ds.inventory_step(torch.tensor([3.0]), torch.zeros(1, 0), torch.tensor([0]),
                           torch.tensor([S - 3.0]), torch.tensor([[d]]), h, 9.0, lost_sales=False)
     assert r.cost[0, 0].item() == h * (S - d)
+
+
+@pytest.mark.parametrize("lost_sales", [True, False])
+@pytest.mark.parametrize("max_lead", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("dtype,index_dtype", [(torch.float32, torch.int64),
+                                               (torch.float64, torch.int32)])
+def test_vectorized_layout_matches_reference(lost_sales, max_lead, dtype, index_dtype):
+    # One day per epoch, shared costs, contiguous demand: the CPU launcher's SIMD loops with
+    # constant strides, over several blocks of 256 environments and a partial one.
+    for seed in range(2):
+        kw = step_inputs(batch=1000, max_lead=max_lead, days=1, dtype=dtype, seed=seed,
+                         lost_sales=lost_sales, per_env_costs=False, index_dtype=index_dtype,
+                         integer_demand=seed == 0)
+        assert_step_close(ds.inventory_step(**kw), reference.inventory_step(**kw))
+
+
+def test_baseline_loops_give_the_same_bits(tmp_path):
+    # The SIMD loops are compiled for AVX2 + FMA and for the baseline ISA (no FMA contraction in
+    # either): both must give the same outputs. The baseline runs in a subprocess.
+    script = """
+import os, sys, torch
+import deepstock_fast as ds
+sys.path.insert(0, os.environ["TESTS_DIR"])
+from conftest import step_inputs
+out = []
+for max_lead in (1, 3, 4):
+    kw = step_inputs(batch=1000, max_lead=max_lead, days=1, dtype=torch.float32,
+                     per_env_costs=False)
+    out.append(tuple(ds.inventory_step(**kw)))
+torch.save({"simd": ds.build_info()["cpu_simd"], "out": out}, sys.argv[1])
+"""
+    runs = {}
+    for name, extra in [("default", {}), ("baseline", {"DEEPSTOCK_NO_AVX2": "1"})]:
+        path = tmp_path / f"{name}.pt"
+        env = {**os.environ, "TESTS_DIR": str(pathlib.Path(__file__).parent), **extra}
+        subprocess.run([sys.executable, "-c", script, str(path)], env=env, check=True)
+        runs[name] = torch.load(path)
+    assert runs["baseline"]["simd"] == "baseline"
+    for got, want in zip(runs["baseline"]["out"], runs["default"]["out"]):
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("demand", -1.0, "demand must be non-negative"),
+    ("order", math.nan, "order must be non-negative"),
+    ("lead_time", 5, "lead_time must lie in 0..max_lead"),
+    ("on_hand", -2.0, "non-negative under lost sales"),
+])
+def test_one_bad_environment_in_a_vectorized_block(field, value, message):
+    # Environment 700 fails the SIMD screen of its block, which then takes the checked path.
+    kw = step_inputs(batch=1000, max_lead=3, days=1, dtype=torch.float32, per_env_costs=False)
+    kw[field] = kw[field].clone()
+    kw[field][700] = value
+    with pytest.raises(RuntimeError, match=message):
+        ds.inventory_step(**kw)
 
 
 def test_noncontiguous_inputs_and_broadcast_costs():

@@ -22,15 +22,34 @@ struct EnvStepView {
 
   DEEPSTOCK_HD int operator()(int64_t b) const {
     const int err = step(b);  // on bad input its outputs are NaN, and so are these
-    observe(b);
+    observe.state_columns(b);
+    totals(b);
+    finish(b);
+    return err;
+  }
+
+  // The CPU launcher's vectorized path (see StepView), then finish(b) for the rest.
+  static constexpr bool kSimd = StepView<T, I, kSlots, kDays>::kSimd;
+  DEEPSTOCK_HD bool valid(int64_t b) const { return step.valid(b); }
+  DEEPSTOCK_HD bool plain() const { return step.plain(); }
+  DEEPSTOCK_HD void make_plain() { step.make_plain(); }
+  DEEPSTOCK_HD void compute(int64_t b) const {
+    step.compute(b);
+    observe.state_columns(b);
+    totals(b);
+  }
+  DEEPSTOCK_HD void finish(int64_t b) const { observe.exogenous_columns(b); }
+
+ private:
+  DEEPSTOCK_HD void totals(int64_t b) const {
     const T* cost = step.cost + b * 3;
     const T* stats = step.stats + b * 4;
     reward[b] = -(cost[0] + cost[1] + cost[2]);
+    const T weight = accumulate ? T(1) : T(0);
     for (int j = 0; j < 3; ++j)
-      next_cost_total[b * 3 + j] = cost_total[b * 3 + j] + (accumulate ? cost[j] : T(0));
+      next_cost_total[b * 3 + j] = cost_total[b * 3 + j] + weight * cost[j];
     for (int j = 0; j < 4; ++j)
-      next_stats_total[b * 4 + j] = stats_total[b * 4 + j] + (accumulate ? stats[j] : T(0));
-    return err;
+      next_stats_total[b * 4 + j] = stats_total[b * 4 + j] + weight * stats[j];
   }
 };
 

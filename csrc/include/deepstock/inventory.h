@@ -46,7 +46,7 @@ DEEPSTOCK_HD bool settle_day(T& x, T demand, bool lost_sales, DayTotals<T>& tota
   totals.short_units += stocked ? T(0) : -e;
   totals.stockout_days += stocked ? T(0) : T(1);
   totals.holding_units += stocked ? e : T(0);
-  x = (lost_sales && !stocked) ? T(0) : e;
+  x = (lost_sales & !stocked) ? T(0) : e;  // & (no short circuit): no branch
   return stocked;
 }
 
@@ -112,10 +112,26 @@ struct StepInputs {
   }
   DEEPSTOCK_HD int64_t lead(int64_t b) const { return static_cast<int64_t>(lead_time[b]); }
 
-  // Input-error bits (common.h) of environment b. A cheap screen runs first: the minimum of the
-  // inputs that must be >= 0, and the sum of all inputs, which is NaN when any input is NaN or
-  // infinite. Only a failed screen pays for the itemised checks.
-  DEEPSTOCK_HD int validate(int64_t b) const {
+  // The common layout: one h, p and c for all environments, demand rows contiguous. The CPU
+  // launcher versions its loops on it: with these strides as constants (make_plain on a private
+  // copy) they load contiguous vectors and broadcast the costs instead of gathering.
+  DEEPSTOCK_HD bool plain() const {
+    return costs.holding_stride == 0 && costs.penalty_stride == 0 &&
+           costs.ordering_stride == 0 && demand_stride_b == num_days() && demand_stride_d == 1;
+  }
+  DEEPSTOCK_HD void make_plain() {
+    costs.holding_stride = costs.penalty_stride = costs.ordering_stride = 0;
+    demand_stride_b = num_days();
+    demand_stride_d = 1;
+  }
+  // The lead time as a 32-bit int, for code after the screen (0 <= lead <= max_lead): as wide as
+  // a float, so vectorized compares need no 64-bit lanes.
+  DEEPSTOCK_HD int lead32(int64_t b) const { return static_cast<int>(lead_time[b]); }
+
+  // Whether environment b's inputs are all valid, by a cheap screen without branches: the
+  // minimum of the inputs that must be >= 0, and the sum of all inputs, which is NaN when any
+  // input is NaN or infinite.
+  DEEPSTOCK_HD bool valid(int64_t b) const {
     const T* pipe = pipeline + b * slots();
     const T x = on_hand[b];
     T low = order[b], sum = order[b] + x;
@@ -128,10 +144,18 @@ struct StepInputs {
     take(c(b));
     for (int64_t k = 0; k < slots(); ++k) take(pipe[k]);
     for (int64_t d = 0; d < num_days(); ++d) take(demand_at(b, d));
-    if (lost_sales) take(x);
+    if (lost_sales) low = x < low ? x : low;
     const int64_t L = lead(b);
-    if (low >= T(0) && finite(sum) && L >= 0 && L <= slots()) return 0;
+    return low >= T(0) && finite(sum) && L >= 0 && L <= slots();
+  }
 
+  // Input-error bits (common.h) of environment b. Only a failed screen pays for the itemised
+  // checks.
+  DEEPSTOCK_HD int validate(int64_t b) const {
+    if (valid(b)) return 0;
+    const T* pipe = pipeline + b * slots();
+    const T x = on_hand[b];
+    const int64_t L = lead(b);
     int err = 0;
     if (!nonneg_finite(order[b])) err |= kBadOrder;
     if (L < 0 || L > slots()) err |= kBadLeadTime;
@@ -149,7 +173,7 @@ struct StepInputs {
   template <typename OnDay>
   DEEPSTOCK_HD DayTotals<T> replay(int64_t b, int64_t end, T& x, OnDay&& on_day) const {
     const T* pipe = pipeline + b * slots();
-    const int64_t L = lead(b);
+    const int L = lead32(b);
     const T q = order[b];
     DayTotals<T> totals;
     x = on_hand[b];
@@ -172,26 +196,38 @@ struct StepView {
   T* stats;           // [B, 4]: DayTotals order
 
   DEEPSTOCK_HD int operator()(int64_t b) const {
-    const int64_t L = in.slots(), P = in.num_days();
-    T* pipe_out = next_pipeline + b * L;
     const int err = in.validate(b);
     if (err) {  // poison the outputs: with value checks off (CUDA) a bad input reads as NaN
       const T nan = T(0) / T(0);
       next_on_hand[b] = nan;
-      for (int64_t k = 0; k < L; ++k) pipe_out[k] = nan;
+      for (int64_t k = 0; k < in.slots(); ++k) next_pipeline[b * in.slots() + k] = nan;
       for (int j = 0; j < 3; ++j) cost[b * 3 + j] = nan;
       for (int j = 0; j < 4; ++j) stats[b * 4 + j] = nan;
       return err;
     }
+    compute(b);
+    return 0;
+  }
+
+  // The CPU launcher's vectorized path (ops_cpu.cpp's Vectorizable): the screen, and the outputs
+  // of an environment that passes it, branch-free for fixed sizes.
+  static constexpr bool kSimd = kSlots != kRuntimeSize && kDays != kRuntimeSize;
+  DEEPSTOCK_HD bool valid(int64_t b) const { return in.valid(b); }
+  DEEPSTOCK_HD bool plain() const { return in.plain(); }
+  DEEPSTOCK_HD void make_plain() { in.make_plain(); }
+  DEEPSTOCK_HD void finish(int64_t) const {}
+  DEEPSTOCK_HD void compute(int64_t b) const {
+    const int64_t L = in.slots(), P = in.num_days();
+    T* pipe_out = next_pipeline + b * L;
     T x;
     const DayTotals<T> t = in.replay(b, P, x, [](int64_t, bool) {});
     next_on_hand[b] = x;
     // Orders not yet arrived after P days move P slots down; today's order lands at lead - P.
     const T* pipe = in.pipeline + b * L;
-    const int64_t landing = in.lead(b) - P;
+    const int landing = in.lead32(b) - static_cast<int>(P);
     const T q = in.order[b];
     for (int64_t k = 0; k < L; ++k)
-      pipe_out[k] = (k + P < L ? pipe[k + P] : T(0)) + (k == landing ? q : T(0));
+      pipe_out[k] = (k + P < L ? pipe[k + P] : T(0)) + q * T(k == landing);
     const CostComponents<T> c = cost_of(in.costs, b, t, q);
     cost[b * 3 + 0] = c.holding;
     cost[b * 3 + 1] = c.penalty;
@@ -200,7 +236,6 @@ struct StepView {
     stats[b * 4 + 1] = t.short_units;
     stats[b * 4 + 2] = t.stockout_days;
     stats[b * 4 + 3] = t.holding_units;
-    return 0;
   }
 };
 

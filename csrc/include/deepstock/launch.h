@@ -23,6 +23,9 @@ void raise_input_errors(int errors, const char* op);
 
 // Whether CUDA launchers synchronise to read the input-error flag (default on). With checks
 // off, an environment with invalid inputs gets NaN outputs and no error is raised.
+// Which loops the CPU ops run: "avx2" (AVX2 + FMA) or "baseline" (see ops_cpu.cpp).
+const char* cpu_simd();
+
 bool cuda_value_checks();
 bool set_cuda_value_checks(bool enabled);
 

@@ -19,16 +19,27 @@ struct ObservationView {
   T* obs = nullptr;              // [B, 1 + max_lead + width]
   int64_t max_lead = 0, width = 0;
 
+  DEEPSTOCK_HD int64_t slots() const { return kSlots == kRuntimeSize ? max_lead : kSlots; }
+  DEEPSTOCK_HD T* row(int64_t b) const { return obs + b * (1 + slots() + width); }
+
   DEEPSTOCK_HD int operator()(int64_t b) const {
-    const int64_t slots = kSlots == kRuntimeSize ? max_lead : kSlots;
-    const T inv = T(1) / scale[b];
-    T* row = obs + b * (1 + slots + width);
-    row[0] = on_hand[b] * inv;
-    const T* p = pipeline + b * slots;
-    for (int64_t k = 0; k < slots; ++k) row[1 + k] = p[k] * inv;
-    const T* x = exogenous + b * width;
-    for (int64_t j = 0; j < width; ++j) row[1 + slots + j] = x[j];
+    state_columns(b);
+    exogenous_columns(b);
     return 0;
+  }
+  // The scaled on-hand and pipeline (a fixed number of columns when kSlots is).
+  DEEPSTOCK_HD void state_columns(int64_t b) const {
+    const T inv = T(1) / scale[b];
+    T* r = row(b);
+    r[0] = on_hand[b] * inv;
+    const T* p = pipeline + b * slots();
+    for (int64_t k = 0; k < slots(); ++k) r[1 + k] = p[k] * inv;
+  }
+  // The exogenous columns, copied (their number is known at run time only).
+  DEEPSTOCK_HD void exogenous_columns(int64_t b) const {
+    T* r = row(b) + 1 + slots();
+    const T* x = exogenous + b * width;
+    for (int64_t j = 0; j < width; ++j) r[j] = x[j];
   }
 };
 
