@@ -224,10 +224,12 @@ struct StepView {
     next_on_hand[b] = x;
     // Orders not yet arrived after P days move P slots down; today's order lands at lead - P.
     const T* pipe = in.pipeline + b * L;
-    const int landing = in.lead32(b) - static_cast<int>(P);
+    // The slot compare in T: with an int compare GCC turns these stores into conditional ones
+    // for some max leads, and cannot vectorize them.
+    const T landing = T(in.lead32(b) - static_cast<int>(P));
     const T q = in.order[b];
     for (int64_t k = 0; k < L; ++k)
-      pipe_out[k] = (k + P < L ? pipe[k + P] : T(0)) + q * T(k == landing);
+      pipe_out[k] = (k + P < L ? pipe[k + P] : T(0)) + (T(k) == landing ? q : T(0));
     const CostComponents<T> c = cost_of(in.costs, b, t, q);
     cost[b * 3 + 0] = c.holding;
     cost[b * 3 + 1] = c.penalty;
