@@ -124,8 +124,9 @@ struct StepInputs {
     demand_stride_b = num_days();
     demand_stride_d = 1;
   }
-  // The lead time as a 32-bit int, for code after the screen (0 <= lead <= max_lead): as wide as
-  // a float, so vectorized compares need no 64-bit lanes.
+  // The lead time as a 32-bit int, for code on checked inputs (0 <= lead <= max_lead: the forward
+  // after its screen, the backward of a checked forward): as wide as a float, so vectorized
+  // compares need no 64-bit lanes.
   DEEPSTOCK_HD int lead32(int64_t b) const { return static_cast<int>(lead_time[b]); }
 
   // Whether environment b's inputs are all valid, by a cheap screen without branches: the

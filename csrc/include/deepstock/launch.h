@@ -21,11 +21,11 @@ using at::Tensor;
 // Raises one error naming every invalid argument flagged in `errors` (common.h bit flags).
 void raise_input_errors(int errors, const char* op);
 
-// Whether CUDA launchers synchronise to read the input-error flag (default on). With checks
-// off, an environment with invalid inputs gets NaN outputs and no error is raised.
 // Which loops the CPU ops run: "avx2" (AVX2 + FMA) or "baseline" (see ops_cpu.cpp).
 const char* cpu_simd();
 
+// Whether CUDA launchers synchronise to read the input-error flag (default on). With checks
+// off, an environment with invalid inputs gets NaN outputs and no error is raised.
 bool cuda_value_checks();
 bool set_cuda_value_checks(bool enabled);
 
