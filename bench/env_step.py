@@ -5,7 +5,9 @@ Instance: lost sales, Poisson(5) demand, h = 1, p = 9, P = 1, lead times mixed 0
 horizon 100 days, the default observation (on-hand, pipeline, the five Coeff features), a
 constant order. Columns (environment-steps per second):
   raw op       inventory_step in a loop that threads the state, demand drawn beforehand
-  env step     InventoryEnv.step inside episodes (the Python layer: obs, reward, metrics)
+  env op       the env_step op InventoryEnv.step calls (the step, observation, reward and
+               metric totals in one pass), in a loop that threads the state and the totals
+  env step     InventoryEnv.step inside episodes (the Python layer around its env_step call)
   env + draws  InventoryEnv.step over whole episodes, including the autoreset's demand and
                feature draws (28 + 100 + 28 days of Poisson demand per SKU)
   numpy peer   one Python object per SKU, stepped in a Python loop (as gym's SyncVectorEnv or
@@ -113,6 +115,16 @@ def bench(batch: int, max_lead: int, device: str, peer_envs: int) -> dict:
             on_hand, pipeline, _, _ = ds.inventory_step(
                 on_hand, pipeline, lead_t, order, episode.epoch_demand[t % HORIZON], *costs, True)
 
+    def env_op(steps):
+        on_hand, pipeline = x, pipe
+        cost_total, stats_total = x.new_zeros(batch, 3), x.new_zeros(batch, 4)
+        for t in range(steps):
+            e = t % HORIZON
+            out = torch.ops.deepstock.env_step(
+                on_hand, pipeline, lead_t, order, episode.epoch_demand[e], *costs, True,
+                episode.exogenous_obs[e + 1], episode.scale, cost_total, stats_total, True)
+            on_hand, pipeline, cost_total, stats_total = out[0], out[1], out[6], out[7]
+
     def env_steps(steps):  # inside episodes: never reaches the horizon
         for _ in range(steps):
             env.step(order)
@@ -140,18 +152,22 @@ def bench(batch: int, max_lead: int, device: str, peer_envs: int) -> dict:
 
     # interleaved rounds, best of each: the machine is shared and noisy, and the ratios compare
     # times taken moments apart
-    times = {"raw": float("inf"), "env": float("inf"), "peer": float("inf")}
+    times = {"raw": float("inf"), "env_op": float("inf"), "env": float("inf"),
+             "peer": float("inf")}
     for _ in range(5):
         times["raw"] = min(times["raw"], time_steps(raw, HORIZON, device, rounds=1))
+        times["env_op"] = min(times["env_op"], time_steps(env_op, HORIZON, device, rounds=1))
         times["env"] = min(times["env"], env_within(within) / within)
         times["peer"] = min(times["peer"], time_steps(peer, 4, "cpu", rounds=1) / peer_envs)
     env.reset()
     times["env_draws"] = time_steps(env_with_draws, 2 * HORIZON, device, rounds=2)
     rate = {k: (1 / v if k == "peer" else batch / v) for k, v in times.items()}
     return {"batch": batch, "max_lead": max_lead, "device": device,
-            "raw_steps_per_s": rate["raw"], "env_steps_per_s": rate["env"],
+            "raw_steps_per_s": rate["raw"], "env_op_steps_per_s": rate["env_op"],
+            "env_steps_per_s": rate["env"],
             "env_with_draws_steps_per_s": rate["env_draws"], "peer_steps_per_s": rate["peer"],
             "env_cost_vs_raw": rate["raw"] / rate["env"],
+            "env_cost_vs_env_op": rate["env_op"] / rate["env"],
             "env_vs_peer": rate["env"] / rate["peer"],
             "env_with_draws_vs_peer": rate["env_draws"] / rate["peer"]}
 
@@ -173,10 +189,12 @@ def main(argv=None) -> None:
                 print(f"  B = 2^{log2}, max_lead {lead}: done", flush=True)
     print(table(rows, [("batch", "B", "d"), ("max_lead", "Lmax", "d"),
                        ("raw_steps_per_s", "raw op /s", ".2e"),
+                       ("env_op_steps_per_s", "env op /s", ".2e"),
                        ("env_steps_per_s", "env step /s", ".2e"),
                        ("env_with_draws_steps_per_s", "env + draws /s", ".2e"),
                        ("peer_steps_per_s", "numpy peer /s", ".2e"),
                        ("env_cost_vs_raw", "raw/env", ".2f"),
+                       ("env_cost_vs_env_op", "env op/env", ".2f"),
                        ("env_vs_peer", "env/peer", ".0f"),
                        ("env_with_draws_vs_peer", "env+draws/peer", ".0f")]))
     path = write_results("env_step", {"machine": machine(args.device), "horizon": HORIZON,
