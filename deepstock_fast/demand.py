@@ -67,7 +67,7 @@ class Poisson:
         else:  # many distinct rates: a CDF row per SKU would cost too much memory
             rates = self.rate.view(-1, 1, 1).expand(self.num_skus, paths, days).contiguous()
             return torch.poisson(rates, generator=generator)
-        return k.to(torch.float64).view(self.num_skus, paths, days)
+        return u.copy_(k).view(self.num_skus, paths, days)  # into u's memory: no fresh tensor
 
 
 @dataclass

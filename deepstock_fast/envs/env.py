@@ -157,9 +157,15 @@ class InventoryEnv:
         exogenous = path.new_empty(E + 1, B, self.obs_size - 1 - self.max_lead)
         filled = 0
 
-        def put(block: Tensor) -> None:  # block broadcasts to [E + 1, B, width]
+        def put(block: Tensor, factor: Tensor | None = None) -> None:
+            # block broadcasts to [E + 1, B, width]; with a factor, block is that shape and the
+            # product is written in place (no temporary: at 2^16 SKUs mostly page faults)
             nonlocal filled
-            exogenous[:, :, filled:filled + block.shape[-1]] = block
+            target = exogenous[:, :, filled:filled + block.shape[-1]]
+            if factor is None:
+                target.copy_(block)
+            else:
+                torch.mul(block, factor, out=target)
             filled += block.shape[-1]
 
         if c.observed_demand_days:  # the k days before each epoch start
@@ -168,7 +174,7 @@ class InventoryEnv:
         quantity = torch.tensor([f != "constant" for f in c.features], dtype=torch.bool,
                                 device=self.device)
         if c.observe_features:
-            put(features * torch.where(quantity, inv_scale, 1.0))
+            put(features, torch.where(quantity, inv_scale, 1.0))
         for name in self._varying:
             put(getattr(self, name).to(self.dtype).view(1, -1, 1))
         for name in c.extra_observations:

@@ -36,8 +36,12 @@ def demand_features(path: Tensor, history_days: int, days: range, names: tuple[s
         start = first + offset
         return cumulative[start:start + days.step * (count - 1) + 1:days.step]
 
-    # each column is computed in float64 and written once, converted, into the output
+    # each column is computed in float64 and written once, converted, into the output; in place
+    # on one float64 and one noise buffer (at 2^16 SKUs, a fresh tensor per op is mostly page
+    # faults)
     features = path.new_empty(count, batch, len(names), dtype=dtype or path.dtype)
+    column = path.new_empty(count, batch, dtype=torch.float64)
+    noise = None
     for j, name in enumerate(names):
         if name == "constant":
             features[:, :, j] = 1.0
@@ -47,12 +51,14 @@ def demand_features(path: Tensor, history_days: int, days: range, names: tuple[s
         if kind == "trailing":
             seen = torch.arange(history_days + days.start, history_days + days.stop, days.step,
                                 device=path.device).clamp(min=1, max=k)
-            features[:, :, j] = (at(0) - at(-k)) / seen.unsqueeze(1)
+            features[:, :, j] = torch.sub(at(0), at(-k), out=column).div_(seen.unsqueeze(1))
         else:
             if history_days + days[-1] + k > length:
                 raise ValueError(f"{name} needs {k} days of demand from day {days[-1]}; the path "
                                  f"ends at day {length - history_days - 1}")
-            noise = torch.randn(count, batch, generator=generator, device=path.device)  # float32:
-            # the noise needs no more precision, and float32 draws are 4x faster on a CPU
-            features[:, :, j] = (at(k) - at(0)) / k + noise_std * noise
+            if noise is None:  # float32: the noise needs no more precision, and float32 draws
+                noise = path.new_empty(count, batch, dtype=torch.float32)  # are 4x faster
+            torch.randn(count, batch, generator=generator, out=noise)
+            torch.sub(at(k), at(0), out=column).div_(k).add_(noise.mul_(noise_std))
+            features[:, :, j] = column
     return features
