@@ -59,9 +59,13 @@ __attribute__((target("avx2,fma"))) bool compute_block_avx2(const View& view, in
                                                               int64_t stop) {
   return compute_block(view, start, stop);
 }
-// DEEPSTOCK_NO_AVX2=1 forces the baseline loops (tests, comparisons).
-const bool kHasAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                      std::getenv("DEEPSTOCK_NO_AVX2") == nullptr;
+// DEEPSTOCK_NO_AVX2=1 forces the baseline loops (tests, comparisons). A static initializer:
+// __builtin_cpu_init makes the CPU data valid whatever order the constructors run in.
+const bool kHasAvx2 = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         std::getenv("DEEPSTOCK_NO_AVX2") == nullptr;
+}();
 
 struct CpuForEach {
   // Environments per SIMD block: the screen's and the outputs' loops over one block stay in L1.
