@@ -64,22 +64,27 @@ def test_cuda_source_compiles(source, tmp_path):
     assert (tmp_path / "out.o").stat().st_size > 0
 
 
-@pytest.mark.parametrize("linker_flags, passes", [("", True), ("-static-libstdc++", False)],
-                         ids=["shared-libstdc++", "static-libstdc++"])
-def test_configure_checks_libstdcxx(linker_flags, passes, tmp_path):
-    # A libstdc++ of the compiler's own inside _C (here: linked statically) breaks the number
-    # formatting of op errors next to torch's; CMake must refuse to configure, and say how to fix it.
-    # The compiler that built this _C passes (whatever CXX the environment names now).
+def configure(build_dir, *defines, env=None):
+    """CMake's configure step of this project with the compiler that built _C (whatever CXX the
+    environment names now): the completed process."""
     cmake = pytest.importorskip("cmake")
     pybind11 = pytest.importorskip("pybind11")
     compiler = ds.build_info()["cxx_compiler"]
     if not os.path.exists(compiler):
         pytest.skip(f"the compiler that built _C ({compiler}) is not on this machine")
-    cmd = [os.path.join(cmake.CMAKE_BIN_DIR, "cmake"), "-S", str(ROOT), "-B", str(tmp_path),
+    cmd = [os.path.join(cmake.CMAKE_BIN_DIR, "cmake"), "-S", str(ROOT), "-B", str(build_dir),
            f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
-           f"-DCMAKE_CXX_COMPILER={compiler}", "-DDEEPSTOCK_WITH_CUDA=OFF",
-           f"-DCMAKE_SHARED_LINKER_FLAGS={linker_flags}"]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+           f"-DCMAKE_CXX_COMPILER={compiler}", *defines]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
+
+
+@pytest.mark.parametrize("linker_flags, passes", [("", True), ("-static-libstdc++", False)],
+                         ids=["shared-libstdc++", "static-libstdc++"])
+def test_configure_checks_libstdcxx(linker_flags, passes, tmp_path):
+    # A libstdc++ of the compiler's own inside _C (here: linked statically) breaks the number
+    # formatting of op errors next to torch's; CMake must refuse to configure, and say how to fix it.
+    result = configure(tmp_path, "-DDEEPSTOCK_WITH_CUDA=OFF",
+                       f"-DCMAKE_SHARED_LINKER_FLAGS={linker_flags}")
     if passes:
         assert result.returncode == 0, result.stderr[-4000:]
         assert "libstdc++ check passed" in result.stdout
@@ -95,20 +100,11 @@ def test_configure_checks_libstdcxx(linker_flags, passes, tmp_path):
 def test_configure_checks_cuda_host_compiler(tmp_path):
     # nvcc's host compiler links _C's CUDA part: one that brings its own libstdc++ (the GPU image's
     # CUDAHOSTCXX did) must be refused too, even when CXX is fine.
-    cmake = pytest.importorskip("cmake")
-    pybind11 = pytest.importorskip("pybind11")
-    compiler = ds.build_info()["cxx_compiler"]
-    if not os.path.exists(compiler):
-        pytest.skip(f"the compiler that built _C ({compiler}) is not on this machine")
     host = tmp_path / "g++-static-libstdc++"
-    host.write_text(f'#!/bin/sh\nexec {compiler} -static-libstdc++ "$@"\n')
+    host.write_text(f'#!/bin/sh\nexec {ds.build_info()["cxx_compiler"]} -static-libstdc++ "$@"\n')
     host.chmod(0o755)
-    cmd = [os.path.join(cmake.CMAKE_BIN_DIR, "cmake"), "-S", str(ROOT), "-B", str(tmp_path / "b"),
-           f"-DPython_EXECUTABLE={sys.executable}", f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
-           f"-DCMAKE_CXX_COMPILER={compiler}", "-DDEEPSTOCK_WITH_CUDA=ON",
-           f"-DCMAKE_CUDA_COMPILER={NVCC}"]
-    result = subprocess.run(cmd, capture_output=True, text=True,
-                            env={**os.environ, "CUDAHOSTCXX": str(host)})
+    result = configure(tmp_path / "b", "-DDEEPSTOCK_WITH_CUDA=ON", f"-DCMAKE_CUDA_COMPILER={NVCC}",
+                       env={**os.environ, "CUDAHOSTCXX": str(host)})
     assert result.returncode != 0
     message = " ".join(result.stderr.split())
     assert f"The CUDA host compiler (CUDAHOSTCXX) {host}" in message
