@@ -63,6 +63,10 @@ class InstanceConfig:
     penalty_cost: float | list[float] = 9.0
     order_cost: float | list[float] = 0.0
     lost_sales: bool = True            # False: backlog
+    #: True: the horizon ends the problem (a finite-horizon cost; RL trainers do not bootstrap
+    #: past the last day and count only the days after warm-up). False: the horizon truncates a
+    #: long-run average-cost problem (RL trainers bootstrap at the horizon).
+    finite_horizon: bool = False
     max_order: float | None = None     # None: no cap
     max_lead_time: int | None = None   # pipeline slots; None: the largest lead time
     initial_state: str = "empty"       # or "mean_demand": on-hand and each in-transit slot = mean
@@ -115,6 +119,8 @@ class InstanceConfig:
         need(isinstance(self.warmup, int) and self.warmup >= 0
              and self.warmup % self.review_period == 0,
              f"warmup = {self.warmup} must be a multiple of review_period = {self.review_period}")
+        need(isinstance(self.finite_horizon, bool),
+             f"finite_horizon must be true or false, got {self.finite_horizon!r}")
         need(self.warmup < self.horizon,
              f"horizon = {self.horizon} must be longer than warmup = {self.warmup}")
         for name in ("holding_cost", "penalty_cost", "order_cost"):
@@ -233,9 +239,15 @@ class InstanceConfig:
     def from_name(cls, name: str) -> "InstanceConfig":
         """``zipkin:L=<1..4>,p=<4|9|19|39>`` (Zipkin 2008: lost sales, Poisson(5), h = 1, P = 1,
         horizon 200 days of which 50 warm-up, trailing-mean features for the Coeff heads only,
-        the observation is the state) or ``paper:setting=<1..4>`` (PAPER.md: backlog,
-        L = 1, P = 2, h = 0.1, p = 0.9, max order 100, horizon 30 days with the first 4 — L + P
-        rounded up to a whole review period — left out). Other ``key=value`` pairs set fields."""
+        the observation is the state) or ``paper:setting=<1..4>`` (the DeepStock paper's synthetic
+        settings: backlog, L = 1, P = 2, h = 0.1, p = 0.9, max order 100, a finite horizon of
+        30 days with the first 4 — L + P rounded up to a whole review period — left out).
+        Setting 4 (i.i.d. Normal(100, sigma) demand, sigma observed) is a repeated newsvendor
+        instead: its benchmark, mean + 1.2816 sigma, is the critical-fractile level for one day
+        of demand, and an order of at most 100 per 2-day review period cannot serve about 200
+        units of demand; so setting 4 orders every day (P = 1) with lead time 0, a cap of 300
+        per order (10 sigma above the mean at the largest sigma) and 1 day left out (L + P).
+        Other ``key=value`` pairs set fields."""
         family, _, args = name.partition(":")
         params = {}
         for item in filter(None, args.split(",")):
@@ -267,13 +279,14 @@ class InstanceConfig:
                 3: dict(num_skus=10, demand={"kind": "paper_ar1"},
                         extra_observations=("yesterday",)),
                 4: dict(num_skus=10, demand={"kind": "paper_iid_normal"},
-                        extra_observations=("std",)),
+                        extra_observations=("std",), lead_time=0, review_period=1, warmup=1,
+                        max_order=300.0),
             }
             if setting not in settings:
                 raise ValueError(f"instance {name!r}: paper needs setting in 1..4")
-            base = dict(lead_time=1, review_period=2, horizon=30, warmup=4, holding_cost=0.1,
-                        penalty_cost=0.9, lost_sales=False, max_order=100.0,
-                        **settings[setting])
+            base = dict(dict(lead_time=1, review_period=2, horizon=30, warmup=4,
+                             holding_cost=0.1, penalty_cost=0.9, lost_sales=False,
+                             max_order=100.0, finite_horizon=True), **settings[setting])
         else:
             raise ValueError(f"unknown instance family {family!r} in {name!r}; use 'zipkin:...' "
                              "or 'paper:...', or a config file")

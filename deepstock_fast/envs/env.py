@@ -8,8 +8,9 @@ from the environment's seeded ``torch.Generator``, so a seed fixes every traject
 
 Conventions follow gymnasium's vector environments, with torch tensors: ``reset(seed) -> (obs,
 info)``, ``step(order) -> (obs, reward, terminated, truncated, info)``. Every SKU's episode ends
-at the horizon (``truncated``; ``terminated`` is always False) and the environment resets in the
-same step ("same-step" autoreset): the returned ``obs`` starts the next episode, and
+at the horizon, as ``terminated`` when the instance's ``finite_horizon`` is set (the problem
+ends there: nothing to bootstrap) and as ``truncated`` otherwise (a long-run problem cut
+short), and the environment resets in the same step ("same-step" autoreset): the returned ``obs`` starts the next episode, and
 ``info["final_obs"]`` and ``info["episode"]`` (the finished episode's per-SKU
 :class:`~deepstock_fast.metrics.Metrics`) describe the one that ended.
 
@@ -224,8 +225,9 @@ class InventoryEnv:
     def step(self, action: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict]:
         """Orders ``action`` [B] (>= 0, clipped to max_order) and runs one review epoch.
 
-        Returns obs [B, obs_size], reward [B] (minus the epoch's cost), terminated [B] (False),
-        truncated [B] (True at the horizon, when the SKUs reset), and info with ``cost`` [B, 3]
+        Returns obs [B, obs_size], reward [B] (minus the epoch's cost), terminated [B] and
+        truncated [B] (at the horizon, when the SKUs reset: terminated for a ``finite_horizon``
+        instance, truncated otherwise; both False before), and info with ``cost`` [B, 3]
         and ``stats`` [B, 4] of the epoch (plus ``final_obs`` and ``episode`` at the horizon).
         ``step`` does not record gradients; ``simulate`` is the differentiable path.
         """
@@ -253,6 +255,8 @@ class InventoryEnv:
         info["final_obs"] = obs
         info["episode"] = self.last_metrics = self.episode_metrics()
         self._begin()
+        if c.finite_horizon:
+            return self._obs, reward, self._true, self._false, info
         return self._obs, reward, self._false, self._true, info
 
     def state(self) -> SimState:

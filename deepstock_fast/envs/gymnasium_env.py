@@ -76,7 +76,8 @@ class GymnasiumVectorEnv(gymnasium.vector.VectorEnv):
 class GymnasiumEnv(gymnasium.Env):
     """One SKU (the config's ``num_skus`` must be 1) as a gymnasium environment.
 
-    The episode is truncated at the horizon; call ``reset()`` to start the next one.
+    The episode ends at the horizon (terminated for a ``finite_horizon`` instance, truncated
+    otherwise); call ``reset()`` to start the next one.
     """
 
     metadata = {"render_modes": []}
@@ -101,9 +102,9 @@ class GymnasiumEnv(gymnasium.Env):
     def step(self, action):
         order = torch.as_tensor(np.asarray(action, dtype=np.float64).reshape(1),
                                 device=self.env.device).clamp(min=0)
-        obs, reward, _, truncated, info = self.env.step(order)
-        done = bool(truncated[0])
-        if done:
+        obs, reward, terminated, truncated, info = self.env.step(order)
+        if "final_obs" in info:
             self._next_obs, obs = obs, info["final_obs"]
-        return (_numpy(obs[0]).astype(np.float32), float(reward[0]), False, done,
+        return (_numpy(obs[0]).astype(np.float32), float(reward[0]), bool(terminated[0]),
+                bool(truncated[0]),
                 {"cost": _numpy(info["cost"][0]), "stats": _numpy(info["stats"][0])})

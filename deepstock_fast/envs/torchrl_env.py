@@ -2,8 +2,8 @@
 
 :class:`TorchRLEnv` is a batched ``torchrl.envs.EnvBase`` (batch size [B]) with keys
 ``observation`` [B, obs_size], ``action`` [B, 1] (the order, in [0, max_order]), ``reward``
-[B, 1], ``done``/``terminated``/``truncated`` [B, 1]. Every SKU is truncated at the horizon at the
-same time; the following ``reset`` starts the next episode (which the inner
+[B, 1], ``done``/``terminated``/``truncated`` [B, 1]. Every SKU's episode ends at the horizon at
+the same time (terminated for a ``finite_horizon`` instance, truncated otherwise); the following ``reset`` starts the next episode (which the inner
 :class:`InventoryEnv` has already drawn, so the demand stream is the same as the native env's).
 """
 
@@ -39,9 +39,9 @@ class TorchRLEnv(EnvBase):
         self.done_spec = Composite(done=Categorical(**flag), terminated=Categorical(**flag),
                                    truncated=Categorical(**flag), shape=(B,))
 
-    def _flags(self, truncated: torch.Tensor) -> dict:
-        truncated = truncated.view(-1, 1)
-        return {"done": truncated.clone(), "terminated": torch.zeros_like(truncated),
+    def _flags(self, terminated: torch.Tensor, truncated: torch.Tensor) -> dict:
+        terminated, truncated = terminated.view(-1, 1), truncated.view(-1, 1)
+        return {"done": terminated | truncated, "terminated": terminated.clone(),
                 "truncated": truncated.clone()}
 
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
@@ -56,16 +56,16 @@ class TorchRLEnv(EnvBase):
             obs = self._next_obs
         self._next_obs = self._seed = None
         false = torch.zeros(self.env.num_envs, dtype=torch.bool, device=self.env.device)
-        return TensorDict({"observation": obs, **self._flags(false)}, batch_size=self.batch_size,
-                          device=self.device)
+        return TensorDict({"observation": obs, **self._flags(false, false)},
+                          batch_size=self.batch_size, device=self.device)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         order = tensordict["action"].reshape(self.env.num_envs).clamp(min=0)
-        obs, reward, _, truncated, info = self.env.step(order)
+        obs, reward, terminated, truncated, info = self.env.step(order)
         if "final_obs" in info:  # the inner env has started the next episode: keep it for reset
             self._next_obs, obs = obs, info["final_obs"]
         return TensorDict({"observation": obs, "reward": reward.unsqueeze(1),
-                           **self._flags(truncated)}, batch_size=self.batch_size,
+                           **self._flags(terminated, truncated)}, batch_size=self.batch_size,
                           device=self.device)
 
     def _set_seed(self, seed: int | None):
