@@ -42,15 +42,56 @@ def _per_sku(value, skus: int, like: Tensor) -> Tensor:
     return t.expand(skus)
 
 
+def _under_cap(kind: str, params: Tensor, max_order: float | None) -> tuple[str, Tensor]:
+    """The same policy with every order also capped at ``max_order`` (an instance's cap), as
+    one of the rollout's policies: base-stock becomes capped base-stock with cap max_order."""
+    if max_order is None or max_order == float("inf"):
+        return kind, params
+    cap = torch.full_like(params[..., :1], float(max_order))
+    if kind == "base_stock":
+        return "capped_base_stock", torch.cat([params, cap], -1)
+    if kind in ("capped_base_stock", "constant"):
+        return kind, torch.cat([params[..., :-1], torch.minimum(params[..., -1:], cap)], -1)
+    raise ValueError(f"max_order: a cap on the orders of {kind!r} cannot be simulated; use "
+                     "base_stock, capped_base_stock or constant")
+
+
+def _initial_state(on_hand, pipeline, skus: int, paths: int, max_lead: int, like: Tensor):
+    """Initial on-hand [S, N] and pipeline [S, N, max_lead] (zero where not given; given ones may
+    be [S] / [S, max_lead], one per SKU, or [S, N] / [S, N, max_lead], one per path)."""
+    if on_hand is None:
+        on_hand = like.new_zeros(skus, paths)
+    if pipeline is None:
+        pipeline = like.new_zeros(skus, paths, max_lead)
+    on_hand = torch.as_tensor(on_hand, dtype=like.dtype, device=like.device)
+    pipeline = torch.as_tensor(pipeline, dtype=like.dtype, device=like.device)
+    if on_hand.dim() == 1:
+        on_hand = on_hand.unsqueeze(1)
+    if pipeline.dim() == 2:
+        pipeline = pipeline.unsqueeze(1)
+    if on_hand.shape[0] != skus or on_hand.shape[1] not in (1, paths):
+        raise ValueError(f"on_hand must have shape [S] or [S, N] = [{skus}, {paths}], got "
+                         f"{tuple(on_hand.shape)}")
+    if pipeline.dim() != 3 or pipeline.shape[0] != skus or pipeline.shape[1] not in (1, paths):
+        raise ValueError(f"pipeline must have shape [S, max_lead] or [S, N, max_lead] with "
+                         f"S = {skus}, N = {paths}, got {tuple(pipeline.shape)}")
+    return on_hand.expand(skus, paths), pipeline.expand(skus, paths, pipeline.shape[2])
+
+
 def _simulate(kind, params, demand, lead_time, *, review_period, warmup, holding_cost,
-              penalty_cost, order_cost, lost_sales, max_elements=1 << 25):
+              penalty_cost, order_cost, lost_sales, max_order=None, on_hand=None,
+              pipeline=None, max_elements=1 << 25):
     """Rollout of params [S, K, n] on demand [S, N, T] -> average cost [S, K] (mean over the
     paths), cost totals [S, K, 3] and stats totals [S, K, 4] (summed over the paths)."""
+    kind, params = _under_cap(kind, params, max_order)
     skus, paths, days = demand.shape
     k, n = params.shape[1:]
     lead = _per_sku(lead_time, skus, demand).long()
     h, p, c = (_per_sku(v, skus, demand) for v in (holding_cost, penalty_cost, order_cost))
     max_lead = int(lead.max()) if skus else 0
+    if pipeline is not None:
+        max_lead = max(max_lead, torch.as_tensor(pipeline).shape[-1])
+    x0, pipe0 = _initial_state(on_hand, pipeline, skus, paths, max_lead, demand)
     rows_per_sku = k * paths
     chunk = max(1, max_elements // max(1, rows_per_sku * days))
     averages, costs, stats = [], [], []
@@ -61,7 +102,9 @@ def _simulate(kind, params, demand, lead_time, *, review_period, warmup, holding
         d = demand[lo:hi].unsqueeze(1).expand(s, k, paths, days).reshape(-1, days)
         rep = lambda x: x[lo:hi].reshape(s, 1, 1).expand(s, k, paths).reshape(-1)  # noqa: E731
         pr = params[lo:hi].unsqueeze(2).expand(s, k, paths, n).reshape(-1, n)
-        r = rollout(d, kind, pr, rep(lead), pipeline=d.new_zeros(d.shape[0], max_lead),
+        x = x0[lo:hi].unsqueeze(1).expand(s, k, paths).reshape(-1)
+        pipe = pipe0[lo:hi].unsqueeze(1).expand(s, k, paths, max_lead).reshape(len(x), max_lead)
+        r = rollout(d, kind, pr, rep(lead), on_hand=x, pipeline=pipe,
                     review_period=review_period, warmup=warmup, holding_cost=rep(h),
                     penalty_cost=rep(p), order_cost=rep(c), lost_sales=lost_sales)
         averages.append(r.average_cost.view(s, k, paths).mean(2))
@@ -112,7 +155,8 @@ def default_grid(kind: str, demand: Tensor, lead_time, review_period: int = 1,
 
 def fit(kind: str, demand: Tensor, lead_time, *, holding_cost, penalty_cost, order_cost=0.0,
         lost_sales: bool = True, review_period: int = 1, warmup: int = 0,
-        grid: Tensor | None = None) -> tuple[ClassicalPolicy, Tensor]:
+        grid: Tensor | None = None, max_order: float | None = None, on_hand=None,
+        pipeline=None) -> tuple[ClassicalPolicy, Tensor]:
     """Best parameters of a classical policy for each SKU by exhaustive search on a grid.
 
     Args:
@@ -120,6 +164,9 @@ def fit(kind: str, demand: Tensor, lead_time, *, holding_cost, penalty_cost, ord
         demand: [S, T] or [S, N, T] training demand paths (float; the device sets where it runs).
         lead_time, holding_cost, penalty_cost, order_cost: one value or [S] per SKU.
         grid: candidates [S, K, n] or [K, n] (default :func:`default_grid`).
+        max_order: an instance's order cap, applied on top of the policy (None: no cap).
+        on_hand, pipeline: the initial state, [S] / [S, max_lead] or per path [S, N] /
+            [S, N, max_lead] (default: the empty system).
 
     Returns:
         the policy with params [S, n], and the search's average costs [S, K].
@@ -136,8 +183,10 @@ def fit(kind: str, demand: Tensor, lead_time, *, holding_cost, penalty_cost, ord
         raise ValueError(f"grid for {kind} must have shape [S, K, {len(POLICIES[kind])}] or "
                          f"[K, {len(POLICIES[kind])}], got {tuple(grid.shape)}")
     costs, _, _ = _simulate(kind, grid, demand, lead_time, review_period=review_period,
-                         warmup=warmup, holding_cost=holding_cost, penalty_cost=penalty_cost,
-                         order_cost=order_cost, lost_sales=lost_sales)
+                            warmup=warmup, holding_cost=holding_cost,
+                            penalty_cost=penalty_cost, order_cost=order_cost,
+                            lost_sales=lost_sales, max_order=max_order, on_hand=on_hand,
+                            pipeline=pipeline)
     best = costs.argmin(1)
     params = grid[torch.arange(grid.shape[0], device=grid.device), best]
     return ClassicalPolicy(kind, params), costs
@@ -145,13 +194,17 @@ def fit(kind: str, demand: Tensor, lead_time, *, holding_cost, penalty_cost, ord
 
 def evaluate(policy: ClassicalPolicy, demand: Tensor, lead_time, *, holding_cost, penalty_cost,
              order_cost=0.0, lost_sales: bool = True, review_period: int = 1,
-             warmup: int = 0) -> Metrics:
-    """Cost and business metrics of a policy on demand paths [S, T] or [S, N, T]."""
+             warmup: int = 0, max_order: float | None = None, on_hand=None,
+             pipeline=None) -> Metrics:
+    """Cost and business metrics of a policy on demand paths [S, T] or [S, N, T], under the
+    order cap ``max_order`` and from the initial state (``on_hand``, ``pipeline``) as in
+    :func:`fit`."""
     demand = _paths(demand)
     _, cost, stats = _simulate(policy.kind, policy.params.unsqueeze(1), demand, lead_time,
                                review_period=review_period, warmup=warmup,
                                holding_cost=holding_cost, penalty_cost=penalty_cost,
-                               order_cost=order_cost, lost_sales=lost_sales)
+                               order_cost=order_cost, lost_sales=lost_sales,
+                               max_order=max_order, on_hand=on_hand, pipeline=pipeline)
     counted = demand[:, :, warmup:]
     return business_metrics(cost[:, 0], stats[:, 0], counted.sum((1, 2)),
                             counted.shape[1] * counted.shape[2])

@@ -1,15 +1,22 @@
 """Reference costs for an instance: the exact optimum where the dynamic program applies, and the
 best base-stock and capped base-stock policies, all costed on the same test episode as the
-trained policies (common random numbers), so that gaps between rows are precise."""
+trained policies (common random numbers), under the same order cap, initial state, days and
+warm-up, so that gaps between rows are precise and fair."""
 
 from __future__ import annotations
 
 import torch
 
-from . import baselines, optimum
+from . import baselines, optimum, seeding
 from .envs import InstanceConfig, InventoryEnv
+from .evaluation import held_out_env
 
 _IID_KINDS = ("poisson", "normal", "uniform_int", "geometric")
+#: Demand kinds whose SKUs are trajectories drawn from one distribution (the paper's settings):
+#: a test may draw as many as it likes.
+_DRAWN_KINDS = ("paper_independent", "paper_ar1", "paper_iid_normal")
+#: Test trajectories of an instance whose SKUs are draws, at least (10x the paper's 100).
+TEST_TRAJECTORIES = 1000
 
 
 def identical_skus(instance: InstanceConfig) -> bool:
@@ -25,29 +32,88 @@ def dp_applies(instance: InstanceConfig) -> bool:
     """The lost-sales DP covers identical SKUs with Poisson demand, lead time >= 1, no cap."""
     return (identical_skus(instance) and instance.lost_sales and instance.lead_time >= 1
             and instance.demand["kind"] == "poisson" and instance.max_order is None
-            and instance.initial_state == "empty")
+            and instance.initial_state == "empty" and not instance.finite_horizon)
 
 
-def test_demand(test_instance: InstanceConfig, seed: int, device="cpu") -> torch.Tensor:
+def held_out_instance(instance: InstanceConfig, skus: int | None = None,
+                      horizon: int | None = None, warmup: int | None = None) -> InstanceConfig:
+    """The instance every policy is costed on, unless given: 1024 SKUs over 1000 days when the
+    SKUs are identical copies (a long-run average); at least :data:`TEST_TRAJECTORIES`
+    trajectories of the instance's own horizon when its SKUs are draws from one distribution
+    (the paper's settings); else the instance's own SKUs and horizon."""
+    identical = identical_skus(instance)
+    P = instance.review_period
+    if horizon is None:
+        long_run = identical and not instance.finite_horizon
+        horizon = max(instance.horizon, -(-1000 // P) * P) if long_run else instance.horizon
+    if skus is None:
+        skus = (1024 if identical else max(instance.num_skus, TEST_TRAJECTORIES)
+                if instance.demand["kind"] in _DRAWN_KINDS else instance.num_skus)
+    return instance.replace(num_skus=skus, horizon=horizon,
+                            warmup=instance.warmup if warmup is None else warmup)
+
+
+def held_out_demand(test_instance: InstanceConfig, seed: int, device="cpu") -> torch.Tensor:
     """The horizon's demand [S, T] of the episode that ``evaluation.evaluate(..., seed=seed)``
     runs on."""
-    return InventoryEnv(test_instance, device=device, seed=seed).sample_episode().demand
+    return held_out_env(test_instance, seed, device).sample_episode().demand
+
+
+def _costing(t: InstanceConfig, device) -> dict:
+    """The arguments that cost a classical policy on instance ``t`` as the environment does."""
+    return dict(holding_cost=t.per_sku_tensor("holding_cost", device, torch.float64),
+                penalty_cost=t.per_sku_tensor("penalty_cost", device, torch.float64),
+                order_cost=t.per_sku_tensor("order_cost", device, torch.float64),
+                lost_sales=t.lost_sales, review_period=t.review_period, warmup=t.warmup,
+                max_order=t.max_order)
+
+
+def _fit_episodes(instance: InstanceConfig, test: InstanceConfig, pooled: bool, paths: int,
+                  seed: int, device):
+    """(the instance searched on, demand [S, N, T], initial on-hand [S, N] and pipeline
+    [S, N, max_lead]): N = ``paths`` episodes drawn as the environment draws them (the same days
+    of an episode, the same initial state) from ``seed``'s baseline_fit stream; of one SKU of
+    the training instance when the SKUs are identical (S = 1), else of each test SKU."""
+    fit = instance.replace(num_skus=paths) if pooled else test
+    env = InventoryEnv(fit, device, seed=seeding.stream(seed, "baseline_fit"))
+    episodes = [env.sample_episode()] if pooled else [env.sample_episode() for _ in range(paths)]
+    demand, on_hand, pipeline = (torch.stack([getattr(e, k).double() for e in episodes], 1)
+                                 for k in ("demand", "on_hand", "pipeline"))
+    if pooled:  # [N, 1, ...] -> [1, N, ...]
+        demand, on_hand, pipeline = (x.transpose(0, 1) for x in (demand, on_hand, pipeline))
+    return fit, demand, on_hand, pipeline
 
 
 def reference_rows(instance: InstanceConfig, test_instance: InstanceConfig, *, seed: int,
                    device="cpu", train_paths: int = 128, progress: bool = False) -> list[dict]:
-    """Rows {"policy", "cost", "note"} for the DP optimum (exact, and its policy simulated on
-    the test episode) where it applies, and the best base-stock and capped base-stock policies
-    (searched on ``train_paths`` training episodes, costed on the test episode)."""
+    """Rows {"policy", "cost", "cost_se", "note", "per_sku"} for the DP optimum (exact, and its
+    policy simulated on the test episode) where it applies, and the best base-stock and capped
+    base-stock policies (searched on ``train_paths`` training episodes of their own stream,
+    costed on the test episode of ``seed`` with the instance's cap and initial state).
+    ``per_sku`` [S] holds each test SKU's cost (for paired gaps; None for the exact optimum).
+    A reference that cannot be computed (e.g. the DP's size limits) gives a row whose cost is
+    None and whose note says why; the others are still computed."""
     rows = []
-    demand = test_demand(test_instance, seed, device).to(torch.float64)
     t = test_instance
-    costs = dict(holding_cost=t.per_sku_tensor("holding_cost", device, torch.float64),
-                 penalty_cost=t.per_sku_tensor("penalty_cost", device, torch.float64),
-                 order_cost=t.per_sku_tensor("order_cost", device, torch.float64),
-                 lost_sales=t.lost_sales, review_period=t.review_period)
+    episode = held_out_env(t, seed, device).sample_episode()
+    demand = episode.demand.to(torch.float64)
+    costing = _costing(t, device)
     lead = t.per_sku_tensor("lead_time", device, torch.int64)
-    if dp_applies(instance):
+
+    def attempt(policy: str, compute) -> None:
+        try:
+            rows.extend(compute())
+        except (RuntimeError, ValueError, ZeroDivisionError, MemoryError) as e:
+            rows.append({"policy": policy, "cost": None, "cost_se": None, "per_sku": None,
+                         "note": f"not computed: {e}"})
+
+    def row(policy: str, per_sku: torch.Tensor, note: str) -> dict:
+        n = per_sku.numel()
+        se = float(per_sku.std() / n ** 0.5) if n > 1 else float("nan")
+        return {"policy": policy, "cost": float(per_sku.mean()), "cost_se": se,
+                "per_sku": per_sku, "note": note}
+
+    def dp_rows() -> list[dict]:
         h, p, c = instance.holding_cost, instance.penalty_cost, instance.order_cost
         sol = optimum.solve_lost_sales(optimum.poisson_pmf(float(instance.demand["rate"])),
                                        instance.lead_time, h, p, c,
@@ -57,30 +123,39 @@ def reference_rows(instance: InstanceConfig, test_instance: InstanceConfig, *, s
         if published is not None and h == 1.0 and c == 0.0 and instance.review_period == 1 \
                 and float(instance.demand["rate"]) == 5.0:
             note += f"; Zipkin (2008) published {published:.2f}"
-        rows.append({"policy": "DP optimum", "cost": sol.average_cost, "note": note})
-        simulated = optimum.simulate_policy(sol, demand.to(torch.float64), h, p, c,
-                                            warmup=t.warmup)
-        rows.append({"policy": "DP policy, test episode", "cost": float(simulated.mean()),
-                     "note": "the optimal policy on the same test demand"})
+        simulated = optimum.simulate_policy(sol, demand, h, p, c, warmup=t.warmup)
+        return [{"policy": "DP optimum", "cost": sol.average_cost, "cost_se": 0.0,
+                 "per_sku": None, "note": note},
+                row("DP policy, test episode", simulated,
+                    "the optimal policy on the same test demand")]
+
+    if dp_applies(instance):
+        attempt("DP optimum", dp_rows)
+    # Identical SKUs share one search; otherwise each test SKU gets its own, on episodes of its
+    # own demand process (the test instance may hold other SKUs than the training instance).
     pooled = identical_skus(instance)
-    # Identical SKUs share one search; otherwise each test SKU gets its own, on paths of its own
-    # demand process (the test instance may hold other SKUs than the training instance).
-    train = instance.replace(num_skus=1) if pooled else test_instance
-    process = train.demand_process(device)
-    paths = process.sample(instance.horizon, generator=torch.Generator(device).manual_seed(
-        seed + 17), paths=train_paths)
+    fitted = {}
+
+    def classical(kind: str, label: str):
+        def compute() -> list[dict]:
+            if "paths" not in fitted:
+                fitted["paths"] = _fit_episodes(instance, t, pooled, train_paths, seed, device)
+            fit, paths, x0, pipe0 = fitted["paths"]
+            policy, _ = baselines.fit(kind, paths, lead[:1] if pooled else lead, on_hand=x0,
+                                      pipeline=pipe0, **_costing(fit, device))
+            if pooled:
+                policy = baselines.ClassicalPolicy(kind, policy.params.expand(t.num_skus, -1))
+            metrics = baselines.evaluate(policy, demand, lead.expand(t.num_skus),
+                                         on_hand=episode.on_hand.double(),
+                                         pipeline=episode.pipeline.double(), **costing)
+            params = ", ".join(f"{n}={v:g}" for n, v in zip(
+                ("S", "cap"), policy.params[0].tolist())) if pooled else "per SKU"
+            cap = "" if t.max_order is None else f", orders capped at {t.max_order:g}"
+            return [row(label, metrics.average_cost,
+                        f"searched on {train_paths} training episodes ({params}){cap}")]
+        return compute
+
     for kind, label in (("base_stock", "best base-stock"),
                         ("capped_base_stock", "best capped base-stock")):
-        fit_costs = {k: (v[:1] if pooled and isinstance(v, torch.Tensor) else v)
-                     for k, v in costs.items()}
-        policy, _ = baselines.fit(kind, paths, lead[:1] if pooled else lead,
-                                  warmup=instance.warmup, **fit_costs)
-        if pooled:
-            policy = baselines.ClassicalPolicy(kind, policy.params.expand(t.num_skus, -1))
-        metrics = baselines.evaluate(policy, demand, lead.expand(t.num_skus), warmup=t.warmup,
-                                     **costs)
-        params = ", ".join(f"{n}={v:g}" for n, v in zip(
-            ("S", "cap"), policy.params[0].tolist())) if pooled else "per SKU"
-        rows.append({"policy": label, "cost": float(metrics.average_cost.mean()),
-                     "note": f"searched on {train_paths} training episodes ({params})"})
+        attempt(label, classical(kind, label))
     return rows
