@@ -82,13 +82,25 @@ def initial_output(head: str, instance: InstanceConfig) -> list[float]:
 
 
 def default_bounds(head: str, instance: InstanceConfig) -> tuple[float, float]:
-    """A range for bounded outputs that holds :func:`initial_output` well inside it: twice the
-    initial level (base, none) or coefficients within twice the initial multiple in size."""
-    init = initial_output(head, instance)
-    top = max(abs(v) for v in init) or 1.0
-    if head in ("base", "none"):
-        return (0.0, 2.0 * top)
-    return (-2.0 * top, 2.0 * top)
+    """A range for bounded outputs (DDPG's) that gives every head the same reachable policies:
+    with C = the mean demand over lead time + review period + 1 day in units of the SKU's
+    scale (the Base head's initial level), base-stock levels up to 3 C (base), orders up to
+    3 C (none: a base-stock policy whose level is at most 3 C never orders more), and
+    coefficients within +-3 C (coeff, both: levels or orders up to 3 C times a demand-mean
+    feature). Bounds that differ by head made the heads' comparison one of their bounds: with
+    none's orders capped at twice the initial order and base's levels at twice the initial level,
+    the best policy under none's cap cost 68% more than the best base-stock policy."""
+    top = 3.0 * initial_output("base", instance)[0]
+    return (0.0, top) if head in ("base", "none") else (-top, top)
+
+
+def mlp(sizes: list[int], activation: str, final_activation: bool = False) -> nn.Sequential:
+    """Linear layers of the given sizes with ``activation`` between them (and after the last
+    with ``final_activation``)."""
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+    return nn.Sequential(*(layers if final_activation else layers[:-1]))
 
 
 class Policy(nn.Module):
@@ -115,12 +127,8 @@ class Policy(nn.Module):
         # input normalisation: fixed per-column shift and scale, fitted once (fit_normalizer)
         self.register_buffer("obs_mean", torch.zeros(n))
         self.register_buffer("obs_std", torch.ones(n))
-        layers, width = [], n
-        for h in config.hidden:
-            layers += [nn.Linear(width, h), ACTIVATIONS[config.activation]()]
-            width = h
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(width, out)
+        self.body = mlp([n, *config.hidden], config.activation, final_activation=True)
+        self.head = nn.Linear(config.hidden[-1], out)
         init = config.initial_output if config.initial_output is not None else [1.0] * out
         if len(init) != out:
             raise ValueError(f"initial_output needs {out} values for head {config.head!r}, got "

@@ -13,12 +13,12 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from .. import cuda_value_checks
+from .. import cuda_value_checks, seeding
+from ..compare import identical_skus
 from ..envs import InstanceConfig, InventoryEnv
-from ..policies import Policy, PolicyConfig, atomic_save
+from ..ops import base_stock_order
+from ..policies import Policy, PolicyConfig, atomic_save, initial_output
 
-#: Offset of the validation episode's seed from the training seed.
-VALIDATION_SEED = 1_000_003
 STOP_REASONS = ("completed", "early_stopped", "time_budget", "diverged", "interrupted")
 
 
@@ -118,7 +118,9 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
     0-d tensor, read from the device only when shown or recorded); every
     ``eval_every`` iterations ``validate()`` gives the validation cost, which drives early
     stopping (best weights of ``policy`` kept and loaded at the end) and ``on_validation``
-    (e.g. a plateau scheduler).
+    (e.g. a plateau scheduler). The initial policy is validated before the first iteration
+    (history entry 0) and competes for the best: a run never returns a policy that validates
+    worse than the one it started from, and says so when it returns the initial one.
 
     With ``out_dir``, the best policy is saved to ``out_dir/policy.pt`` at the end.
     Checkpoints (``out_dir/checkpoint.pt``, atomic) hold the ``state_dict`` of every object in
@@ -171,6 +173,15 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
     def check_healthy(iteration: int) -> None:
         if healthy is not None and not healthy():
             raise Diverged(f"a loss or gradient was not finite before {unit} {iteration}")
+
+    if done == 0 and not history:  # the initial policy is the first candidate for the best
+        value = float(validate())
+        if not math.isfinite(value):
+            raise Diverged(f"the initial policy's validation cost is {value}")
+        stopper.update(value, 0, policy)
+        history.append({"iteration": 0, "train": None, "validation_cost": value,
+                        "best_validation_cost": value, "seconds": elapsed(),
+                        "cpu_seconds": cpu_elapsed()})
 
     bar = Progress(label, total, enabled=progress)
     stopped, message = (finished, "resumed a finished run") if finished else ("completed", "")
@@ -229,6 +240,9 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
         save(None if stopped == "interrupted" else stopped)
     if stopper.best_state is not None:
         policy.load_state_dict(stopper.best_state)
+    if stopper.best_epoch == 0 and done > 0 and stopped != "diverged":
+        message = "; ".join(filter(None, [message, "no validation improved on the initial "
+                                          "policy, which is returned"]))
     if out_dir is not None:
         policy.save(pathlib.Path(out_dir) / "policy.pt", instance=identity["instance"])
     return RunResult(best_validation=stopper.best, best_iteration=stopper.best_epoch,
@@ -255,30 +269,89 @@ def setup(instance: InstanceConfig | str, policy_config: PolicyConfig, *,
           reset: bool = False) -> Setup:
     """What every trainer starts from: the training environment (``train_skus`` SKUs, or the
     instance's), the validation environment and its fixed episode, and the policy (initial
-    weights from ``seed``) with its input normalisation fitted on the initial policy's states."""
+    weights from ``seed``) with its input normalisation fitted on :func:`reference_policy`'s
+    states, the same for every head and algorithm. Each draws from its own stream of ``seed``
+    (:mod:`deepstock_fast.seeding`)."""
     if isinstance(instance, str):
         instance = InstanceConfig.from_name(instance)
     env = InventoryEnv(instance if train_skus is None else instance.replace(num_skus=train_skus),
-                       device, seed=seed)
+                       device, seed=seeding.stream(seed, "train"))
     if reset:
         env.reset()
     valid_env = InventoryEnv(instance.replace(num_skus=validation_skus), device,
-                             seed=seed + VALIDATION_SEED)
+                             seed=seeding.stream(seed, "validation"))
     validation = valid_env.sample_episode()
-    torch.manual_seed(seed)
+    torch.manual_seed(seeding.stream(seed, "weights"))
     policy = Policy.for_instance(instance, policy_config, env.obs_names).to(device)
-    policy.fit_normalizer(initial_observations(env, policy))
+    policy.fit_normalizer(reference_observations(instance, seed, device))
     return Setup(instance, env, valid_env, validation, policy)
 
 
-@torch.no_grad()
-def initial_observations(env: InventoryEnv, policy: Policy) -> torch.Tensor:
-    """Observations along one episode of the untrained policy, for the input normalisation."""
-    seen = []
+#: SKUs of the reference episode when an instance's SKUs are identical copies.
+REFERENCE_SKUS = 256
 
-    def record(state):
-        seen.append(state.obs)
+
+def reference_policy(instance: InstanceConfig):
+    """A classical policy that does not depend on the head being trained: base-stock at the
+    Base head's initial level (mean demand over lead time + review period + 1 day, in units of
+    each SKU's scale), within the instance's order cap. The input normalisation and the RL
+    reward scale are fitted on its episodes, so every head and algorithm sees the same inputs
+    and rewards (fitted on each head's own untrained policy, they were not: the None head's
+    nearly constant orders left its pipeline columns almost constant)."""
+    level = initial_output("base", instance)[0]
+    cap = instance.max_order if instance.max_order is not None else math.inf
+    return lambda state: base_stock_order(level * state.scale, state.inventory_position, cap)
+
+
+@torch.no_grad()
+def reference_episode(instance: InstanceConfig, seed: int, purpose: str, device, record=None):
+    """:func:`reference_policy` over one episode of the instance's SKUs (:data:`REFERENCE_SKUS`
+    of them when they are identical copies, whatever a trainer's batch size), drawn from
+    ``seed``'s ``purpose`` stream; ``record(state)`` sees every state. Returns (the
+    environment, the :class:`SimulationResult`)."""
+    if identical_skus(instance):
+        instance = instance.replace(num_skus=REFERENCE_SKUS)
+    env = InventoryEnv(instance, device, seed=seeding.stream(seed, purpose))
+    policy = reference_policy(instance)
+
+    def act(state):
+        if record is not None:
+            record(state)
         return policy(state)
 
-    env.simulate(record, env.sample_episode(torch.Generator(env.device).manual_seed(12345)))
+    return env, env.simulate(act, env.sample_episode())
+
+
+def reference_observations(instance: InstanceConfig, seed: int, device) -> torch.Tensor:
+    """Observations [E * B, obs_size] along a :func:`reference_episode`, for the input
+    normalisation."""
+    seen = []
+    reference_episode(instance, seed, "normalizer", device, lambda s: seen.append(s.obs))
     return torch.cat(seen)
+
+
+def reward_scale(instance: InstanceConfig, seed: int, device) -> float:
+    """Mean cost per review period of a :func:`reference_episode`: PPO and DDPG divide rewards
+    by it so that values and advantages are O(1) whatever the instance's cost scale, with the
+    same scale for every head."""
+    env, result = reference_episode(instance, seed, "reward_scale", device)
+    c = env.config
+    return max(float(result.cost.sum(1).mean()) / (c.horizon - c.warmup) * c.review_period,
+               1e-6)
+
+
+def objective_reward(env: InventoryEnv, reward: torch.Tensor, day: int) -> torch.Tensor:
+    """The part of a step's reward [B] that the instance's objective counts: all of it for a
+    long-run (truncated) instance, none of a warm-up day's for a ``finite_horizon`` one, whose
+    cost is that of the days after warm-up (as DS and the evaluation count it)."""
+    c = env.config
+    return torch.zeros_like(reward) if c.finite_horizon and day < c.warmup else reward
+
+
+class Scalars(torch.nn.Module):
+    """Numbers a run fixes once and must keep across resumes (e.g. the reward scale)."""
+
+    def __init__(self, **values: float):
+        super().__init__()
+        for k, v in values.items():
+            self.register_buffer(k, torch.tensor(float(v), dtype=torch.float64))

@@ -6,9 +6,12 @@ RL sense is the pre-projection output (``raw``); the projection to an order is p
 environment, so the critic Q(obs, raw) always passes a gradient to the actor, also where the
 projection clamps. Every environment step adds ``num_envs`` transitions to a replay buffer that
 lives on the device; every ``train_freq`` steps the critic and actor take ``gradient_steps``
-updates on minibatches, with target networks updated softly (``tau``). Episodes end by
-truncation at the horizon, so the target always bootstraps (from the final observation at the
-horizon). Optional Gaussian exploration noise on ``raw`` (the paper ran without). Learning rates
+updates on minibatches, with target networks updated softly (``tau``). The first
+``critic_warmup`` updates train the critic alone: the actor starts from a sensible policy (the
+head's initial output) and following an untrained critic would destroy it (with a lead time,
+today's reward does not depend on today's order). At the horizon the target bootstraps from
+the final observation when the episode is truncated (a long-run problem cut short) and not when
+it terminates (a ``finite_horizon`` instance, whose warm-up days' costs are not counted). Optional Gaussian exploration noise on ``raw`` (the paper ran without). Learning rates
 decay linearly to ``lr_final``. Validation, early stopping, checkpoints (the buffer included),
 resume and divergence handling are those of :func:`~deepstock_fast.trainers.common.run_loop`.
 """
@@ -23,18 +26,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .. import seeding
 from ..envs import InstanceConfig
-from ..policies import Policy, PolicyConfig, default_bounds
-from .common import RunResult, run_loop, setup
-from .ppo import Scalars, mlp, reward_scale
+from ..policies import Policy, PolicyConfig, default_bounds, mlp
+from .common import RunResult, Scalars, objective_reward, reward_scale, run_loop, setup
 
 
 @dataclass
 class DDPGConfig:
-    """Hyperparameters; defaults inside PAPER.md's DDPG search space (64x64 networks, no
+    """Hyperparameters; defaults inside the paper's DDPG search space (64x64 networks, no
     exploration noise) except where batching changes their meaning: one step adds ``num_envs``
     transitions, so ``learning_starts`` is larger and each step takes ``gradient_steps`` updates
-    (about one sampled transition per stored one, as SB3's one update per step does)."""
+    (16 updates of 256 samples per 64 stored transitions: 64 sampled per stored transition,
+    and 0.25 updates per transition where SB3 makes 1)."""
 
     total_steps: int = 300_000        # environment transitions (SKU-periods); with 200k, one
     # of four Base runs on L = 2, p = 9 / L = 4, p = 39 ended at +2.5% (all within 2% at 300k)
@@ -47,8 +51,10 @@ class DDPGConfig:
     buffer_size: int = 100_000        # transitions
     learning_starts: int = 5000       # transitions before the first update
     train_freq: int = 1               # environment steps between updates
-    gradient_steps: int = 16          # updates each time (16 x 256 samples per 64 transitions)
+    gradient_steps: int = 16          # updates each time
+    critic_warmup: int = 3000         # updates of the critic alone before the actor's first
     exploration_noise: float = 0.0    # std of Gaussian noise on raw, in raw units
+    warmup_noise: float = 0.0         # the same, while the actor waits for the critic's warm-up
     critic_hidden: tuple[int, ...] = (64, 64)
     eval_every: int = 100             # environment steps between validations
     patience: int = 10
@@ -64,6 +70,8 @@ class DDPGConfig:
                      "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.critic_warmup < 0 or self.learning_starts < 0:
+            raise ValueError("critic_warmup and learning_starts must be >= 0")
         if not (0 < self.tau <= 1 and 0 < self.gamma <= 1 and self.exploration_noise >= 0):
             raise ValueError("need 0 < tau <= 1, 0 < gamma <= 1, exploration_noise >= 0")
 
@@ -73,7 +81,7 @@ class DDPGConfig:
 
 
 class ReplayBuffer(nn.Module):
-    """A ring buffer of transitions (obs, raw, reward, next_obs) on the device; its contents and
+    """A ring buffer of transitions (obs, raw, reward, next_obs, terminal) on the device; its contents and
     position are buffers, so a checkpoint keeps them."""
 
     def __init__(self, capacity: int, obs_size: int, action_size: int, device):
@@ -83,16 +91,18 @@ class ReplayBuffer(nn.Module):
         self.register_buffer("raw", torch.zeros(capacity, action_size, **f))
         self.register_buffer("reward", torch.zeros(capacity, **f))
         self.register_buffer("next_obs", torch.zeros(capacity, obs_size, **f))
+        self.register_buffer("terminal", torch.zeros(capacity, **f))  # 1: nothing after it
         self.register_buffer("position", torch.zeros((), dtype=torch.int64))
         self.register_buffer("size", torch.zeros((), dtype=torch.int64))
         self.capacity = capacity
 
     # Positions stay on the device: adding and sampling never wait for the host.
-    def add(self, obs, raw, reward, next_obs) -> None:
+    def add(self, obs, raw, reward, next_obs, terminal) -> None:
         n = obs.shape[0]
         idx = (torch.arange(n, device=obs.device) + self.position) % self.capacity
         self.obs[idx], self.raw[idx] = obs.float(), raw.float()
         self.reward[idx], self.next_obs[idx] = reward.float(), next_obs.float()
+        self.terminal[idx] = terminal.float()
         self.position.copy_((self.position + n) % self.capacity)
         self.size.copy_((self.size + n).clamp(max=self.capacity))
 
@@ -100,7 +110,8 @@ class ReplayBuffer(nn.Module):
         """``batch`` stored transitions, uniformly with replacement (the buffer is not empty)."""
         u = torch.rand(batch, generator=generator, dtype=torch.float64, device=self.obs.device)
         idx = torch.minimum((u * self.size).long(), self.size - 1)
-        return self.obs[idx], self.raw[idx], self.reward[idx], self.next_obs[idx]
+        return (self.obs[idx], self.raw[idx], self.reward[idx], self.next_obs[idx],
+                self.terminal[idx])
 
 
 def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
@@ -126,12 +137,19 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
     extra.target_critic = copy.deepcopy(extra.critic)
     extra.target_actor = copy.deepcopy(actor)
     extra.buffer = ReplayBuffer(config.buffer_size, env.obs_size, k, device)
-    extra.scalars = Scalars(reward_scale=reward_scale(env, actor)).to(device)
+    extra.scalars = Scalars(reward_scale=reward_scale(instance, config.seed, device)).to(device)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=config.lr)
     critic_opt = torch.optim.Adam(extra.critic.parameters(), lr=config.lr)
     reward_unit = float(extra.scalars.reward_scale) / (1 - config.gamma + 1e-3)
-    sampler = torch.Generator(env.device).manual_seed(config.seed + 31)
-    noise = torch.Generator(env.device).manual_seed(config.seed + 37)
+    sampler = seeding.generator(config.seed, "minibatch", env.device)
+    noise = seeding.generator(config.seed, "exploration", env.device)
+    # the first step (counted from 1) after which updates run: learning_starts transitions stored
+    first_update_step = max(1, -(-config.learning_starts // config.num_envs))
+
+    def updates_before(i: int) -> int:
+        """update() calls in steps 0 .. i - 1 (a function of i, so resumes need no counter)."""
+        f = config.train_freq
+        return config.gradient_steps * max(0, i // f - (first_update_step - 1) // f)
 
     def q(critic, obs, raw):
         x = (obs - actor.obs_mean) / actor.obs_std
@@ -141,24 +159,26 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
     # or a checkpoint.
     finite = torch.ones((), dtype=torch.bool, device=env.device)
 
-    def update() -> None:
-        obs, raw, reward, next_obs = extra.buffer.sample(config.batch_size, sampler)
+    def update(train_actor: bool) -> None:
+        obs, raw, reward, next_obs, terminal = extra.buffer.sample(config.batch_size, sampler)
         with torch.no_grad():
-            target = reward + config.gamma * q(extra.target_critic, next_obs,
-                                               extra.target_actor.raw(next_obs))
+            target = reward + config.gamma * (1 - terminal) * q(
+                extra.target_critic, next_obs, extra.target_actor.raw(next_obs))
         critic_loss = (q(extra.critic, obs, raw) - target).pow(2).mean()
         critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         critic_opt.step()
-        actor_loss = -q(extra.critic, obs, actor.raw(obs)).mean()
-        finite.logical_and_(torch.isfinite(critic_loss.detach())
-                            & torch.isfinite(actor_loss.detach()))
-        actor_opt.zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=list(actor.parameters()))
-        actor_opt.step()
+        finite.logical_and_(torch.isfinite(critic_loss.detach()))
+        nets = [(extra.critic, extra.target_critic)]
+        if train_actor:
+            actor_loss = -q(extra.critic, obs, actor.raw(obs)).mean()
+            finite.logical_and_(torch.isfinite(actor_loss.detach()))
+            actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward(inputs=list(actor.parameters()))
+            actor_opt.step()
+            nets.append((actor, extra.target_actor))
         with torch.no_grad():
-            for net, target_net in ((extra.critic, extra.target_critic),
-                                    (actor, extra.target_actor)):
+            for net, target_net in nets:
                 for p, tp in zip(net.parameters(), target_net.parameters()):
                     tp.lerp_(p, config.tau)
 
@@ -170,17 +190,19 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
         state = env.state()
         with torch.no_grad():
             raw = actor.raw(state.obs)
-            if config.exploration_noise > 0:
-                raw = raw + config.exploration_noise * torch.randn(
-                    raw.shape, generator=noise, device=raw.device)
-            _, reward, _, _, info = env.step(actor.project(raw, state))
-        next_obs = info.get("final_obs", env.state().obs)  # bootstrap through truncation
+            std = (config.warmup_noise if updates_before(i) < config.critic_warmup
+                   else config.exploration_noise)
+            if std > 0:
+                raw = raw + std * torch.randn(raw.shape, generator=noise, device=raw.device)
+            _, reward, terminated, _, info = env.step(actor.project(raw, state))
+        next_obs = info.get("final_obs", env.state().obs)
         # rewards in units of (mean cost per period) / (1 - gamma): Q-values are O(1)
-        extra.buffer.add(state.obs, raw, reward / reward_unit, next_obs)
-        stored = (i + 1) * config.num_envs  # transitions added so far
-        if stored >= config.learning_starts and (i + 1) % config.train_freq == 0:
-            for _ in range(config.gradient_steps):
-                update()
+        reward = objective_reward(env, reward, state.day)
+        extra.buffer.add(state.obs, raw, reward / reward_unit, next_obs, terminated)
+        if i + 1 >= first_update_step and (i + 1) % config.train_freq == 0:
+            done_updates = updates_before(i)
+            for k in range(config.gradient_steps):
+                update(train_actor=done_updates + k >= config.critic_warmup)
         return -reward.mean()
 
     result = run_loop(

@@ -4,8 +4,10 @@ The actor is the same :class:`~deepstock_fast.policies.Policy` as DS; PPO's Gaus
 pre-projection output (``raw``: a base-stock target, coefficients, or an order in units of the
 demand scale), and the environment receives ``policy.project(raw, state)``. Rollout storage,
 networks and environment stay on one device; an iteration collects ``n_steps`` transitions
-(``n_steps / num_envs`` steps of every SKU), computes GAE advantages (episodes end by truncation
-at the horizon: the value of the final observation is bootstrapped), then runs ``epochs`` passes
+(``n_steps / num_envs`` steps of every SKU), computes GAE advantages (at the horizon, the value of the
+final observation is bootstrapped when the episode is truncated, a long-run problem cut short,
+and not when it terminates, a ``finite_horizon`` instance, whose warm-up days' costs are not
+counted either), then runs ``epochs`` passes
 of clipped-objective minibatch updates with a value loss and an entropy bonus. The learning rate
 decays linearly to ``lr_final``. Validation, early stopping, checkpoints, resume and divergence
 handling are those of :func:`~deepstock_fast.trainers.common.run_loop`.
@@ -20,9 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..envs import InstanceConfig, InventoryEnv
-from ..policies import ACTIVATIONS, Policy, PolicyConfig
-from .common import RunResult, run_loop, setup
+from .. import seeding
+from ..envs import InstanceConfig
+from ..policies import Policy, PolicyConfig, mlp
+from .common import RunResult, Scalars, objective_reward, reward_scale, run_loop, setup
 
 
 @dataclass
@@ -68,30 +71,20 @@ class PPOConfig:
         return max(1, self.total_steps // self.n_steps)
 
 
-def mlp(sizes: list[int], activation: str) -> nn.Sequential:
-    layers = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
-    return nn.Sequential(*layers[:-1])
-
-
-class Scalars(nn.Module):
-    """Numbers a run fixes once and must keep across resumes (e.g. the reward scale)."""
-
-    def __init__(self, **values: float):
-        super().__init__()
-        for k, v in values.items():
-            self.register_buffer(k, torch.tensor(float(v), dtype=torch.float64))
-
-
-def reward_scale(env: InventoryEnv, policy: Policy) -> float:
-    """Mean absolute reward of one episode of the initial policy: rewards are divided by it so
-    that values and advantages are O(1) whatever the instance's cost scale."""
-    with torch.no_grad():
-        result = env.simulate(policy, env.sample_episode(
-            torch.Generator(env.device).manual_seed(54321)))
-    return max(float(result.cost.sum(1).mean()) / (env.config.horizon - env.config.warmup)
-               * env.config.review_period, 1e-6)
+def gae(rewards: torch.Tensor, values: torch.Tensor, next_value: torch.Tensor,
+        dones: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """Generalised advantage estimates [T, B] of a rollout: rewards, values and dones [T, B]
+    (done: the episode ended at that step; a truncated episode's reward already holds the
+    discounted value of its final state), next_value [B] the value after the last step."""
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(next_value)
+    for t in reversed(range(rewards.shape[0])):
+        not_done = 1.0 - dones[t]
+        following = next_value if t == rewards.shape[0] - 1 else values[t + 1]
+        delta = rewards[t] + gamma * following * not_done - values[t]
+        last = delta + gamma * lam * not_done * last
+        advantages[t] = last
+    return advantages
 
 
 def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
@@ -110,12 +103,12 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
     log_std = nn.Parameter(torch.full((k,), config.log_std_init, device=device))
     extra = nn.Module()
     extra.critic, extra.log_std = critic, log_std
-    extra.scalars = Scalars(reward_scale=reward_scale(env, policy)).to(device)
+    extra.scalars = Scalars(reward_scale=reward_scale(instance, config.seed, device)).to(device)
     params = list(policy.parameters()) + list(extra.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr, eps=1e-5)
     steps = config.n_steps // config.num_envs
-    noise = torch.Generator(env.device).manual_seed(config.seed + 41)  # exploration
-    B = config.num_envs
+    noise = seeding.generator(config.seed, "exploration", env.device)
+    minibatches = seeding.generator(config.seed, "minibatch", env.device)
     # Losses and gradient norms are checked on the device; run_loop reads the flag back only
     # before a validation or a checkpoint.
     finite = torch.ones((), dtype=torch.bool, device=env.device)
@@ -137,35 +130,28 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
                 dist = torch.distributions.Normal(mean, log_std.exp(), validate_args=False)
                 raw = mean + log_std.exp() * torch.randn(mean.shape, generator=noise,
                                                          device=mean.device)
-                _, reward, _, truncated, info = env.step(policy.project(raw, state))
+                _, reward, terminated, truncated, info = env.step(policy.project(raw, state))
                 cost = cost - reward.mean()
-                reward = reward.float() / scale
+                reward = objective_reward(env, reward, state.day).float() / scale
                 v = value(state.obs)
-                if "final_obs" in info:  # truncation: bootstrap the final state's value
-                    reward = reward + config.gamma * value(info["final_obs"])
+                if truncated.any():  # a long-run problem cut short: bootstrap the final state
+                    reward = reward + config.gamma * truncated * value(info["final_obs"])
                 obs_buf.append(state.obs.float())
                 raw_buf.append(raw)
                 logp_buf.append(dist.log_prob(raw).sum(-1))
                 val_buf.append(v)
                 rew_buf.append(reward)
-                done_buf.append(truncated.float())
-            next_value = value(env.state().obs)
-            advantages = torch.zeros(steps, B, device=env.device)
-            last = torch.zeros(B, device=env.device)
-            for t in reversed(range(steps)):
-                not_done = 1.0 - done_buf[t]
-                following = next_value if t == steps - 1 else val_buf[t + 1]
-                delta = rew_buf[t] + config.gamma * following * not_done - val_buf[t]
-                last = delta + config.gamma * config.gae_lambda * not_done * last
-                advantages[t] = last
-            returns = advantages + torch.stack(val_buf)
+                done_buf.append((terminated | truncated).float())
+            values = torch.stack(val_buf)
+            advantages = gae(torch.stack(rew_buf), values, value(env.state().obs),
+                             torch.stack(done_buf), config.gamma, config.gae_lambda)
+            returns = advantages + values
         obs, raw = torch.stack(obs_buf).flatten(0, 1), torch.stack(raw_buf).flatten(0, 1)
         old_logp = torch.stack(logp_buf).flatten()
         adv, ret = advantages.flatten(), returns.flatten()
         n = obs.shape[0]
-        g = torch.Generator(env.device).manual_seed(config.seed * 7919 + i)
         for _ in range(config.epochs):
-            order = torch.randperm(n, generator=g, device=env.device)
+            order = torch.randperm(n, generator=minibatches, device=env.device)
             for lo in range(0, n, config.batch_size):
                 idx = order[lo:lo + config.batch_size]
                 a = adv[idx]
@@ -192,7 +178,7 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
         checkpoint_every=config.checkpoint_every, time_budget=config.time_budget,
         policy=policy, stateful={"policy": policy, "extra": extra, "optimizer": optimizer,
                                  "env": env},
-        generators={"noise": noise}, identity={"algo": "ppo", "instance": instance.to_dict(),
+        generators={"noise": noise, "minibatches": minibatches}, identity={"algo": "ppo", "instance": instance.to_dict(),
                                  "config": dataclasses.asdict(config),
                                  "policy_config": dataclasses.asdict(policy.config)},
         out_dir=out_dir, resume=resume, progress=progress, unit="update",
