@@ -32,7 +32,7 @@ from deepstock_fast.envs import InstanceConfig, InventoryEnv  # noqa: E402
 from deepstock_fast.evaluation import evaluate  # noqa: E402
 from deepstock_fast.cli import TRAINERS, UsageError, parse_settings  # noqa: E402
 from deepstock_fast.policies import PolicyConfig  # noqa: E402
-from deepstock_fast.trainers.common import VALIDATION_SEED  # noqa: E402
+from deepstock_fast.seeding import stream  # noqa: E402
 
 ALL = [(L, p) for L in (1, 2, 3, 4) for p in (4, 9, 19, 39)]
 
@@ -76,9 +76,8 @@ def main(argv=None) -> int:
     rows, path = [], None
     for name, zipkin in cases:
         instance = InstanceConfig.from_name(name)
-        test = instance.replace(num_skus=1024, horizon=1000) if zipkin else instance.replace(
-            num_skus=max(instance.num_skus, 100))
-        test_seed = args.seed + 2
+        test = compare.held_out_instance(instance)
+        test_seed = args.seed  # evaluate() and held_out_demand() draw from its test stream
         for algo in args.algos:
             cls, train, hidden = TRAINERS[algo]
             changes = {"seed": args.seed}
@@ -90,7 +89,8 @@ def main(argv=None) -> int:
             changes.update({k: v for k, v in overrides.items() if k in fields})
             config = cls(**changes)
             valid = InventoryEnv(instance.replace(num_skus=config.validation_skus), args.device,
-                                 seed=args.seed + VALIDATION_SEED).sample_episode().demand
+                                 seed=stream(args.seed, "validation")
+                                 ).sample_episode().demand
             if zipkin:
                 lead, penalty = zipkin
                 sol = optimum.solve_lost_sales(optimum.poisson_pmf(5.0), lead, 1.0,
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                 ref_valid = float(optimum.simulate_policy(sol, valid.double(), 1.0, penalty,
                                                           warmup=instance.warmup).mean())
                 ref_test = float(optimum.simulate_policy(
-                    sol, compare.test_demand(test, test_seed, args.device).double(), 1.0,
+                    sol, compare.held_out_demand(test, test_seed, args.device).double(), 1.0,
                     penalty, warmup=test.warmup).mean())
                 reference, exact = "DP policy", sol.average_cost
             else:

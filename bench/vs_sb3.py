@@ -34,7 +34,7 @@ from deepstock_fast import optimum  # noqa: E402
 from deepstock_fast.envs import InstanceConfig, InventoryEnv  # noqa: E402
 from deepstock_fast.policies import PolicyConfig  # noqa: E402
 from deepstock_fast.trainers import PPOConfig, train_ppo  # noqa: E402
-from deepstock_fast.trainers.common import VALIDATION_SEED  # noqa: E402
+from deepstock_fast.seeding import stream  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     config = PPOConfig(total_steps=args.steps, seed=args.seed,
                        eval_every=max(1, args.eval_steps // PPOConfig.n_steps), patience=10**6)
     valid_env = InventoryEnv(instance.replace(num_skus=config.validation_skus),
-                             seed=args.seed + VALIDATION_SEED)
+                             seed=stream(args.seed, "validation"))
     validation = valid_env.sample_episode()
     sol = optimum.solve_lost_sales(optimum.poisson_pmf(float(instance.demand["rate"])),
                                    instance.lead_time, instance.holding_cost,

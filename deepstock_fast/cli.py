@@ -21,14 +21,13 @@ import sys
 
 import torch
 
-from . import compare
+from . import compare, seeding
 from .envs import InstanceConfig
-from .evaluation import evaluate
+from .evaluation import evaluate, paired_gap
 from .policies import HEADS, Policy, PolicyConfig
 from .report import machine, table
 from .envs.config import parse_value
 from .trainers import DDPGConfig, DSConfig, PPOConfig, train_ddpg, train_ds, train_ppo
-from .trainers.common import VALIDATION_SEED
 
 #: algo -> (hyperparameter dataclass, trainer, default hidden widths)
 TRAINERS = {"ds": (DSConfig, train_ds, (64, 64)), "ppo": (PPOConfig, train_ppo, (256, 256)),
@@ -112,18 +111,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text.replace("=", "")).strip("-") or "instance"
 
 
-def test_instance(instance: InstanceConfig, skus: int | None, horizon: int | None,
-                  warmup: int | None) -> InstanceConfig:
-    """The instance every policy is costed on: by default 1024 SKUs over 1000 days when the SKUs
-    are identical copies (a long-run average), else the instance's own SKUs and horizon."""
-    identical = compare.identical_skus(instance)
-    P = instance.review_period
-    if horizon is None:
-        horizon = max(instance.horizon, -(-1000 // P) * P) if identical else instance.horizon
-    return instance.replace(num_skus=skus or (1024 if identical else instance.num_skus),
-                            horizon=horizon, warmup=instance.warmup if warmup is None else warmup)
-
-
 # ---- train -------------------------------------------------------------------------------------
 def algo_config(args):
     """The algo's hyperparameters: its defaults, the flags given, then every --set key=value."""
@@ -166,7 +153,8 @@ def cmd_train(args) -> int:
     config = algo_config(args)
     train = TRAINERS[args.algo][1]
     hidden = args.hidden or TRAINERS[args.algo][2]
-    test = test_instance(instance, args.test_skus, args.test_horizon, args.test_warmup)
+    test = compare.held_out_instance(instance, args.test_skus, args.test_horizon,
+                                     args.test_warmup)
     out = pathlib.Path(args.out or f"runs/{_slug(args.instance)}-{args.algo}")
     if args.resume and not out.is_dir():
         raise UsageError(f"--resume: no checkpoint in {out} (the directory does not exist)")
@@ -183,26 +171,30 @@ def cmd_train(args) -> int:
             print(f"{args.algo}+{head}: {result.message}", file=sys.stderr)
         if result.stopped in ("diverged", "interrupted"):
             return 1 if result.stopped == "diverged" else 130
-        ev = evaluate(policy, test, seed=args.seed + 2, device=args.device)
-        runs[head] = (result, ev)
+        ev = evaluate(policy, test, seed=args.seed, device=args.device)
+        runs[head] = (policy, result, ev)
     print("costing the references on the same test episode...", file=sys.stderr)
-    references = compare.reference_rows(instance, test, seed=args.seed + 2, device=args.device)
+    references = compare.reference_rows(instance, test, seed=args.seed, device=args.device)
     rows = _comparison(args.algo, runs, references)
     print(table(rows, [("policy", "policy", "s"), ("cost", "cost / SKU-day", ".4f"),
+                       ("cost_se", "+-", ".4f"),
                        ("gap_pct", f"gap % vs {rows[0]['baseline']}", "+.2f"),
-                       ("gap_same_demand_pct", "vs DP policy, same demand", "+.2f"),
+                       ("gap_se", "+-", ".2f"),
                        ("fill_rate", "fill rate", ".3f"), ("stockout_rate", "stockout", ".3f"),
                        ("turnover_days", "turnover d", ".2f"), ("seconds", "train s", ".0f"),
                        ("iterations", "iterations", "d")]))
+    print(f"+-: standard errors over the {test.num_skus} test SKUs; gaps are paired (every "
+          "policy runs on the same test demand)", file=sys.stderr)
     payload = {"command": sys.argv, "instance": instance.to_dict(), "test_instance": test.to_dict(),
                "algo": args.algo, "config": dataclasses.asdict(config),
-               "seeds": {"train": args.seed, "validation": args.seed + VALIDATION_SEED,
-                         "test": args.seed + 2},
-               "runs": {head: {"policy_config": dataclasses.asdict(PolicyConfig(
-                   head=head, hidden=hidden, activation=args.activation)),
+               "seeds": {"seed": args.seed, **{p: seeding.stream(args.seed, p) for p in
+                                               ("train", "validation", "test")}},
+               "runs": {head: {"policy_config": dataclasses.asdict(policy.config),
                                "result": dataclasses.asdict(result),
-                               "test": {k: float(v) for k, v in ev.aggregate._asdict().items()}}
-                        for head, (result, ev) in runs.items()},
+                               "test": {"average_cost_se": ev.average_cost_se,
+                                        **{k: float(v) for k, v in
+                                           ev.aggregate._asdict().items()}}}
+                        for head, (policy, result, ev) in runs.items()},
                "comparison": rows, "machine": machine(args.device)}
     (out / "results.json").write_text(json.dumps(payload, indent=1))
     _plot(runs, references, out / "learning_curve.png", args.instance)
@@ -211,22 +203,32 @@ def cmd_train(args) -> int:
 
 
 def _comparison(algo, runs, references) -> list[dict]:
-    base = next((r for r in references if r["policy"] == "DP optimum"), None) or next(
-        r for r in references if r["policy"] == "best base-stock")
+    """Rows of the trained policies and the references, each with its cost and standard error
+    and its gap to the best available reference: paired (same test demand) against the DP's
+    optimal policy on the test episode or the best base-stock policy, or against the exact
+    optimal cost."""
     rows = []
-    for head, (result, ev) in runs.items():
+    for head, (_, result, ev) in runs.items():
         a = ev.aggregate
         rows.append({"policy": f"{algo} + {head}", "cost": ev.average_cost,
+                     "cost_se": ev.average_cost_se, "per_sku": ev.per_sku.average_cost,
                      "fill_rate": float(a.fill_rate), "stockout_rate": float(a.stockout_rate),
                      "turnover_days": float(a.turnover_days), "seconds": result.seconds,
                      "iterations": result.iterations})
     rows += [dict(r) for r in references]
-    same = next((r for r in references if r["policy"] == "DP policy, test episode"), None)
+    costed = {r["policy"]: r for r in rows if r["cost"] is not None}
+    base = next((costed[n] for n in ("DP policy, test episode", "best base-stock", "DP optimum")
+                 if n in costed), None)
     for r in rows:
-        r["baseline"] = base["policy"]
-        r["gap_pct"] = 100 * (r["cost"] - base["cost"]) / base["cost"]
-        if same is not None:  # common random numbers: free of the test episode's noise
-            r["gap_same_demand_pct"] = 100 * (r["cost"] - same["cost"]) / same["cost"]
+        r["baseline"] = base["policy"] if base else None
+        if base is None or r["cost"] is None:
+            r["gap_pct"] = r["gap_se"] = None
+        elif base["per_sku"] is not None and r.get("per_sku") is not None:
+            r["gap_pct"], r["gap_se"] = paired_gap(r["per_sku"], base["per_sku"])
+        else:
+            r["gap_pct"], r["gap_se"] = 100 * (r["cost"] - base["cost"]) / base["cost"], None
+    for r in rows:
+        r.pop("per_sku", None)
     return rows
 
 
@@ -240,18 +242,19 @@ def _plot(runs, references, path: pathlib.Path, title: str) -> None:
         return
     fig, ax = plt.subplots(figsize=(7, 4.2))
     unit = "iteration"
-    for head, (result, _) in runs.items():
+    for head, (_, result, _) in runs.items():
         x = [h["iteration"] for h in result.history]
         ax.plot(x, [h["validation_cost"] for h in result.history], label=f"{head}")
         unit = result.unit
     for r in references:
-        if r["policy"] in ("DP optimum", "best base-stock", "best capped base-stock"):
+        if r["cost"] is not None and r["policy"] in ("DP optimum", "best base-stock",
+                                                     "best capped base-stock"):
             ax.axhline(r["cost"], linestyle="--", linewidth=1, label=r["policy"], color={
                 "DP optimum": "black", "best base-stock": "grey",
                 "best capped base-stock": "tab:olive"}[r["policy"]])
-    costs = [h["validation_cost"] for res, _ in runs.values() for h in res.history]
+    costs = [h["validation_cost"] for _, res, _ in runs.values() for h in res.history]
     if costs:
-        low = min(costs + [r["cost"] for r in references])
+        low = min(costs + [r["cost"] for r in references if r["cost"] is not None])
         ax.set_ylim(low * 0.99, min(max(costs), low * 1.3))
     ax.set(xlabel=unit, ylabel="validation cost per SKU-day", title=title)
     ax.legend()
@@ -273,11 +276,12 @@ def cmd_eval(args) -> int:
         if saved is None:
             raise UsageError("the policy file holds no instance: pass --instance")
         instance = InstanceConfig.from_dict(saved)
-    test = test_instance(instance, args.skus, args.horizon, args.warmup)
+    test = compare.held_out_instance(instance, args.skus, args.horizon, args.warmup)
     ev = evaluate(policy, test, seed=args.seed, device=args.device)
-    row = {"policy": str(path), "cost": ev.average_cost,
+    row = {"policy": str(path), "cost": ev.average_cost, "cost_se": ev.average_cost_se,
            **{k: float(v) for k, v in ev.aggregate._asdict().items() if k != "average_cost"}}
     print(table([row], [("policy", "policy", "s"), ("cost", "cost / SKU-day", ".4f"),
+                        ("cost_se", "+-", ".4f"),
                         ("fill_rate", "fill rate", ".3f"), ("stockout_rate", "stockout", ".3f"),
                         ("turnover_days", "turnover d", ".2f")]))
     if args.json:
@@ -288,11 +292,11 @@ def cmd_eval(args) -> int:
 
 def cmd_baselines(args) -> int:
     instance = load_instance(args.instance)
-    test = test_instance(instance, args.skus, args.horizon, args.warmup)
+    test = compare.held_out_instance(instance, args.skus, args.horizon, args.warmup)
     rows = compare.reference_rows(instance, test, seed=args.seed, device=args.device,
                                   progress=True)
     print(table(rows, [("policy", "policy", "s"), ("cost", "cost / SKU-day", ".4f"),
-                       ("note", "", "s")]))
+                       ("cost_se", "+-", ".4f"), ("note", "", "s")]))
     return 0
 
 

@@ -66,7 +66,7 @@ def best_constant_order_cost(test, seed: int, *, lead_time: int, penalty_cost: f
     constant-order policy, searched on 64 independent Poisson(5) paths."""
     from deepstock_fast import baselines, compare
 
-    demand = compare.test_demand(test, seed).to(torch.float64)
+    demand = compare.held_out_demand(test, seed).to(torch.float64)
     paths = torch.poisson(torch.full((1, 64, train_days), 5.0, dtype=torch.float64),
                           generator=torch.Generator().manual_seed(1))
     costs = dict(holding_cost=1.0, penalty_cost=penalty_cost, warmup=warmup)

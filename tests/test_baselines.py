@@ -75,7 +75,7 @@ def test_reference_rows_fit_each_test_sku_when_test_skus_differ_from_training():
     test = instance.replace(num_skus=12, horizon=200)
     rows = {r["policy"]: r["cost"] for r in compare.reference_rows(instance, test, seed=5,
                                                                     train_paths=32)}
-    demand = compare.test_demand(test, 5).to(torch.float64).unsqueeze(1)
+    demand = compare.held_out_demand(test, 5).to(torch.float64).unsqueeze(1)
     _, in_sample = baselines.fit("base_stock", demand, test.lead_time, warmup=test.warmup,
                                  holding_cost=test.holding_cost, penalty_cost=test.penalty_cost,
                                  lost_sales=test.lost_sales, review_period=test.review_period)

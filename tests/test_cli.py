@@ -32,13 +32,15 @@ def test_train_writes_results_table_and_policies(tmp_path):
     out = tmp_path / "run"
     r = deepstock("train", *TINY, "--head", "none,base", "--epochs", "10", "--out", str(out))
     for name in ("ds + none", "ds + base", "DP optimum", "best base-stock",
-                 "best capped base-stock", "vs DP policy, same demand"):
+                 "best capped base-stock", "gap % vs DP policy, test episode", "+-"):
         assert name in r.stdout
     results = json.loads((out / "results.json").read_text())
     assert set(results["runs"]) == {"none", "base"}
-    assert results["machine"]["cpu_count"] >= 1 and results["seeds"]["train"] == 0
+    assert results["machine"]["cpu_count"] >= 1 and results["seeds"]["seed"] == 0
     rows = {row["policy"]: row for row in results["comparison"]}
-    assert rows["DP optimum"]["gap_pct"] == 0.0
+    assert rows["DP policy, test episode"]["gap_pct"] == 0.0
+    assert all(rows[p]["cost_se"] > 0 and rows[p]["gap_se"] is not None
+               for p in ("ds + none", "ds + base", "best base-stock"))
     assert (out / "base" / "policy.pt").exists() and (out / "none" / "checkpoint.pt").exists()
     pytest.importorskip("matplotlib")
     assert (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"

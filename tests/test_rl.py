@@ -24,7 +24,7 @@ TINY = {
     "ddpg": (train_ddpg, lambda **kw: DDPGConfig(**{
         **dict(total_steps=1024, num_envs=16, batch_size=32, learning_starts=64,
                gradient_steps=2, validation_skus=32, eval_every=16, checkpoint_every=16,
-               critic_hidden=(16,), buffer_size=512), **kw})),
+               critic_hidden=(16,), buffer_size=512, critic_warmup=0), **kw})),
 }
 
 
