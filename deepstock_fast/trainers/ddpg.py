@@ -25,7 +25,8 @@ from torch import nn
 
 from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig, default_bounds
-from .common import RunResult, run_loop, setup
+from .common import (DISCOUNT, NON_NEGATIVE, SEEDS, Range, RunResult, check_fields, run_loop,
+                     setup)
 from .ppo import Scalars, mlp, reward_scale
 
 
@@ -58,14 +59,8 @@ class DDPGConfig:
     seed: int = 0
 
     def __post_init__(self):
-        self.critic_hidden = tuple(self.critic_hidden)
-        for name in ("total_steps", "num_envs", "batch_size", "buffer_size", "train_freq",
-                     "gradient_steps", "eval_every", "patience", "validation_skus",
-                     "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not (0 < self.tau <= 1 and 0 < self.gamma <= 1 and self.exploration_noise >= 0):
-            raise ValueError("need 0 < tau <= 1, 0 < gamma <= 1, exploration_noise >= 0")
+        check_fields(self, lr_final=NON_NEGATIVE, tau=DISCOUNT, gamma=DISCOUNT,
+                     learning_starts=Range(0), exploration_noise=NON_NEGATIVE, seed=SEEDS)
 
     @property
     def iterations(self) -> int:
