@@ -18,16 +18,18 @@ import pathlib
 import re
 import runpy
 import sys
+import traceback
 
 import torch
 
-from . import compare, seeding
+from . import build_info, compare, seeding
 from .envs import InstanceConfig
 from .evaluation import evaluate, paired_gap
-from .policies import HEADS, Policy, PolicyConfig
+from .policies import HEADS, Policy, PolicyConfig, load_file
 from .report import machine, table
 from .envs.config import parse_value
 from .trainers import DDPGConfig, DSConfig, PPOConfig, train_ddpg, train_ds, train_ppo
+from .trainers.common import OutputDirError, output_dir
 
 #: algo -> (hyperparameter dataclass, trainer, default hidden widths)
 TRAINERS = {"ds": (DSConfig, train_ds, (64, 64)), "ppo": (PPOConfig, train_ppo, (256, 256)),
@@ -40,8 +42,12 @@ FLAGS = {"epochs": "epochs", "steps": "total_steps", "batch_size": "batch_size",
          "time_budget": "time_budget", "seed": "seed"}
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """A bad argument: reported as ``deepstock <command>: error: ...`` with exit status 2."""
+
+
+#: Errors a bad argument or file gives: exit status 2 (anything else, a bug: 1).
+USER_ERRORS = (ValueError, OSError, OutputDirError)
 
 
 # ---- argument helpers ------------------------------------------------------------------------
@@ -50,18 +56,32 @@ def load_instance(text: str) -> InstanceConfig:
     if path.suffix in (".json", ".yaml", ".yml"):
         if not path.exists():
             raise UsageError(f"instance file {text} does not exist")
-        raw = path.read_text()
+        try:
+            raw = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read the instance file {text}: {e}") from None
         if path.suffix == ".json":
-            data = json.loads(raw)
+            try:
+                data = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"instance file {text} is not valid JSON: {e}") from None
         else:
             try:
                 import yaml
             except ImportError:
                 raise UsageError("reading YAML needs PyYAML (pip install pyyaml); or use JSON")
-            data = yaml.safe_load(raw)
+            try:
+                data = yaml.safe_load(raw)
+            except yaml.YAMLError as e:
+                raise UsageError(f"instance file {text} is not valid YAML: "
+                                 f"{' '.join(str(e).split())}") from None
         if not isinstance(data, dict):
-            raise UsageError(f"{text} must hold a mapping of instance config fields")
-        return InstanceConfig.from_dict(data)
+            raise UsageError(f"{text} must hold a mapping of instance config fields, not a "
+                             f"{type(data).__name__}")
+        try:
+            return InstanceConfig.from_dict(data)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:  # a bad field
+            raise UsageError(f"instance file {text}: {e}") from None
     return InstanceConfig.from_name(text)
 
 
@@ -100,10 +120,19 @@ def _positive(kind):
 def _device(text: str) -> str:
     try:
         device = torch.device(text)
-    except RuntimeError:
+    except (RuntimeError, ValueError, TypeError):
         raise argparse.ArgumentTypeError(f"unknown device {text!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError("device cuda requested but no CUDA GPU is available")
+    if device.type not in ("cpu", "cuda"):  # the ops have CPU and CUDA kernels only
+        raise argparse.ArgumentTypeError(f"device must be cpu or cuda[:N], got {text!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError("device cuda requested but no CUDA GPU is available")
+        if not build_info()["cuda_kernels"]:
+            raise argparse.ArgumentTypeError("device cuda requested but the extension was built "
+                                             "without CUDA kernels")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"device {text}: only {torch.cuda.device_count()} "
+                                             "CUDA GPU(s) here")
     return text
 
 
@@ -149,16 +178,25 @@ def parse_settings(items: list[str], fields) -> dict:
 
 
 def cmd_train(args) -> int:
+    """Checks the arguments, then trains in the claimed output directory (written into by this
+    run alone, checked writable before minutes of training)."""
     instance = load_instance(args.instance)
     config = algo_config(args)
+    out = pathlib.Path(args.out or f"runs/{_slug(args.instance)}-{args.algo}")
+    if args.resume and not out.is_dir():
+        raise UsageError(f"--resume: no checkpoint in {out} (the directory does not exist)")
+    try:
+        with output_dir(out):
+            return _train(args, instance, config, out)
+    except OutputDirError as e:
+        raise UsageError(f"--out: {e}") from None
+
+
+def _train(args, instance, config, out: pathlib.Path) -> int:
     train = TRAINERS[args.algo][1]
     hidden = args.hidden or TRAINERS[args.algo][2]
     test = compare.held_out_instance(instance, args.test_skus, args.test_horizon,
                                      args.test_warmup)
-    out = pathlib.Path(args.out or f"runs/{_slug(args.instance)}-{args.algo}")
-    if args.resume and not out.is_dir():
-        raise UsageError(f"--resume: no checkpoint in {out} (the directory does not exist)")
-    out.mkdir(parents=True, exist_ok=True)
     print(f"deepstock train: {args.algo} on {args.instance}, heads {', '.join(args.head)}; "
           f"results in {out}/", file=sys.stderr)
     runs = {}
@@ -167,18 +205,30 @@ def cmd_train(args) -> int:
         policy, result = train(instance, policy_config, config, device=args.device,
                                out_dir=out / head, resume=args.resume,
                                progress=not args.no_progress, label=f"{args.algo}+{head}")
+        if result.stopped == "diverged":
+            print(f"deepstock train: error: {args.algo}+{head}: {result.message}",
+                  file=sys.stderr)
+            return 1
         if result.message:
             print(f"{args.algo}+{head}: {result.message}", file=sys.stderr)
-        if result.stopped in ("diverged", "interrupted"):
-            return 1 if result.stopped == "diverged" else 130
+        if result.stopped == "interrupted":
+            return 130
         ev = evaluate(policy, test, seed=args.seed, device=args.device)
         runs[head] = (policy, result, ev)
     print("costing the references on the same test episode...", file=sys.stderr)
-    references = compare.reference_rows(instance, test, seed=args.seed, device=args.device)
-    rows = _comparison(args.algo, runs, references)
+    failed = {}  # the comparisons that could not be made: the training's results stay
+    try:  # a reference beyond its limits is a row saying why; this catches anything else
+        references = compare.reference_rows(instance, test, seed=args.seed,
+                                             device=args.device)
+    except Exception as e:  # noqa: BLE001
+        references, failed["references"] = [], _one_line(e)
+        print(f"deepstock train: the references could not be costed: {failed['references']}",
+              file=sys.stderr)
+    failed.update({r["policy"]: r["note"] for r in references if r["cost"] is None})
+    rows = _comparison(args.algo, runs, references, failed)
     print(table(rows, [("policy", "policy", "s"), ("cost", "cost / SKU-day", ".4f"),
                        ("cost_se", "+-", ".4f"),
-                       ("gap_pct", f"gap % vs {rows[0]['baseline']}", "+.2f"),
+                       ("gap_pct", f"gap % vs {rows[0].get('baseline') or '-'}", "+.2f"),
                        ("gap_se", "+-", ".2f"),
                        ("fill_rate", "fill rate", ".3f"), ("stockout_rate", "stockout", ".3f"),
                        ("turnover_days", "turnover d", ".2f"), ("seconds", "train s", ".0f"),
@@ -195,18 +245,20 @@ def cmd_train(args) -> int:
                                         **{k: float(v) for k, v in
                                            ev.aggregate._asdict().items()}}}
                         for head, (policy, result, ev) in runs.items()},
-               "comparison": rows, "machine": machine(args.device)}
+               "comparison": rows, "references_failed": failed,
+               "machine": machine(args.device)}
     (out / "results.json").write_text(json.dumps(payload, indent=1))
     _plot(runs, references, out / "learning_curve.png", args.instance)
     print(f"wrote {out / 'results.json'}", file=sys.stderr)
     return 0
 
 
-def _comparison(algo, runs, references) -> list[dict]:
+def _comparison(algo, runs, references, failed: dict) -> list[dict]:
     """Rows of the trained policies and the references, each with its cost and standard error
     and its gap to the best available reference: paired (same test demand) against the DP's
     optimal policy on the test episode or the best base-stock policy, or against the exact
-    optimal cost."""
+    optimal cost. Gaps only where that reference exists and costs more than 0 (else noted in
+    ``failed``)."""
     rows = []
     for head, (_, result, ev) in runs.items():
         a = ev.aggregate
@@ -219,6 +271,10 @@ def _comparison(algo, runs, references) -> list[dict]:
     costed = {r["policy"]: r for r in rows if r["cost"] is not None}
     base = next((costed[n] for n in ("DP policy, test episode", "best base-stock", "DP optimum")
                  if n in costed), None)
+    if base is None or base["cost"] == 0:
+        failed["gap_pct"] = ("no baseline to compare with" if base is None
+                             else f"the {base['policy']}'s cost is 0")
+        base = None
     for r in rows:
         r["baseline"] = base["policy"] if base else None
         if base is None or r["cost"] is None:
@@ -268,14 +324,19 @@ def cmd_eval(args) -> int:
     path = pathlib.Path(args.policy)
     if not path.exists():
         raise UsageError(f"--policy {path} does not exist")
-    policy = Policy.load(path, map_location=args.device)
+    payload = load_file(path, map_location=args.device, what="policy")
+    policy = Policy.from_payload(payload, path)
     if args.instance:
         instance = load_instance(args.instance)
     else:
-        saved = torch.load(path, map_location="cpu", weights_only=False).get("instance")
+        saved = payload.get("instance")
         if saved is None:
             raise UsageError("the policy file holds no instance: pass --instance")
-        instance = InstanceConfig.from_dict(saved)
+        try:
+            instance = InstanceConfig.from_dict(saved)
+        except (TypeError, KeyError, AttributeError, ValueError) as e:
+            raise UsageError(f"{path}: the saved instance is invalid ({e}); pass --instance") \
+                from None
     test = compare.held_out_instance(instance, args.skus, args.horizon, args.warmup)
     ev = evaluate(policy, test, seed=args.seed, device=args.device)
     row = {"policy": str(path), "cost": ev.average_cost, "cost_se": ev.average_cost_se,
@@ -317,6 +378,9 @@ def cmd_bench(args) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deepstock", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true",
+                       help="show the Python traceback of an error")
 
     def common(q, instance_required=True):
         q.add_argument("--instance", required=instance_required,
@@ -325,8 +389,9 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--device", type=_device, default="cpu")
         q.add_argument("--seed", type=int, default=0)
 
-    t = sub.add_parser("train", help="train regularized policies and compare them with the "
-                                     "optimum and classical baselines")
+    t = sub.add_parser("train", parents=[debug],
+                       help="train regularized policies and compare them with the optimum and "
+                            "classical baselines")
     common(t)
     t.add_argument("--algo", choices=ALGOS, default="ds")
     t.add_argument("--head", type=_heads, default=["base"],
@@ -361,43 +426,61 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None, help="output directory (default runs/<instance>-<algo>)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     t.add_argument("--no-progress", action="store_true")
-    t.set_defaults(run=cmd_train)
+    t.set_defaults(run=cmd_train, parser=t)
 
-    e = sub.add_parser("eval", help="cost and business metrics of a saved policy")
+    e = sub.add_parser("eval", parents=[debug],
+                       help="cost and business metrics of a saved policy")
     common(e, instance_required=False)
     e.add_argument("--policy", required=True, help="a policy.pt written by deepstock train")
     e.add_argument("--skus", type=_positive(int), default=None)
     e.add_argument("--horizon", type=_positive(int), default=None)
     e.add_argument("--warmup", type=int, default=None)
     e.add_argument("--json", default=None, help="also write the result to this JSON file")
-    e.set_defaults(run=cmd_eval)
+    e.set_defaults(run=cmd_eval, parser=e)
 
-    b = sub.add_parser("baselines", help="the DP optimum (where it applies), best base-stock and "
-                                         "capped base-stock policies of an instance")
+    b = sub.add_parser("baselines", parents=[debug],
+                       help="the DP optimum (where it applies), best base-stock and capped "
+                            "base-stock policies of an instance")
     common(b)
     b.add_argument("--skus", type=_positive(int), default=None)
     b.add_argument("--horizon", type=_positive(int), default=None)
     b.add_argument("--warmup", type=int, default=None)
-    b.set_defaults(run=cmd_baselines)
+    b.set_defaults(run=cmd_baselines, parser=b)
 
-    r = sub.add_parser("bench", help="run one of the benchmarks in bench/")
+    r = sub.add_parser("bench", parents=[debug], help="run one of the benchmarks in bench/")
     r.add_argument("name", choices=BENCHES)
     r.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
-    r.set_defaults(run=cmd_bench)
+    r.set_defaults(run=cmd_bench, parser=r)
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    """An exception as one line: its message's first line (a native op's message goes on with
+    the C++ context), prefixed with its type unless it is a plain bad value."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else "(no message)"
+    return text if isinstance(e, (ValueError, OutputDirError)) else f"{type(e).__name__}: {text}"
+
+
 def main(argv=None) -> int:
+    """Runs one command; any error ends as one ``deepstock <command>: error: ...`` line on
+    stderr and exit status 2 (bad arguments or files) or 1 (anything else), with the traceback
+    only under ``--debug``."""
     p = parser()
-    args = p.parse_args(argv)
+    args, unknown = p.parse_known_args(argv)
+    if unknown:  # reported by the command's parser: "deepstock <command>: error: ..."
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.run(args)
-    except (UsageError, ValueError, FileNotFoundError) as e:
-        print(f"deepstock {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"deepstock {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001  (the command line's boundary)
+        if args.debug:
+            traceback.print_exc()
+        hint = "" if isinstance(e, USER_ERRORS) or args.debug else " (--debug shows where)"
+        print(f"deepstock {args.command}: error: {_one_line(e)}{hint}", file=sys.stderr)
+        return 2 if isinstance(e, USER_ERRORS) else 1
 
 
 if __name__ == "__main__":

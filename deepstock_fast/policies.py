@@ -17,6 +17,7 @@ import dataclasses
 import math
 import os
 import pathlib
+import pickle
 import tempfile
 from dataclasses import dataclass
 
@@ -196,13 +197,21 @@ class Policy(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location="cpu") -> "Policy":
-        payload = torch.load(path, map_location=map_location, weights_only=False)
+        """The policy saved at ``path`` (by :meth:`save`), read with :func:`load_file`."""
+        return cls.from_payload(load_file(path, map_location, what="policy"), path)
+
+    @classmethod
+    def from_payload(cls, payload: dict, path: str | os.PathLike = "the payload") -> "Policy":
+        """The policy of a payload :meth:`save` wrote (as :func:`load_file` returns it)."""
         try:
             policy = cls(payload["obs_names"], tuple(payload["features"]),
                          PolicyConfig(**payload["config"]), payload["max_order"])
             policy.load_state_dict(payload["state_dict"])
         except KeyError as e:
             raise ValueError(f"{path} is not a saved deepstock_fast policy (missing {e})") from None
+        except (TypeError, ValueError, RuntimeError) as e:  # wrong shapes, types or fields
+            raise ValueError(f"{path} is not a valid deepstock_fast policy: "
+                             f"{str(e).splitlines()[0]}") from None
         return policy
 
     def check_instance(self, obs_names: list[str]) -> None:
@@ -216,7 +225,7 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
     never sees half a file."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=TEMPORARY_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -224,3 +233,36 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: What :func:`atomic_save`'s temporaries are named: ``<name><random>.tmp`` next to the file.
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def load_file(path: str | os.PathLike, map_location="cpu", what: str = "file") -> dict:
+    """A dict written by :func:`atomic_save` (a policy or a checkpoint), read with
+    ``torch.load(weights_only=True)``: only tensors and plain data are accepted, so a crafted
+    file cannot run code. Any unreadable file raises a ``ValueError`` naming it and saying why."""
+    path = pathlib.Path(path)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as e:
+        raise ValueError(f"cannot read the {what} file {path}: {e.strerror or e}") from None
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower():
+            raise ValueError(f"refused to load the {what} file {path}: it holds Python objects "
+                             "other than tensors and plain data (not written by deepstock_fast, "
+                             "or tampered with); nothing in it was run") from None
+        raise ValueError(f"the {what} file {path} is corrupted: {_first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001  (any parse failure of a damaged file)
+        raise ValueError(f"the {what} file {path} is truncated or corrupted "
+                         f"({type(e).__name__}: {_first_line(e)})") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"the {what} file {path} holds a {type(payload).__name__}, not the "
+                         "mapping deepstock_fast writes")
+    return payload
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "no details"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 import torch
 
 from deepstock_fast import cli
+from deepstock_fast.policies import load_file
+from deepstock_fast.trainers.common import output_dir
 
 TINY = ["--instance", "zipkin:L=1,p=4,horizon=40,warmup=10", "--batch-size", "16",
         "--validation-skus", "32", "--eval-every", "5", "--checkpoint-every", "5",
@@ -64,12 +67,12 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = torch.load(checkpoint, weights_only=False)["done"]
+    killed_at = load_file(checkpoint)["done"]
     assert 0 < killed_at < 150, killed_at
 
     deepstock(*args, "--out", str(out), "--resume")
-    whole = torch.load(tmp_path / "whole" / "base" / "policy.pt", weights_only=False)
-    resumed = torch.load(out / "base" / "policy.pt", weights_only=False)
+    whole = load_file(tmp_path / "whole" / "base" / "policy.pt")
+    resumed = load_file(out / "base" / "policy.pt")
     for key, value in whole["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
     a = json.loads((tmp_path / "whole" / "results.json").read_text())
@@ -116,3 +119,142 @@ def test_instance_files(tmp_path):
     path.write_text(json.dumps({"lead_time": 2, "colour": "red"}))
     with pytest.raises(ValueError, match="unknown instance config fields"):
         cli.load_instance(str(path))
+
+
+QUICK = [*TINY, "--epochs", "5", "--test-skus", "16", "--test-horizon", "40"]
+
+
+def run_cli(argv, capsys) -> tuple[int, str]:
+    """``deepstock argv`` in this process: (exit status, stderr)."""
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's errors
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def one_error_line(code, err, command="train") -> str:
+    """The error's message: exit status not 0, one ``deepstock <command>: error:`` line, no
+    traceback."""
+    assert code != 0 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith(f"deepstock {command}: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def bad_files(tmp_path) -> dict:
+    """A saved policy and checkpoint, and damaged or malicious copies of them."""
+    out = tmp_path / "run"
+    assert cli.main(["train", *QUICK, "--out", str(out)]) == 0
+    good = out / "base" / "policy.pt"
+    data = good.read_bytes()
+    files = {"empty": b"", "truncated": data[:len(data) // 2], "text": b"not a policy\n",
+             "corrupted": data[:100] + b"\0" * 200 + data[300:],
+             "malicious": pickle.dumps(Payload(tmp_path / "MARKER"), protocol=2)}
+    for name, content in files.items():
+        (tmp_path / f"{name}.pt").write_bytes(content)
+    return {name: tmp_path / f"{name}.pt" for name in files} | {"out": out}
+
+
+class Payload:
+    """Unpickling it would create ``marker``: a stand-in for arbitrary code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_damaged_policy_and_checkpoint_files_give_one_line_errors(tmp_path, capsys):
+    files = bad_files(tmp_path)
+    capsys.readouterr()
+    for name in ("empty", "truncated", "text", "corrupted", "malicious"):
+        path = files[name]
+        line = one_error_line(*run_cli(["eval", "--policy", path, "--skus", "8"], capsys),
+                              "eval")
+        assert str(path) in line, line
+        checkpoint = files["out"] / "base" / "checkpoint.pt"
+        checkpoint.write_bytes(path.read_bytes())
+        line = one_error_line(*run_cli(["train", *QUICK, "--out", files["out"], "--resume"],
+                                       capsys))
+        assert str(checkpoint) in line, line
+    assert "refused to load" in line and "nothing in it was run" in line
+    assert not (tmp_path / "MARKER").exists()
+
+
+def test_argument_and_config_errors_give_one_line_errors(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    configs = {"bad.json": "{lead_time: 2", "list.json": "[1, 2]",
+               "type.json": '{"lead_time": "two"}', "binary.json": b"\xff\xfe\x00"}
+    for name, text in configs.items():
+        path = tmp_path / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    cases = [
+        (["--set", "lr=abc"], "DSConfig.lr must be a number, got 'abc'"),
+        (["--set", "epochs=nan"], "DSConfig.epochs must be an int, got nan"),
+        (["--set", "epochs=true"], "DSConfig.epochs must be an int, got True"),
+        (["--lr", "inf"], "DSConfig.lr must be finite"),
+        (["--device", "meta"], "device must be cpu or cuda[:N], got 'meta'"),
+        (["--device", "mps"], "device must be cpu or cuda[:N], got 'mps'"),
+        (["--out", tmp_path / "file"], "is not a directory"),
+        (["--out", "/dev/null"], "is not a directory"),
+        (["--out", "/proc/self"], "cannot write into the output directory /proc/self"),
+        (["--out", "/proc/deepstock/x"], "cannot create the output directory /proc/deepstock/x"),
+        (["--instance", tmp_path / "bad.json"], "bad.json is not valid JSON"),
+        (["--instance", tmp_path / "list.json"], "must hold a mapping of instance config "
+                                                 "fields, not a list"),
+        (["--instance", tmp_path / "type.json"], "type.json"),
+        (["--instance", tmp_path / "binary.json"], "cannot read the instance file"),
+    ]
+    for extra, message in cases:
+        line = one_error_line(*run_cli(["train", *QUICK, "--out", tmp_path / "out", *extra],
+                                       capsys))
+        assert message in line, (extra, line)
+    assert not (tmp_path / "out").exists()  # nothing was started
+
+
+def test_debug_shows_the_traceback(capsys):
+    code, err = run_cli(["train", *QUICK, "--set", "lr=abc", "--debug"], capsys)
+    assert code == 2 and "Traceback" in err and "DSConfig.lr must be a number" in err
+
+
+def test_ds_divergence_gives_the_documented_message(tmp_path, capsys):
+    code, err = run_cli(["train", *QUICK, "--lr", "1e30", "--out", tmp_path], capsys)
+    line = one_error_line(code, err)
+    assert code == 1 and "training diverged" in line and "last good checkpoint" in line
+
+
+def test_a_second_run_into_the_same_directory_is_refused(tmp_path, capsys):
+    with output_dir(tmp_path):  # as another process's run holds it
+        line = one_error_line(*run_cli(["train", *QUICK, "--out", tmp_path], capsys))
+    assert f"the output directory {tmp_path} is in use by another run (process {os.getpid()})" \
+        in line
+    assert run_cli(["train", *QUICK, "--out", tmp_path], capsys)[0] == 0  # released
+
+
+def test_stale_temporaries_are_removed_and_results_survive_failed_references(
+        tmp_path, capsys, monkeypatch):
+    (tmp_path / "base").mkdir()
+    stale = tmp_path / "base" / "checkpoint.ptk3j2_x.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    keep = tmp_path / "base" / "notes.tmp"  # not ours
+    keep.write_text("x")
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("rollout: lead time 70 exceeds the limit of 64 days\nmore context")
+
+    monkeypatch.setattr(cli.compare, "reference_rows", fail)
+    assert run_cli(["train", *QUICK, "--out", tmp_path], capsys)[0] == 0
+    assert not stale.exists() and keep.exists()
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["references_failed"] == {
+        "references": "RuntimeError: rollout: lead time 70 exceeds the limit of 64 days",
+        "gap_pct": "no baseline to compare with"}
+    assert results["runs"]["base"]["test"]["average_cost"] > 0
+
+    monkeypatch.setattr(cli.compare, "reference_rows", lambda *a, **k: [
+        {"policy": "best base-stock", "cost": 0.0, "note": ""}])
+    assert run_cli(["train", *QUICK, "--out", tmp_path], capsys)[0] == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["references_failed"] == {"gap_pct": "the best base-stock's cost is 0"}

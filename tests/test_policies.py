@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import pathlib
+import pickle
+import re
 
 import pytest
 import torch
@@ -12,7 +15,7 @@ import deepstock_fast as ds
 from deepstock_fast import seeding
 from deepstock_fast.envs import InstanceConfig, InventoryEnv
 from deepstock_fast.evaluation import evaluate
-from deepstock_fast.policies import HEADS, Policy, PolicyConfig, initial_output
+from deepstock_fast.policies import HEADS, Policy, PolicyConfig, initial_output, load_file
 from deepstock_fast.trainers import DSConfig, train_ds
 
 SMALL = "zipkin:L=1,p=9,horizon=60,warmup=10"
@@ -81,9 +84,63 @@ def test_save_load_round_trip(tmp_path):
     other = InventoryEnv(InstanceConfig.from_name("paper:setting=2"), seed=0)
     with pytest.raises(ValueError, match="the policy reads observations"):
         evaluate(again, other.config)
-    (tmp_path / "junk.pt").write_bytes(b"")
-    with pytest.raises(Exception):
-        Policy.load(tmp_path / "junk.pt")
+
+
+class Payload:
+    """A pickled object that, when unpickled, creates ``marker`` (as code execution would)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def damaged_files(tmp_path, good: pathlib.Path) -> dict:
+    """Name -> path of files that are not valid saves: empty, truncated, text, corrupted,
+    a tensor instead of a mapping, and two malicious ones (torch.save and raw pickle)."""
+    data = good.read_bytes()
+    corrupted = bytearray(data)
+    corrupted[len(data) // 3: len(data) // 3 + 64] = b"\xff" * 64
+    files = {"empty": b"", "truncated": data[: len(data) // 2], "text": b"hello, world\n",
+             "corrupted": bytes(corrupted)}
+    paths = {}
+    for name, content in files.items():
+        paths[name] = tmp_path / f"{name}.pt"
+        paths[name].write_bytes(content)
+    paths["tensor"] = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), paths["tensor"])
+    paths["malicious"] = tmp_path / "malicious.pt"
+    torch.save({"config": {}, "state_dict": Payload(tmp_path / "MARKER")}, paths["malicious"])
+    paths["malicious_pickle"] = tmp_path / "malicious_pickle.pt"
+    paths["malicious_pickle"].write_bytes(pickle.dumps(Payload(tmp_path / "MARKER"), protocol=2))
+    return paths
+
+
+def test_damaged_and_malicious_policy_files_are_refused(tmp_path):
+    _, policy = make("base")
+    policy.save(tmp_path / "good.pt")
+    for name, path in damaged_files(tmp_path, tmp_path / "good.pt").items():
+        with pytest.raises(ValueError, match=re.escape(str(path))):
+            Policy.load(path)
+        assert not (tmp_path / "MARKER").exists(), name
+    with pytest.raises(ValueError, match="refused to load the policy file .*malicious.pt.*"
+                                         "nothing in it was run"):
+        Policy.load(tmp_path / "malicious.pt")
+    with pytest.raises(ValueError, match="is not a saved deepstock_fast policy"):
+        torch.save({"config": {}}, tmp_path / "partial.pt")
+        Policy.load(tmp_path / "partial.pt")
+
+
+def test_a_malicious_checkpoint_is_refused_on_resume(tmp_path):
+    train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=5), out_dir=tmp_path, progress=False)
+    state = load_file(tmp_path / "checkpoint.pt")
+    state["history"].append(Payload(tmp_path / "MARKER"))
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match="refused to load the checkpoint file .*checkpoint.pt"):
+        train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=5), out_dir=tmp_path,
+                 resume=True, progress=False)
+    assert not (tmp_path / "MARKER").exists()
 
 
 def quick(epochs=40, **kw):
@@ -123,7 +180,7 @@ def test_resume_in_process_matches_an_uninterrupted_run(tmp_path):
     assert part_result.stopped == "time_budget" and part_result.iterations == 1
     # resume needs the same hyperparameters: continue with the time budget lifted, as after an
     # interruption (a finished run's checkpoint is not trained further)
-    state = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    state = load_file(tmp_path / "part" / "checkpoint.pt")
     state["identity"]["config"]["time_budget"], state["stopped"] = None, None
     torch.save(state, tmp_path / "part" / "checkpoint.pt")
     resumed, resumed_result = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=30),
@@ -175,7 +232,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
                               out_dir=tmp_path, progress=False)
     assert result.stopped == "diverged" and "loss is nan at epoch 13" in result.message
     assert "last good checkpoint" in result.message
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    state = load_file(tmp_path / "checkpoint.pt")
     assert state["done"] == 10  # the last scheduled checkpoint before the NaN
     assert all(torch.isfinite(p).all() for p in policy.parameters())
     assert (tmp_path / "policy.pt").exists()

@@ -3,8 +3,11 @@ small instance."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -12,8 +15,10 @@ from conftest import best_constant_order_cost
 
 from deepstock_fast.envs import InstanceConfig, InventoryEnv
 from deepstock_fast.evaluation import evaluate
-from deepstock_fast.policies import Policy, PolicyConfig
-from deepstock_fast.trainers import DDPGConfig, PPOConfig, train_ddpg, train_ppo
+from deepstock_fast.policies import Policy, PolicyConfig, load_file
+from deepstock_fast.trainers import (DDPGConfig, DSConfig, PPOConfig, train_ddpg, train_ds,
+                                     train_ppo)
+from deepstock_fast.trainers.common import Setup
 
 SMALL = "zipkin:L=1,p=9,horizon=40,warmup=10"
 TINY = {
@@ -25,6 +30,9 @@ TINY = {
         **dict(total_steps=1024, num_envs=16, batch_size=32, learning_starts=64,
                gradient_steps=2, validation_skus=32, eval_every=16, checkpoint_every=16,
                critic_hidden=(16,), buffer_size=512, critic_warmup=0), **kw})),
+    "ds": (train_ds, lambda **kw: DSConfig(**{
+        **dict(epochs=10, batch_size=16, validation_skus=32, eval_every=5, checkpoint_every=5),
+        **kw})),
 }
 
 
@@ -51,7 +59,7 @@ def test_interrupted_run_resumes_exactly(algo, tmp_path):
     whole, _ = run(algo, tmp_path / "whole")
     part, result = run(algo, tmp_path / "part", time_budget=1e-9)
     assert result.stopped == "time_budget" and result.iterations == 1
-    state = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=False)
+    state = load_file(tmp_path / "part" / "checkpoint.pt")
     state["identity"]["config"]["time_budget"], state["stopped"] = None, None
     torch.save(state, tmp_path / "part" / "checkpoint.pt")
     train, config = TINY[algo]
@@ -92,6 +100,36 @@ def test_config_errors():
         DDPGConfig(tau=0.0)
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         DDPGConfig(batch_size=0)
+
+
+@pytest.mark.parametrize("config,field,value,message", [
+    (DSConfig, "epochs", math.nan, "DSConfig.epochs must be an int, got nan"),
+    (DSConfig, "epochs", True, "DSConfig.epochs must be an int, got True"),
+    (DSConfig, "lr", "abc", "DSConfig.lr must be a number, got 'abc'"),
+    (DSConfig, "lr", math.inf, "DSConfig.lr must be finite"),
+    (DSConfig, "lr_factor", 1.0, r"DSConfig.lr_factor must be in \(0, 1\), got 1.0"),
+    (DSConfig, "min_lr", -1e-3, "DSConfig.min_lr must be >= 0"),
+    (DSConfig, "batch_size", 0, "DSConfig.batch_size must be >= 1 or None, got 0"),
+    (DSConfig, "time_budget", -5, "DSConfig.time_budget must be > 0 or None"),
+    (DSConfig, "fixed_train_set", "yes", "DSConfig.fixed_train_set must be true or false"),
+    (DSConfig, "seed", -1, r"DSConfig.seed must be in \[0, 1099511627776\)"),
+    (PPOConfig, "gae_lambda", 1.5, r"PPOConfig.gae_lambda must be in \[0, 1\]"),
+    (PPOConfig, "gamma", 0, r"PPOConfig.gamma must be in \(0, 1\]"),
+    (PPOConfig, "critic_hidden", (16, True), "PPOConfig.critic_hidden must be one or more"),
+    (PPOConfig, "epochs", 2.0, "PPOConfig.epochs must be an int"),
+    (DDPGConfig, "learning_starts", -1, "DDPGConfig.learning_starts must be >= 0"),
+    (DDPGConfig, "exploration_noise", math.nan, "DDPGConfig.exploration_noise must be finite"),
+    (DDPGConfig, "critic_hidden", (), "DDPGConfig.critic_hidden must be one or more"),
+])
+def test_every_config_field_is_checked(config, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        config(**{field: value})
+
+
+def test_config_values_are_normalised():
+    config = DSConfig(lr=1, time_budget=None, batch_size=None)
+    assert config.lr == 1.0 and type(config.lr) is float
+    assert PPOConfig(critic_hidden=[8, 8]).critic_hidden == (8, 8)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "ddpg"])
@@ -139,7 +177,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(algo, last_checkpoi
     policy, result = run(algo, tmp_path)
     assert result.stopped == "diverged" and "not finite" in result.message
     assert "last good checkpoint" in result.message
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    state = load_file(tmp_path / "checkpoint.pt")
     assert state["done"] == last_checkpoint
     assert all(torch.isfinite(p).all() for p in policy.parameters())
 
@@ -175,3 +213,84 @@ def test_an_op_error_after_a_non_finite_loss_is_divergence(tmp_path):
     assert result.stopped == "diverged" and "not finite before epoch 3" in result.message
     with pytest.raises(RuntimeError, match="order must be finite"):  # a healthy run: a bug
         loop(tmp_path, iterate, healthy=lambda: True)
+
+
+def sigint_at(monkeypatch, owner, name: str, *calls: int) -> None:
+    """Wraps ``owner.name`` so that its ``calls``-th calls (counted from 1) send SIGINT to this
+    process, as Ctrl-C does, when their work is done but before they return (the iteration
+    is half done): Python handles the signal right after ``os.kill``."""
+    original, count = getattr(owner, name), [0]
+
+    @functools.wraps(original)
+    def wrapped(*args, **kwargs):
+        out = original(*args, **kwargs)
+        count[0] += 1
+        if count[0] in calls:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(owner, name, wrapped)
+
+
+@functools.cache
+def uninterrupted(algo: str):
+    policy, result = run(algo)
+    return policy.state_dict(), result.history
+
+
+def same_run(algo, policy, result):
+    """The resumed run ended exactly as the uninterrupted one: weights and history."""
+    weights, history = uninterrupted(algo)
+    for key, value in weights.items():
+        assert torch.equal(value, policy.state_dict()[key]), key
+    drop = lambda h: {k: v for k, v in h.items() if "seconds" not in k}  # noqa: E731
+    assert [drop(h) for h in result.history] == [drop(h) for h in history]
+
+
+# Ctrl-C inside an iteration: during an environment step (DS: its differentiable unroll), an
+# optimizer step (PPO: a minibatch of its second update; DDPG: an update at step 6) and the
+# first validation. The counts skip the calls that setup() and the reward scale make.
+INTERRUPTIONS = {
+    "ds": [(InventoryEnv, "simulate", 4), (torch.optim.Adam, "step", 3), (Setup, "validate", 1)],
+    "ppo": [(InventoryEnv, "step", 20), (torch.optim.Adam, "step", 11), (Setup, "validate", 1)],
+    "ddpg": [(InventoryEnv, "step", 5), (torch.optim.Adam, "step", 10), (Setup, "validate", 1)],
+}
+
+
+@pytest.mark.parametrize("algo,owner,name,call", [
+    (algo, *point) for algo, points in INTERRUPTIONS.items() for point in points])
+def test_ctrl_c_inside_an_iteration_resumes_exactly(algo, owner, name, call, tmp_path,
+                                                    monkeypatch):
+    uninterrupted(algo)  # computed before the wrapping
+    handler = signal.getsignal(signal.SIGINT)
+    with monkeypatch.context() as m:
+        sigint_at(m, owner, name, call)
+        _, part = run(algo, tmp_path)
+    assert part.stopped == "interrupted" and "resume with" in part.message
+    assert 0 < part.iterations < getattr(TINY[algo][1](), "iterations", 10)
+    assert load_file(tmp_path / "checkpoint.pt")["done"] == part.iterations
+    assert signal.getsignal(signal.SIGINT) is handler
+    policy, result = run_resumed(algo, tmp_path)
+    assert result.stopped == "completed"
+    same_run(algo, policy, result)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    uninterrupted("ds")
+    with monkeypatch.context() as m:  # both in epoch 7: the last checkpoint is epoch 5's
+        # (simulate: the reference episode, the initial validation, epochs 1-5, validation)
+        sigint_at(m, InventoryEnv, "simulate", 10)
+        sigint_at(m, torch.optim.Adam, "step", 7)
+        _, part = run("ds", tmp_path)
+    assert part.stopped == "interrupted" and "nothing was written" in part.message
+    assert "the last checkpoint" in part.message
+    assert load_file(tmp_path / "checkpoint.pt")["done"] == 5
+    assert not (tmp_path / "policy.pt").exists()
+    policy, result = run_resumed("ds", tmp_path)
+    same_run("ds", policy, result)
+
+
+def run_resumed(algo, tmp_path):
+    train, config = TINY[algo]
+    return train(SMALL, PolicyConfig(hidden=(16,)), config(), out_dir=tmp_path, resume=True,
+                 progress=False)

@@ -3,13 +3,21 @@ atomic checkpoints, and the run's result record."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import errno
+import fcntl
 import math
+import os
 import pathlib
+import signal
 import sys
+import threading
 import time
+import types
 from dataclasses import dataclass, field
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 import torch
 
@@ -17,13 +25,173 @@ from .. import cuda_value_checks, seeding
 from ..compare import identical_skus
 from ..envs import InstanceConfig, InventoryEnv
 from ..ops import base_stock_order
-from ..policies import Policy, PolicyConfig, atomic_save, initial_output
+from ..policies import (TEMPORARY_SUFFIX, Policy, PolicyConfig, atomic_save, initial_output,
+                        load_file)
 
 STOP_REASONS = ("completed", "early_stopped", "time_budget", "diverged", "interrupted")
 
 
 class Diverged(RuntimeError):
     """The loss or the gradient became NaN or infinite."""
+
+
+class OutputDirError(RuntimeError):
+    """An output directory that cannot be written, or that another run is using."""
+
+
+#: The files a run writes into its output directory (their stale temporaries are removed).
+RUN_FILES = ("checkpoint.pt", "policy.pt", "results.json")
+LOCK_FILE = ".deepstock.lock"
+
+
+@contextlib.contextmanager
+def output_dir(path):
+    """Claims ``path`` as a run's output directory for the ``with`` block: creates it, checks
+    that a file can be written there (a probe, created and removed: better now than at the
+    first checkpoint, minutes later), locks it against a second run (``flock`` on a lock file,
+    released when the process ends, however it ends) and removes temporaries a killed save
+    left behind. Raises :class:`OutputDirError` saying what is wrong."""
+    path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"the output directory {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputDirError(f"cannot create the output directory {path}: "
+                             f"{e.strerror or e}") from None
+    probe = path / f".deepstock-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise OutputDirError(f"cannot write into the output directory {path}: "
+                             f"{e.strerror or e}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    lock = open(path / LOCK_FILE, "a+")
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise OutputDirError(f"cannot lock the output directory {path}: "
+                                     f"{e.strerror or e}") from None
+            lock.seek(0)
+            owner = lock.read().strip()
+            raise OutputDirError(f"the output directory {path} is in use by another run"
+                                 f"{f' (process {owner})' if owner else ''}; wait for it or "
+                                 "choose another directory") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        for name in RUN_FILES:  # ours alone now: no other run is writing these
+            for tmp in path.glob(f"{name}*{TEMPORARY_SUFFIX}"):
+                tmp.unlink(missing_ok=True)
+        yield path
+    finally:
+        lock.close()  # releases the lock
+
+
+class Interruption:
+    """Ctrl-C (SIGINT) during a run, inside the ``with`` block: the first one only sets
+    ``requested``, so that the loop ends the current iteration and stops at a consistent point;
+    a second one raises ``KeyboardInterrupt`` at once. Only in the main thread (where Python
+    delivers signals) and unless SIGINT is ignored; the previous handler is restored on exit."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupt: stopping after this iteration (Ctrl-C again to stop at once, "
+              "keeping the last checkpoint)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+class Range(NamedTuple):
+    """An interval of allowed values; ``open_low`` / ``open_high`` exclude the end."""
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+
+    def __contains__(self, v) -> bool:
+        return ((self.low < v if self.open_low else self.low <= v)
+                and (v < self.high if self.open_high else v <= self.high))
+
+    def __str__(self) -> str:
+        low, high = (v if isinstance(v, int) else f"{v:g}" for v in (self.low, self.high))
+        if self.high == math.inf:
+            return f"{'>' if self.open_low else '>='} {low}"
+        return f"in {'(' if self.open_low else '['}{low}, {high}{')' if self.open_high else ']'}"
+
+
+POSITIVE = Range(0.0, open_low=True)
+NON_NEGATIVE = Range(0.0)
+UNIT = Range(0.0, 1.0)                  # a probability or a weight in [0, 1]
+DISCOUNT = Range(0.0, 1.0, open_low=True)
+#: Seeds: the trainers add offsets to them and multiply them, staying inside int64.
+SEEDS = Range(0, 2 ** 40, open_high=True)
+#: The default range of an int field (counts, sizes, periods) and of a float field.
+DEFAULT_RANGES = {int: Range(1), float: POSITIVE}
+
+
+def check_fields(config, **ranges: Range) -> None:
+    """Validates every field of the dataclass ``config`` against its annotated type (``int``,
+    ``float``, ``bool``, ``tuple[int, ...]``, optionally ``| None``) and range: ``ranges`` for
+    the named fields, else ints >= 1 and floats > 0. Ints are ints (not bools), floats finite
+    (ints accepted and converted), widths positive. Raises a ``ValueError`` naming the field."""
+    hints = get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        kind, optional = hints[f.name], False
+        if get_origin(kind) in (Union, types.UnionType):  # X | None
+            optional, kind = True, next(a for a in get_args(kind) if a is not type(None))
+        kind = get_origin(kind) or kind                      # tuple[int, ...] -> tuple
+        value = getattr(config, f.name)
+        if value is None and optional:
+            continue
+        problem = _field_problem(value, kind, ranges.get(f.name, DEFAULT_RANGES.get(kind)))
+        if problem:
+            raise ValueError(f"{type(config).__name__}.{f.name} {problem}"
+                             f"{' or None' if optional else ''}, got {value!r}")
+        if kind is float:
+            setattr(config, f.name, float(value))
+        elif kind is tuple:
+            setattr(config, f.name, tuple(value))
+
+
+def _field_problem(value, kind, allowed: Range | None) -> str:
+    """What is wrong with ``value`` as a ``kind`` in ``allowed``, or ''."""
+    if kind is bool:
+        return "" if isinstance(value, bool) else "must be true or false"
+    if kind is int or kind is float:
+        if isinstance(value, bool) or not isinstance(value, int if kind is int else (int, float)):
+            return f"must be {'an int' if kind is int else 'a number'}"
+        if kind is float and not math.isfinite(value):
+            return "must be finite"
+        return "" if value in allowed else f"must be {allowed}"
+    # tuple[int, ...]: network widths
+    if not isinstance(value, (tuple, list)) or not value or any(
+            isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in value):
+        return "must be one or more positive int widths"
+    return ""
 
 
 @dataclass
@@ -128,11 +296,29 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
     and ``identity`` (the instance and hyperparameters): ``resume=True`` refuses a checkpoint with
     another identity, returns a finished run as it was, and continues an unfinished one exactly.
     ``iterate`` raising :class:`Diverged` (or a NaN validation cost) stops the run, keeping the
-    last checkpoint; Ctrl-C stops it after writing one. ``healthy()`` (e.g. a flag the trainer
+    last checkpoint. Ctrl-C lets the current iteration (and its validation and checkpoint)
+    finish, then writes a checkpoint of that consistent point and stops as "interrupted"; a
+    second Ctrl-C stops at once and writes none (the last one stays). With ``out_dir``, the
+    directory is claimed with :func:`output_dir` (probe, lock, stale temporaries removed) for
+    the whole run. ``healthy()`` (e.g. a flag the trainer
     keeps on the device, read back only here) is asked before every validation and checkpoint
     and when ``iterate`` raises a ``RuntimeError``: False stops the run as diverged, so a
     checkpoint never holds spoilt weights although losses are not checked at every iteration.
     """
+    with (output_dir(out_dir) if out_dir is not None else contextlib.nullcontext()), \
+            Interruption() as interruption:
+        return _loop(label=label, total=total, iterate=iterate, validate=validate,
+                     eval_every=eval_every, patience=patience, checkpoint_every=checkpoint_every,
+                     time_budget=time_budget, policy=policy, stateful=stateful,
+                     generators=generators, identity=identity, out_dir=out_dir, resume=resume,
+                     progress=progress, on_validation=on_validation, unit=unit, healthy=healthy,
+                     interruption=interruption)
+
+
+def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_every,
+          time_budget, policy, stateful, generators, identity, out_dir, resume, progress,
+          on_validation, unit, healthy, interruption: Interruption) -> RunResult:
+    """:func:`run_loop`'s body, inside its claim of ``out_dir`` and its SIGINT handler."""
     checkpoint = pathlib.Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     stopper = EarlyStopping(patience, min_delta=1e-5)
     history: list[dict] = []
@@ -140,8 +326,8 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
     if resume:
         if checkpoint is None or not checkpoint.exists():
             raise FileNotFoundError(f"resume: no checkpoint at {checkpoint}")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state["identity"] != identity:
+        state = load_file(checkpoint, what="checkpoint")
+        if state.get("identity") != identity:
             raise ValueError(f"resume: {checkpoint} was written by a run with another instance "
                              "or other hyperparameters")
         for name, obj in stateful.items():
@@ -184,6 +370,7 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
                         "cpu_seconds": cpu_elapsed()})
 
     bar = Progress(label, total, enabled=progress)
+    at_once = False  # stopped by a second Ctrl-C
     stopped, message = (finished, "resumed a finished run") if finished else ("completed", "")
     # On CUDA the ops then never wait for the host to check values: a NaN that reaches them
     # comes out as NaN costs, which the trainers' loss checks and the validation catch.
@@ -223,27 +410,33 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
                 if time_budget is not None and elapsed() >= time_budget:
                     stopped, message = "time_budget", f"time budget of {time_budget:g}s used"
                     break
+                if interruption.requested:  # Ctrl-C: stop at this consistent point
+                    stopped = "interrupted"
+                    message = f"interrupted after {unit} {done}" + (
+                        "; resume with the same arguments and --resume" if checkpoint else "")
+                    break
         except Diverged as e:
             stopped, message = "diverged", diverged(e)
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-            message = "interrupted" + ("; resume with the same arguments and --resume"
-                                       if checkpoint else "")
+        except KeyboardInterrupt:  # a second Ctrl-C: the state is mid-iteration, write nothing
+            stopped, at_once = "interrupted", True
+            message = f"interrupted during {unit} {done + 1}; nothing was written" + (
+                f": the last checkpoint ({checkpoint}) is kept; resume with the same "
+                "arguments and --resume" if checkpoint else "")
         finally:
             bar.close()
-    if stopped in ("interrupted", "time_budget"):  # stopped between two checks
+    if stopped in ("interrupted", "time_budget") and not at_once:  # between two checks
         try:
             check_healthy(done)
         except Diverged as e:
             stopped, message = "diverged", diverged(e)
-    if stopped != "diverged":
+    if stopped != "diverged" and not at_once:
         save(None if stopped == "interrupted" else stopped)
     if stopper.best_state is not None:
         policy.load_state_dict(stopper.best_state)
     if stopper.best_epoch == 0 and done > 0 and stopped != "diverged":
         message = "; ".join(filter(None, [message, "no validation improved on the initial "
                                           "policy, which is returned"]))
-    if out_dir is not None:
+    if out_dir is not None and not at_once:
         policy.save(pathlib.Path(out_dir) / "policy.pt", instance=identity["instance"])
     return RunResult(best_validation=stopper.best, best_iteration=stopper.best_epoch,
                      iterations=done, unit=unit, seconds=elapsed(), stopped=stopped,

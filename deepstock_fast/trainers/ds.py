@@ -24,7 +24,8 @@ import torch
 
 from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig
-from .common import Diverged, RunResult, run_loop, setup
+from .common import (NON_NEGATIVE, SEEDS, Diverged, Range, RunResult, check_fields, run_loop,
+                     setup)
 
 
 @dataclass
@@ -48,15 +49,8 @@ class DSConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("epochs", "eval_every", "patience", "validation_skus", "checkpoint_every",
-                     "lr_patience"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
-        if not (self.lr > 0 and 0 < self.lr_factor < 1 and self.grad_clip > 0):
-            raise ValueError("need lr > 0, 0 < lr_factor < 1 and grad_clip > 0")
-
+        check_fields(self, lr_factor=Range(0.0, 1.0, open_low=True, open_high=True),
+                     min_lr=NON_NEGATIVE, seed=SEEDS)
 
 def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
              config: DSConfig | None = None, *, device: str | torch.device = "cpu",
@@ -100,5 +94,18 @@ def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None 
         identity={"algo": "ds", "instance": instance.to_dict(),
                   "config": dataclasses.asdict(config),
                   "policy_config": dataclasses.asdict(policy.config)},
-        out_dir=out_dir, resume=resume, progress=progress, on_validation=scheduler.step)
+        out_dir=out_dir, resume=resume, progress=progress, on_validation=scheduler.step,
+        healthy=lambda: healthy(policy))
     return policy, result
+
+
+@torch.no_grad()
+def healthy(policy: Policy) -> bool:
+    """False when the weights, or the outputs on typical inputs (the normalisation's mean and
+    one standard deviation either side), are not finite: a step too large for finite losses
+    and gradients can still blow the network up, and the ops then refuse its orders."""
+    if not all(bool(torch.isfinite(p).all()) for p in policy.parameters()):
+        return False
+    probe = policy.obs_mean + torch.tensor([[0.0], [1.0], [-1.0]]).to(policy.obs_std) \
+        * policy.obs_std
+    return bool(torch.isfinite(policy.raw(probe)).all())

@@ -25,7 +25,8 @@ from torch import nn
 from .. import seeding
 from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig, mlp
-from .common import RunResult, Scalars, objective_reward, reward_scale, run_loop, setup
+from .common import (DISCOUNT, NON_NEGATIVE, SEEDS, UNIT, Range, RunResult, Scalars,
+                     check_fields, objective_reward, reward_scale, run_loop, setup)
 
 
 @dataclass
@@ -55,16 +56,12 @@ class PPOConfig:
     seed: int = 0
 
     def __post_init__(self):
-        self.critic_hidden = tuple(self.critic_hidden)
-        for name in ("total_steps", "num_envs", "n_steps", "batch_size", "epochs", "eval_every",
-                     "patience", "validation_skus", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_fields(self, lr_final=NON_NEGATIVE, ent_coef=NON_NEGATIVE, vf_coef=NON_NEGATIVE,
+                     gamma=DISCOUNT, gae_lambda=UNIT, log_std_init=Range(-20.0, 5.0),
+                     seed=SEEDS)
         if self.n_steps % self.num_envs:
             raise ValueError(f"n_steps = {self.n_steps} must be a multiple of num_envs = "
                              f"{self.num_envs}")
-        if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1 and self.clip > 0):
-            raise ValueError("need 0 < gamma <= 1, 0 <= gae_lambda <= 1, clip > 0")
 
     @property
     def iterations(self) -> int:
