@@ -92,3 +92,11 @@ def test_torchrl_env_passes_check_env_specs_and_replays():
     with pytest.raises(NotImplementedError, match="partial reset"):
         env.reset(TensorDict({"_reset": torch.tensor([True] + [False] * 7).unsqueeze(1)},
                              batch_size=[8]))
+
+
+def test_torchrl_env_refuses_an_instance_without_max_order():
+    pytest.importorskip("torchrl")
+    from deepstock_fast.envs.torchrl_env import TorchRLEnv
+
+    with pytest.raises(ValueError, match=r"finite max_order.*'zipkin:L=2,p=9,max_order=40'"):
+        TorchRLEnv("zipkin:L=2,p=9,num_skus=4", seed=0)
