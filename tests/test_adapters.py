@@ -206,3 +206,32 @@ def test_gymnasium_single_env_refuses_options_and_reports_the_episode():
     assert all("episode" not in i for i in infos[:-1])
     assert set(infos[-1]["episode"]) == set(Metrics._fields)
     assert 0 <= infos[-1]["episode"]["fill_rate"] <= 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # the checker's advice on unbounded Box spaces
+def test_gymnasium_make_and_make_vec_build_registered_instances():
+    gymnasium = pytest.importorskip("gymnasium")
+    from gymnasium.utils.env_checker import check_env
+
+    from deepstock_fast.envs.gymnasium_env import (DEFAULT_MAX_ORDER, GymnasiumEnv,
+                                                   GymnasiumVectorEnv)
+
+    env = gymnasium.make("deepstock/Inventory-v0", instance="zipkin:L=2,p=9", seed=0)
+    assert isinstance(env.unwrapped, GymnasiumEnv)
+    assert env.unwrapped.env.config.lead_time == 2 and env.unwrapped.env.num_envs == 1
+    assert env.action_space.high[0] == DEFAULT_MAX_ORDER
+    check_env(env.unwrapped, skip_render_check=True)
+    env.reset(seed=0)
+    assert env.step(env.action_space.sample())[0] in env.observation_space
+    capped = gymnasium.make("deepstock/Inventory-v0", instance="paper:setting=4")
+    assert capped.action_space.high[0] == 300  # the instance's own cap wins
+    with pytest.raises(ValueError, match="finite max_order"):
+        gymnasium.make("deepstock/Inventory-v0", instance="zipkin:L=2,p=9",
+                       default_max_order=None)
+
+    vec = gymnasium.make_vec("deepstock/Inventory-v0", num_envs=5, instance="paper:setting=1",
+                             seed=0)
+    assert isinstance(vec, GymnasiumVectorEnv) and vec.num_envs == 5
+    obs, _ = vec.reset(seed=1)
+    assert obs.shape == (5, vec.single_observation_space.shape[0])
+    assert vec.step(vec.action_space.sample())[0] in vec.observation_space

@@ -8,6 +8,12 @@
 
 The action is the order quantity in units, in ``[0, max_order]``; the config needs a finite
 ``max_order`` so that the action space is bounded.
+
+Importing this module registers ``deepstock/Inventory-v0`` (see :func:`make_env` and
+:func:`make_vector_env`)::
+
+    gymnasium.make("deepstock/Inventory-v0", instance="zipkin:L=2,p=9")          # one SKU
+    gymnasium.make_vec("deepstock/Inventory-v0", num_envs=64, instance="paper:setting=1")
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ from gymnasium.vector.utils import batch_space
 
 from .config import InstanceConfig
 from .env import InventoryEnv
+
+ENV_ID = "deepstock/Inventory-v0"
+#: The order cap that the registered id gives an instance without one (gymnasium's Box action
+#: spaces need bounds): 20 days of the Zipkin instances' mean demand of 5 units.
+DEFAULT_MAX_ORDER = 100.0
 
 
 def _make(config, device, seed) -> InventoryEnv:
@@ -186,3 +197,44 @@ class GymnasiumEnv(gymnasium.Env):
         return (_numpy(obs[0]).astype(np.float32), float(reward[0]), bool(terminated[0]),
                 bool(truncated[0]), out)
 
+
+# ---- gymnasium.make / make_vec --------------------------------------------------------------
+def _registered_config(instance, num_skus: int, default_max_order: float | None) -> InstanceConfig:
+    if isinstance(instance, str):
+        instance = InstanceConfig.from_name(instance)
+    elif isinstance(instance, dict):
+        instance = InstanceConfig.from_dict(instance)
+    elif not isinstance(instance, InstanceConfig):
+        raise ValueError(f"instance must be a name such as 'zipkin:L=2,p=9', a dict of "
+                         f"InstanceConfig fields or an InstanceConfig, got "
+                         f"{type(instance).__name__}")
+    if instance.max_order is None:
+        instance = instance.replace(max_order=default_max_order)
+    return instance.replace(num_skus=num_skus)
+
+
+def make_env(instance: InstanceConfig | dict | str = "zipkin:L=2,p=9", *,
+             default_max_order: float | None = DEFAULT_MAX_ORDER, device="cpu",
+             seed: int | None = None) -> GymnasiumEnv:
+    """``gymnasium.make("deepstock/Inventory-v0", instance=..., ...)``: one SKU of ``instance``
+    (any instance name, e.g. ``"zipkin:L=4,p=39"`` or ``"paper:setting=1"``, a dict or an
+    :class:`InstanceConfig`; its ``num_skus`` is replaced by 1). An instance without an order cap
+    gets ``default_max_order`` (set ``max_order`` in the instance to choose another; None refuses
+    an uncapped instance)."""
+    return GymnasiumEnv(_registered_config(instance, 1, default_max_order), device, seed)
+
+
+def make_vector_env(num_envs: int = 1, instance: InstanceConfig | dict | str = "zipkin:L=2,p=9",
+                    *, default_max_order: float | None = DEFAULT_MAX_ORDER, device="cpu",
+                    seed: int | None = None) -> GymnasiumVectorEnv:
+    """``gymnasium.make_vec("deepstock/Inventory-v0", num_envs=B, instance=...)``: B SKUs of
+    ``instance`` (its ``num_skus`` is replaced by ``num_envs``) as a :class:`GymnasiumVectorEnv`
+    (gymnasium's default ``vector_entry_point`` mode); ``default_max_order`` as in
+    :func:`make_env`."""
+    return GymnasiumVectorEnv(_registered_config(instance, num_envs, default_max_order), device,
+                              seed)
+
+
+if ENV_ID not in gymnasium.registry:  # a module reload must not re-register (gymnasium warns)
+    gymnasium.register(id=ENV_ID, entry_point=f"{__name__}:make_env",
+                       vector_entry_point=f"{__name__}:make_vector_env")
