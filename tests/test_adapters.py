@@ -104,6 +104,8 @@ def test_torchrl_env_refuses_an_instance_without_max_order():
 
 
 # ---- gymnasium conventions ---------------------------------------------------------------------
+FINITE = "paper:setting=1,num_skus=8"   # finite_horizon: episodes end as terminated (15 steps)
+LONG_RUN = NAME                         # the horizon truncates a long-run problem (20 steps)
 
 
 def info_layout(info):
@@ -235,3 +237,38 @@ def test_gymnasium_make_and_make_vec_build_registered_instances():
     obs, _ = vec.reset(seed=1)
     assert obs.shape == (5, vec.single_observation_space.shape[0])
     assert vec.step(vec.action_space.sample())[0] in vec.observation_space
+
+
+@pytest.mark.parametrize("name, steps, finite", [(FINITE, 15, True), (LONG_RUN, 20, False)])
+def test_adapters_end_finite_episodes_as_terminated_and_long_runs_as_truncated(name, steps,
+                                                                              finite):
+    pytest.importorskip("gymnasium")
+    pytest.importorskip("torchrl")
+    from deepstock_fast.envs.gymnasium_env import GymnasiumEnv, GymnasiumVectorEnv
+    from deepstock_fast.envs.torchrl_env import TorchRLEnv
+
+    vec = GymnasiumVectorEnv(name, seed=0)
+    vec.reset(seed=0)
+    for t in range(steps):
+        _, _, terminated, truncated, _ = vec.step(orders(1)[0])
+        last = t == steps - 1
+        assert terminated.tolist() == [last and finite] * 8
+        assert truncated.tolist() == [last and not finite] * 8
+
+    single = GymnasiumEnv(name.replace("num_skus=8", "num_skus=1"), seed=0)
+    single.reset(seed=0)
+    for t in range(steps):
+        _, _, terminated, truncated, _ = single.step(np.array([5.0], dtype=np.float32))
+        last = t == steps - 1
+        assert (terminated, truncated) == (last and finite, last and not finite)
+
+    env = TorchRLEnv(name, seed=0)
+    td = env.reset()
+    for t in range(steps):
+        td["action"] = torch.full((8, 1), 5.0)
+        td = env.step(td)
+        last = t == steps - 1
+        flags = {k: td["next", k].squeeze(1).tolist() for k in ("terminated", "truncated", "done")}
+        assert flags == {"terminated": [last and finite] * 8,
+                         "truncated": [last and not finite] * 8, "done": [last] * 8}
+        td = env.step_mdp(td)
