@@ -3,13 +3,16 @@
 :class:`TorchRLEnv` is a batched ``torchrl.envs.EnvBase`` (batch size [B]) with keys
 ``observation`` [B, obs_size], ``action`` [B, 1] (the order, in [0, max_order]), ``reward``
 [B, 1], ``done``/``terminated``/``truncated`` [B, 1]. Every SKU's episode ends at the horizon at
-the same time (terminated for a ``finite_horizon`` instance, truncated otherwise); the following ``reset`` starts the next episode (which the inner
-:class:`InventoryEnv` has already drawn, so the demand stream is the same as the native env's).
+the same time (terminated for a ``finite_horizon`` instance, truncated otherwise); the following
+``reset`` starts the next episode (which the inner :class:`InventoryEnv` has already drawn, so the
+demand stream is the same as the native env's).
+
+The instance needs a finite ``max_order``: torchrl's random rollouts (``rand_action``,
+``check_env_specs``) draw actions uniformly from the ``Bounded`` action spec, which an infinite
+bound would turn into infinite orders.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -23,16 +26,19 @@ from .env import InventoryEnv
 class TorchRLEnv(EnvBase):
     def __init__(self, config: InstanceConfig | dict | str, device="cpu", seed: int | None = None):
         env = InventoryEnv(config, device=device, seed=seed)
+        if env.max_order is None:
+            raise ValueError("TorchRLEnv needs a finite max_order in the instance config for its "
+                             "bounded action spec (e.g. 'zipkin:L=2,p=9,max_order=40', or "
+                             "InstanceConfig(..., max_order=40.0))")
         B = env.num_envs
         super().__init__(device=env.device, batch_size=torch.Size([B]))
         self.env = env
         self._next_obs = None  # the next episode's first obs, once the inner env auto-reset
         self._seed = None      # applied by the next reset
-        high = env.max_order if env.max_order is not None else math.inf
         self.observation_spec = Composite(
             observation=Unbounded(shape=(B, env.obs_size), dtype=env.dtype, device=env.device),
             shape=(B,))
-        self.action_spec = Bounded(low=0.0, high=high, shape=(B, 1), dtype=env.dtype,
+        self.action_spec = Bounded(low=0.0, high=env.max_order, shape=(B, 1), dtype=env.dtype,
                                    device=env.device)
         self.reward_spec = Unbounded(shape=(B, 1), dtype=env.dtype, device=env.device)
         flag = dict(n=2, shape=(B, 1), dtype=torch.bool, device=env.device)
