@@ -29,7 +29,7 @@ from common import machine, table, write_results  # noqa: E402
 
 from deepstock_fast import compare, optimum  # noqa: E402
 from deepstock_fast.envs import InstanceConfig, InventoryEnv  # noqa: E402
-from deepstock_fast.evaluation import evaluate  # noqa: E402
+from deepstock_fast.evaluation import evaluate, paired_gap  # noqa: E402
 from deepstock_fast.cli import TRAINERS, UsageError, parse_settings  # noqa: E402
 from deepstock_fast.policies import PolicyConfig  # noqa: E402
 from deepstock_fast.seeding import stream  # noqa: E402
@@ -97,27 +97,30 @@ def main(argv=None) -> int:
                                                float(penalty))
                 ref_valid = float(optimum.simulate_policy(sol, valid.double(), 1.0, penalty,
                                                           warmup=instance.warmup).mean())
-                ref_test = float(optimum.simulate_policy(
+                ref_per_sku = optimum.simulate_policy(
                     sol, compare.held_out_demand(test, test_seed, args.device).double(), 1.0,
-                    penalty, warmup=test.warmup).mean())
+                    penalty, warmup=test.warmup)
                 reference, exact = "DP policy", sol.average_cost
             else:
-                refs = {r["policy"]: r["cost"] for r in compare.reference_rows(
+                refs = {r["policy"]: r for r in compare.reference_rows(
                     instance, test, seed=test_seed, device=args.device)}
-                ref_test, ref_valid, reference, exact = refs["best base-stock"], None, \
-                    "best base-stock", None
+                ref_per_sku, ref_valid, reference, exact = refs["best base-stock"]["per_sku"], \
+                    None, "best base-stock", None
+            ref_test = float(ref_per_sku.mean())
             for head in args.heads:
                 start, cpu_start = time.perf_counter(), time.process_time()
                 policy, result = train(instance, PolicyConfig(head=head, hidden=hidden), config,
                                        device=args.device, label=f"{name} {algo}+{head}")
                 reached = next((h for h in result.history if ref_valid and 100 * (
                     h["validation_cost"] / ref_valid - 1) <= args.target_gap), None)
-                cost = evaluate(policy, test, seed=test_seed, device=args.device).average_cost
+                ev = evaluate(policy, test, seed=test_seed, device=args.device)
+                cost = ev.average_cost
+                gap, gap_se = paired_gap(ev.per_sku.average_cost, ref_per_sku)
                 rows.append(dict(
                     instance=name, algo=algo, head=head, reference=reference,
                     published=published.get(zipkin) if zipkin else None, optimum=exact,
                     test_cost=cost, reference_test_cost=ref_test,
-                    gap_pct=100 * (cost / ref_test - 1),
+                    gap_pct=gap, gap_se=gap_se,
                     gap_vs_exact_pct=100 * (cost / exact - 1) if exact else None,
                     seconds_to_target=reached["seconds"] if reached else None,
                     cpu_seconds_to_target=reached["cpu_seconds"] if reached else None,
@@ -135,7 +138,7 @@ def main(argv=None) -> int:
     text = table(rows, [("instance", "instance", "s"), ("algo", "algo", "s"),
                         ("head", "head", "s"), ("reference_test_cost", "reference", ".4f"),
                         ("test_cost", "test cost", ".4f"),
-                        ("gap_pct", "gap % (same demand)", "+.2f"),
+                        ("gap_pct", "gap % (same demand)", "+.2f"), ("gap_se", "+-", ".2f"),
                         ("gap_vs_exact_pct", "gap % vs exact", "+.2f"),
                         ("seconds_to_target", f"s to {args.target_gap:g}%", ".0f"),
                         ("cpu_seconds_to_target", "CPU s", ".0f"),
