@@ -157,5 +157,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(deepstock, CPU, m) { m.impl("lost_sales_dp", &lost_sales_dp); }
+// Also the kernel of calls the dispatcher cannot place (demand_pmf=None and no initial_value, or
+// a CUDA tensor), so that they meet the checks above and not a dispatcher error.
+TORCH_LIBRARY_IMPL(deepstock, CompositeExplicitAutograd, m) {
+  m.impl("lost_sales_dp", &lost_sales_dp);
+}
 
 }  // namespace deepstock
