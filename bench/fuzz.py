@@ -2,7 +2,7 @@
 test (tests/helpers.py's fuzz_settings reads it), in a pytest subprocess, so that a crash is seen
 as a crash and not as a dead benchmark.
 
-It reads the examples each test ran from Hypothesis's statistics, each test's outcome from
+It counts the examples each test ran from DEEPSTOCK_FUZZ_LOG (tests/helpers.py), each test's outcome from
 pytest's JUnit XML, and sorts a failure by its message: a crash (the fuzz worker or pytest died),
 a wrong result (the op returned something the reference does not), an unnamed rejection (an error
 that does not name the wrong argument), or other. Prints a table and writes JSON with the machine
@@ -31,33 +31,23 @@ from common import RESULTS, machine, table  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# Hypothesis's statistics: the test's node id, then one line of counts per phase.
-_TEST = re.compile(r"^(\S+::\S+):\s*$")
-_PHASE = re.compile(r"during (\w+) phase")
-_COUNTS = re.compile(r"(\d+) passing examples?, (\d+) failing examples?, (\d+) invalid")
-
-
-def parse_statistics(text: str) -> dict[str, int]:
-    """{test id: examples run in the generate and reuse phases} from --hypothesis-show-statistics."""
+def count_cases(log: pathlib.Path) -> dict[str, int]:
+    """{test id: examples run} from the DEEPSTOCK_FUZZ_LOG file (tests/helpers.py)."""
     cases: dict[str, int] = {}
-    test = phase = None
-    for line in text.splitlines():
-        if m := _TEST.match(line.strip()):
-            test = m.group(1)
-            cases.setdefault(test, 0)
-        elif m := _PHASE.search(line):
-            phase = m.group(1)
-        elif test and phase != "shrink" and (m := _COUNTS.search(line)):
-            cases[test] += int(m.group(1)) + int(m.group(2))
+    if log.exists():
+        for line in log.read_text().splitlines():
+            test = line.split("\t", 1)[0]
+            cases[test] = cases.get(test, 0) + 1
     return cases
 
 
 def classify(message: str) -> str:
-    if "worker died" in message or "Fatal Python error" in message:
+    """The kind of a failure, from its assertion message (tests/test_fuzz_ops.py's wording)."""
+    if re.search(r"worker died \(exit code -?\d+\)|Fatal Python error", message):
         return "crash"
-    if "does not name" in message or "valid input rejected" in message:
+    if re.search(r"does not name \[|valid input rejected: ", message):
         return "unnamed rejection"
-    if "differs from the reference" in message or "returned" in message:
+    if re.search(r"differs from the reference|: returned", message):
         return "wrong result"
     return "other"
 
@@ -72,7 +62,7 @@ def parse_junit(path: pathlib.Path) -> dict[str, tuple[str, str]]:
         if failure is None:
             failure = case.find("error")
         if failure is not None:
-            outcomes[test] = ("failed", classify(failure.get("message", "") + (failure.text or "")))
+            outcomes[test] = ("failed", classify(failure.get("message", "")))
         elif case.find("skipped") is not None:
             outcomes[test] = ("skipped", "")
         else:
@@ -104,10 +94,10 @@ def main() -> int:
     per_test = args.examples_per_test or -(-args.min_cases // len(tests))
 
     with tempfile.TemporaryDirectory() as tmp:
-        junit = pathlib.Path(tmp) / "junit.xml"
-        env = dict(os.environ, DEEPSTOCK_FUZZ_EXAMPLES=str(per_test))
+        junit, log = pathlib.Path(tmp) / "junit.xml", pathlib.Path(tmp) / "cases.log"
+        env = dict(os.environ, DEEPSTOCK_FUZZ_EXAMPLES=str(per_test), DEEPSTOCK_FUZZ_LOG=str(log))
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               "--hypothesis-show-statistics", f"--junitxml={junit}", *select, *files]
+               f"--junitxml={junit}", *select, *files]
         print(f"{len(tests)} fuzz tests x {per_test} examples: {' '.join(cmd[3:])}",
               file=sys.stderr)
         start = time.perf_counter()
@@ -119,7 +109,7 @@ def main() -> int:
             output, code = (e.stdout or b"").decode() + (e.stderr or b"").decode(), "timeout"
         seconds = time.perf_counter() - start
         outcomes = parse_junit(junit) if junit.exists() else {}
-    cases = parse_statistics(output)
+        cases = count_cases(log)
     # pytest itself died (a signal) or hung: every test without an outcome counts as crashed.
     died = isinstance(code, str) or (isinstance(code, int) and code < 0)
 
