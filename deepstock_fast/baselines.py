@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .metrics import Metrics, business_metrics
-from .ops import POLICIES, rollout
+from .ops import POLICIES, check_count, check_flag, rollout
 
 
 @dataclass
@@ -78,6 +78,20 @@ def _initial_state(on_hand, pipeline, skus: int, paths: int, max_lead: int, like
     return on_hand.expand(skus, paths), pipeline.expand(skus, paths, pipeline.shape[2])
 
 
+def _lead_times(value, skus: int, like: Tensor) -> Tensor:
+    """Lead times [S] int64 from one int or S of them; non-integral values raise (2.7 is not 2)."""
+    if not isinstance(value, (Tensor, list, tuple)):
+        value = check_count(value, "lead_time")
+    t = torch.as_tensor(value, device=like.device)
+    if t.dtype == torch.bool or t.is_complex():
+        raise TypeError(f"lead_time must hold integers, got dtype {t.dtype}")
+    if t.is_floating_point() and not bool((t == t.round()).all()):
+        raise ValueError("lead_time must hold integers (got non-integral or non-finite values)")
+    if t.numel() and bool((t < 0).any()):
+        raise ValueError("lead_time must be >= 0")
+    return _per_sku(t, skus, like).long()
+
+
 def _simulate(kind, params, demand, lead_time, *, review_period, warmup, holding_cost,
               penalty_cost, order_cost, lost_sales, max_order=None, on_hand=None,
               pipeline=None, max_elements=1 << 25):
@@ -86,7 +100,7 @@ def _simulate(kind, params, demand, lead_time, *, review_period, warmup, holding
     kind, params = _under_cap(kind, params, max_order)
     skus, paths, days = demand.shape
     k, n = params.shape[1:]
-    lead = _per_sku(lead_time, skus, demand).long()
+    lead = _lead_times(lead_time, skus, demand)
     h, p, c = (_per_sku(v, skus, demand) for v in (holding_cost, penalty_cost, order_cost))
     max_lead = int(lead.max()) if skus else 0
     if pipeline is not None:
@@ -124,7 +138,7 @@ def default_grid(kind: str, demand: Tensor, lead_time, review_period: int = 1,
     """
     demand = _paths(demand)
     skus = demand.shape[0]
-    window = (_per_sku(lead_time, skus, demand).long().max().item() + review_period)
+    window = (_lead_times(lead_time, skus, demand).max().item() + review_period)
     sums = demand.unfold(2, min(window, demand.shape[2]), 1).sum(-1)  # [S, N, windows]
     top = sums.flatten(1).max(1).values * 1.25 + 1  # [S]
     integer = bool((demand == demand.round()).all())
@@ -173,6 +187,7 @@ def fit(kind: str, demand: Tensor, lead_time, *, holding_cost, penalty_cost, ord
     """
     if kind not in POLICIES:
         raise ValueError(f"kind must be one of {list(POLICIES)}, got {kind!r}")
+    check_flag(lost_sales, "lost_sales")
     demand = _paths(demand)
     if grid is None:
         grid = default_grid(kind, demand, lead_time, review_period)
@@ -199,6 +214,7 @@ def evaluate(policy: ClassicalPolicy, demand: Tensor, lead_time, *, holding_cost
     """Cost and business metrics of a policy on demand paths [S, T] or [S, N, T], under the
     order cap ``max_order`` and from the initial state (``on_hand``, ``pipeline``) as in
     :func:`fit`."""
+    check_flag(lost_sales, "lost_sales")
     demand = _paths(demand)
     _, cost, stats = _simulate(policy.kind, policy.params.unsqueeze(1), demand, lead_time,
                                review_period=review_period, warmup=warmup,

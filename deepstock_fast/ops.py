@@ -13,7 +13,9 @@ not.
 
 from __future__ import annotations
 
+import collections
 import math
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -54,11 +56,50 @@ class RolloutResult(NamedTuple):
     stats: Tensor         # [B, 4]: units sold, units short, stockout days, end-inventory sum
 
 
-def _param(value, like: Tensor) -> Tensor:
-    """A per-environment parameter as a tensor of ``like``'s dtype and device."""
+def _param(value, like, name: str) -> Tensor:
+    """A per-environment parameter as a tensor of ``like``'s dtype and device (float64 on the CPU
+    when ``like`` is not a tensor: the op then names whichever is wrong)."""
     if isinstance(value, Tensor):
         return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a tensor or a real number, got {type(value).__name__}")
+    if not isinstance(like, Tensor):
+        return torch.full((1,), float(value), dtype=torch.float64)
     return torch.full((1,), float(value), dtype=like.dtype, device=like.device)
+
+
+def _common(*tensors):
+    """The tensor whose dtype and device most of ``tensors`` share (the earliest on a tie), for
+    the parameters given as numbers: made like it, they side with the majority, and the op names
+    the tensor that differs instead of the one they were copied from."""
+    keys = [(t.dtype, t.device) if isinstance(t, Tensor) else None for t in tensors]
+    counts = collections.Counter(k for k in keys if k is not None)
+    if not counts:
+        return None
+    best = max(counts, key=lambda k: (counts[k], -keys.index(k)))
+    return tensors[keys.index(best)]
+
+
+def check_flag(value, name: str) -> bool:
+    """``value`` if it is a bool; anything else (None, 0, "yes") raises a TypeError naming it."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def check_count(value, name: str, minimum: int | None = None) -> int:
+    """An integer given as a Python number (lead time, review period, warm-up): 2.0 is 2, but
+    2.7, NaN, True or a string raise naming ``name``; so does a value below ``minimum`` (the ops
+    check their own ranges)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if not isinstance(value, numbers.Integral):
+        if not (math.isfinite(value) and float(value).is_integer()):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
 
 
 def initial_state(demand: Tensor, lead_time: Tensor | int, on_hand: Tensor | None = None,
@@ -70,7 +111,8 @@ def initial_state(demand: Tensor, lead_time: Tensor | int, on_hand: Tensor | Non
     """
     batch = demand.shape[0]
     if not isinstance(lead_time, Tensor):
-        lead_time = torch.full((batch,), int(lead_time), dtype=torch.int64, device=demand.device)
+        lead_time = torch.full((batch,), check_count(lead_time, "lead_time"), dtype=torch.int64,
+                               device=demand.device)
     if pipeline is None:
         max_lead = int(lead_time.max()) if lead_time.numel() else 0
         pipeline = demand.new_zeros(batch, max(max_lead, 0))
@@ -113,6 +155,7 @@ def inventory_step(
         :class:`StepResult`. ``next_on_hand``, ``next_pipeline`` and ``cost`` are differentiable
         with respect to ``on_hand``, ``pipeline``, ``order`` and the three costs; ``stats`` is not.
     """
+    like = _common(on_hand, pipeline, order, demand)
     return StepResult(
         *_ops.inventory_step(
             on_hand,
@@ -120,10 +163,10 @@ def inventory_step(
             lead_time,
             order,
             demand,
-            _param(holding_cost, on_hand),
-            _param(penalty_cost, on_hand),
-            _param(order_cost, on_hand),
-            lost_sales,
+            _param(holding_cost, like, "holding_cost"),
+            _param(penalty_cost, like, "penalty_cost"),
+            _param(order_cost, like, "order_cost"),
+            check_flag(lost_sales, "lost_sales"),
         )
     )
 
@@ -132,7 +175,9 @@ def base_stock_order(
     target: Tensor, inventory_position: Tensor, max_order: Tensor | float = math.inf
 ) -> Tensor:
     """Base regularization: clamp(target - inventory_position, 0, max_order). [B], [B] -> [B]."""
-    return _ops.base_stock_order(target, inventory_position, _param(max_order, target))
+    return _ops.base_stock_order(target, inventory_position,
+                                 _param(max_order, _common(target, inventory_position),
+                                        "max_order"))
 
 
 def coeff_order(coeff: Tensor, features: Tensor, max_order: Tensor | float = math.inf) -> Tensor:
@@ -140,7 +185,8 @@ def coeff_order(coeff: Tensor, features: Tensor, max_order: Tensor | float = mat
 
     [B, m], [B, m] -> [B].
     """
-    return _ops.coeff_order(coeff, features, _param(max_order, coeff))
+    return _ops.coeff_order(coeff, features,
+                            _param(max_order, _common(coeff, features), "max_order"))
 
 
 def coeff_base_stock_order(
@@ -153,7 +199,10 @@ def coeff_base_stock_order(
 
     [B, m], [B, m], [B] -> [B].
     """
-    return _ops.coeff_base_stock_order(coeff, features, inventory_position, _param(max_order, coeff))
+    return _ops.coeff_base_stock_order(coeff, features, inventory_position,
+                                       _param(max_order, _common(coeff, features,
+                                                                 inventory_position),
+                                              "max_order"))
 
 
 def observation(on_hand: Tensor, pipeline: Tensor, exogenous: Tensor, scale: Tensor) -> Tensor:
@@ -189,10 +238,12 @@ def env_step(
     Equals those ops composed (bit for bit on CPU); not differentiable (``InventoryEnv.simulate``
     is the differentiable path).
     """
+    like = _common(on_hand, pipeline, order, demand, exogenous, scale, cost_total, stats_total)
     return EnvStepResult(*_ops.env_step(
-        on_hand, pipeline, lead_time, order, demand, _param(holding_cost, on_hand),
-        _param(penalty_cost, on_hand), _param(order_cost, on_hand), lost_sales, exogenous,
-        scale, cost_total, stats_total, accumulate))
+        on_hand, pipeline, lead_time, order, demand, _param(holding_cost, like, "holding_cost"),
+        _param(penalty_cost, like, "penalty_cost"), _param(order_cost, like, "order_cost"),
+        check_flag(lost_sales, "lost_sales"), exogenous, scale, cost_total, stats_total,
+        check_flag(accumulate, "accumulate")))
 
 
 def rollout(
@@ -227,7 +278,12 @@ def rollout(
     Returns:
         :class:`RolloutResult`; not differentiable.
     """
+    if not isinstance(demand, Tensor):
+        raise TypeError(f"demand must be a tensor, got {type(demand).__name__}")
+    if not isinstance(policy, str):
+        raise TypeError(f"policy must be one of {list(POLICIES)}, got {policy!r}")
     lead_time, on_hand, pipeline = initial_state(demand, lead_time, on_hand, pipeline)
+    like = _common(demand, on_hand, pipeline, params)
     return RolloutResult(
         *_ops.rollout(
             on_hand,
@@ -236,12 +292,12 @@ def rollout(
             demand,
             policy,
             params,
-            review_period,
-            warmup,
-            _param(holding_cost, demand),
-            _param(penalty_cost, demand),
-            _param(order_cost, demand),
-            lost_sales,
+            check_count(review_period, "review_period"),
+            check_count(warmup, "warmup"),
+            _param(holding_cost, like, "holding_cost"),
+            _param(penalty_cost, like, "penalty_cost"),
+            _param(order_cost, like, "order_cost"),
+            check_flag(lost_sales, "lost_sales"),
         )
     )
 
@@ -249,13 +305,19 @@ def rollout(
 # ---- fake kernels: shapes only, for torch.compile and meta tensors ------------------------
 
 
-def _check_same_device(op: str, **tensors: Tensor) -> None:
-    """The native launchers check devices; fake kernels (meta, torch.compile) do it here."""
-    devices = {name: t.device for name, t in tensors.items()}
-    first = next(iter(devices.values()))
+def _check_same_device(op: str, **tensors) -> None:
+    """The native ops check devices; fake kernels (meta, torch.compile) do it here, by the same
+    rule: the argument off the device most arguments share is named, next to one on it. (A meta
+    tensor among CPU ones dispatches to these kernels, so they are the only check it meets.)"""
+    devices = {name: t.device for name, t in tensors.items() if isinstance(t, Tensor)}
+    if not devices:
+        return
+    counts = collections.Counter(devices.values())
+    common = max(counts, key=lambda d: (counts[d], -list(devices.values()).index(d)))
+    like = next(name for name, d in devices.items() if d == common)
     for name, device in devices.items():
-        torch._check(device == first,
-                     lambda: f"deepstock.{op}: {name} is on {device} but the other inputs are on {first}")
+        torch._check(device == common,
+                     lambda: f"deepstock.{op}: {name} is on {device} but {like} is on {common}")
 
 
 @torch.library.register_fake("deepstock::inventory_step")
@@ -276,6 +338,11 @@ def _(on_hand, pipeline, lead_time, order, demand, holding_cost, penalty_cost, o
 @torch.library.register_fake("deepstock::inventory_step_backward")
 def _(grad_next_on_hand, grad_next_pipeline, grad_cost, on_hand, pipeline, lead_time, order,
       demand, holding_cost, penalty_cost, order_cost, lost_sales):
+    _check_same_device("inventory_step_backward", on_hand=on_hand, pipeline=pipeline,
+                       lead_time=lead_time, order=order, demand=demand,
+                       holding_cost=holding_cost, penalty_cost=penalty_cost,
+                       order_cost=order_cost, grad_next_on_hand=grad_next_on_hand,
+                       grad_next_pipeline=grad_next_pipeline, grad_cost=grad_cost)
     batch = on_hand.shape[0]
     return (
         on_hand.new_empty(batch),
@@ -296,6 +363,8 @@ def _(target, inventory_position, max_order):
 
 @torch.library.register_fake("deepstock::base_stock_order_backward")
 def _(grad_order, target, inventory_position, max_order):
+    _check_same_device("base_stock_order_backward", grad_order=grad_order, target=target,
+                       inventory_position=inventory_position, max_order=max_order)
     return target.new_empty(target.shape), target.new_empty(target.shape)
 
 
@@ -307,6 +376,8 @@ def _(coeff, features, max_order):
 
 @torch.library.register_fake("deepstock::coeff_order_backward")
 def _(grad_order, coeff, features, max_order):
+    _check_same_device("coeff_order_backward", grad_order=grad_order, coeff=coeff,
+                       features=features, max_order=max_order)
     return coeff.new_empty(coeff.shape), coeff.new_empty(coeff.shape)
 
 
@@ -319,6 +390,9 @@ def _(coeff, features, inventory_position, max_order):
 
 @torch.library.register_fake("deepstock::coeff_base_stock_order_backward")
 def _(grad_order, coeff, features, inventory_position, max_order):
+    _check_same_device("coeff_base_stock_order_backward", grad_order=grad_order, coeff=coeff,
+                       features=features, inventory_position=inventory_position,
+                       max_order=max_order)
     return coeff.new_empty(coeff.shape), coeff.new_empty(coeff.shape), coeff.new_empty(coeff.shape[0])
 
 
@@ -356,6 +430,7 @@ def _(on_hand, pipeline, lead_time, demand, policy, params, review_period, warmu
 @torch.library.register_fake("deepstock::lost_sales_dp")
 def _(demand_pmf, lead_time, holding_cost, penalty_cost, order_cost, max_position, tolerance,
       max_iterations, initial_value=None, review_period=1):
+    _check_same_device("lost_sales_dp", demand_pmf=demand_pmf, initial_value=initial_value)
     shape = [max_position + 1] * lead_time
     return (demand_pmf.new_empty(2), demand_pmf.new_empty(shape, dtype=torch.int64),
             demand_pmf.new_empty(shape), demand_pmf.new_empty((), dtype=torch.int64))

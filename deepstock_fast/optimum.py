@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .envs import SimState, simulate
+from .ops import check_count
 
 ZIPKIN_CSV = pathlib.Path(__file__).resolve().parent / "data" / "zipkin2008_lost_sales_optimal.csv"
 
@@ -94,6 +95,12 @@ class LostSalesOptimum:
         return self.policy.reshape(-1).to(index.device)[flat]
 
 
+def _converged(bounds: tuple[float, float], tolerance: float) -> bool:
+    """Odoni's bounds within the tolerance; never for non-finite or crossed bounds."""
+    lower, upper = bounds
+    return math.isfinite(lower) and math.isfinite(upper) and upper - lower <= tolerance
+
+
 def solve_lost_sales(
     demand_pmf: Tensor,
     lead_time: int,
@@ -124,6 +131,11 @@ def solve_lost_sales(
             cleanly, returning the solution so far (``converged`` False), which ``resume`` accepts.
         progress: True prints to stderr; a callable gets (iterations, lower, upper).
     """
+    lead_time = check_count(lead_time, "lead_time", 1)
+    review_period = check_count(review_period, "review_period")
+    if resume is not None and not bool(torch.isfinite(resume.relative_value).all()):
+        raise ValueError("resume.relative_value must be finite (a solve that diverged or a "
+                         "corrupted checkpoint)")
     if max_position is None:
         max_position = default_max_position(demand_pmf, lead_time, review_period=review_period)
     value = resume.relative_value if resume is not None else None
@@ -148,7 +160,7 @@ def solve_lost_sales(
                 print(f"\r  lost-sales DP L={lead_time} p={penalty_cost}: iteration {done}, "
                       f"cost in [{bounds[0]:.6f}, {bounds[1]:.6f}] "
                       f"({time.perf_counter() - start:.1f}s)", end="", file=sys.stderr)
-            if bounds[1] - bounds[0] <= tolerance:
+            if _converged(bounds, tolerance):
                 break
     except KeyboardInterrupt:
         if policy is None:
@@ -159,7 +171,7 @@ def solve_lost_sales(
     return LostSalesOptimum(
         average_cost=0.5 * (bounds[0] + bounds[1]), bounds=bounds, policy=policy,
         relative_value=value, iterations=done, max_position=max_position, lead_time=lead_time,
-        converged=bounds[1] - bounds[0] <= tolerance, review_period=review_period)
+        converged=_converged(bounds, tolerance), review_period=review_period)
 
 
 def simulate_policy(optimum: LostSalesOptimum, demand: Tensor, holding_cost: float,
@@ -250,8 +262,8 @@ def lookahead_policy(demand_pmf: Tensor, lead_time: int, holding_cost: float,
     finite-horizon problem: that many Bellman backups from a zero value function. The returned
     ``average_cost`` is not the policy's cost; simulate it (:func:`simulate_policy`).
     """
-    if periods < 1:
-        raise ValueError(f"periods must be >= 1, got {periods}")
+    lead_time = check_count(lead_time, "lead_time", 1)
+    periods = check_count(periods, "periods", 1)
     if max_position is None:
         max_position = default_max_position(demand_pmf, lead_time)
     _, policy, value, its = torch.ops.deepstock.lost_sales_dp(

@@ -132,3 +132,81 @@ def rollout(demand, policy, params, lead_time, *, on_hand=None, pipeline=None, r
             cost = cost + day_cost
             stats = stats + day_stats
     return RolloutResult(cost.sum(dim=1) / (horizon - warmup), cost, stats)
+
+
+def lost_sales_dp(demand_pmf, lead_time, holding_cost, penalty_cost, order_cost, max_position,
+                  tolerance, max_iterations, initial_value=None, review_period=1):
+    """Reference of ``torch.ops.deepstock.lost_sales_dp`` in plain Python loops over the same
+    states, orders, days and demands in the same order (so in the same float64 sums): for tiny
+    instances only. Returns (bounds [2] per day, policy [M + 1] * L, relative_value, iterations).
+    """
+    pmf = demand_pmf.tolist()
+    side, lead, period = max_position + 1, lead_time, review_period
+    shape = [side] * lead
+    value = (initial_value.to(torch.float64).reshape(-1).tolist() if initial_value is not None
+             else [0.0] * side ** lead)
+    cost_of_stock = [sum(p * (holding_cost * (y - d) if d < y else penalty_cost * (d - y))
+                         for d, p in enumerate(pmf)) for y in range(side)]
+
+    def decode(index):
+        parts = [0] * lead
+        for i in range(lead - 1, -1, -1):
+            parts[i], index = index % side, index // side
+        return parts
+
+    def arriving(parts, k, q):
+        return parts[k] if k < lead else (q if k == lead else 0)
+
+    def expected_epoch(parts, q, v):
+        tail, scale = 0, 1
+        for i in range(lead - 1, 0, -1):
+            tail += arriving(parts, period + i, q) * scale
+            scale *= side
+        cost, total = order_cost * q, 0.0
+        dist = {parts[0]: 1.0}
+        for k in range(period):
+            a = arriving(parts, k + 1, q)
+            last = k + 1 == period
+            nxt = {}
+            for x in sorted(dist):
+                px = dist[x]
+                if px == 0.0:
+                    continue
+                cost += px * cost_of_stock[x]
+                below = 0.0
+                for d in range(min(x, len(pmf))):
+                    below += pmf[d]
+                    if last:
+                        total += px * pmf[d] * v[(x - d + a) * scale + tail]
+                    else:
+                        nxt[x - d + a] = nxt.get(x - d + a, 0.0) + px * pmf[d]
+                if last:
+                    total += px * (1.0 - below) * v[a * scale + tail]
+                else:
+                    nxt[a] = nxt.get(a, 0.0) + px * (1.0 - below)
+            dist = nxt
+        return cost + total
+
+    states = [s for s in range(side ** lead) if sum(decode(s)) <= max_position]
+    policy = [-1] * side ** lead
+    lower, upper, iteration = -math.inf, math.inf, 0
+    while iteration < max_iterations and not (math.isfinite(lower) and math.isfinite(upper)
+                                              and upper - lower <= tolerance * period):
+        iteration += 1
+        nxt = list(value)
+        diffs = []
+        for s in states:
+            parts = decode(s)
+            best, arg = expected_epoch(parts, 0, value), 0
+            for q in range(1, max_position - sum(parts) + 1):
+                v = expected_epoch(parts, q, value)
+                if v < best:
+                    best, arg = v, q
+            nxt[s], policy[s] = best, arg
+            diffs.append(best - value[s])
+        lower, upper = min(diffs), max(diffs)
+        for s in states:
+            value[s] = nxt[s] - nxt[0]
+    bounds = torch.tensor([lower / period, upper / period], dtype=torch.float64)
+    return (bounds, torch.tensor(policy).reshape(shape),
+            torch.tensor(value, dtype=torch.float64).reshape(shape), torch.tensor(iteration))

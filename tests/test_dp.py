@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -81,6 +83,16 @@ BAD = {
     "negative cost": (dict(penalty_cost=-1.0), "penalty_cost must be non-negative"),
     "unbounded state": (dict(lead_time=8, max_position=200), "states exceed the limit"),
     "zero tolerance": (dict(tolerance=0.0), "tolerance must be > 0"),
+    # NaN stopped after one iteration with bounds [inf, -inf]; 1e308 "converged" to -1e308.
+    "NaN initial value": (dict(initial_value=torch.full((21,), math.nan, dtype=torch.float64)),
+                          "initial_value must be finite"),
+    "huge initial value": (dict(initial_value=torch.full((21,), 1e308, dtype=torch.float64)),
+                           "initial_value must be finite with magnitude"),
+    "int initial value": (dict(initial_value=torch.zeros(21, dtype=torch.int64)),
+                          "initial_value must be float32 or float64"),
+    "meta initial value": (dict(initial_value=torch.zeros(21, dtype=torch.float64, device="meta")),
+                           "initial_value is on meta but demand_pmf is on cpu"),
+    "overflowing costs": (dict(holding_cost=1e308), "overflowed.*holding_cost"),
 }
 
 
@@ -92,6 +104,25 @@ def test_bad_inputs(case):
     args.update(change)
     with pytest.raises(RuntimeError, match=message):
         torch.ops.deepstock.lost_sales_dp(*args.values())
+
+
+def test_resume_from_a_corrupted_solution_is_refused():
+    partial = optimum.solve_lost_sales(PMF, 1, 1.0, 4.0, max_iterations=3)
+    partial.relative_value = torch.full_like(partial.relative_value, math.nan)
+    with pytest.raises(ValueError, match="resume.relative_value must be finite"):
+        optimum.solve_lost_sales(PMF, 1, 1.0, 4.0, resume=partial)
+
+
+def test_non_finite_bounds_never_count_as_converged():
+    assert not optimum._converged((math.inf, -math.inf), 1e-7)
+    assert not optimum._converged((math.nan, math.nan), 1e-7)
+    assert optimum._converged((1.0, 1.0 + 1e-9), 1e-7)
+
+
+@pytest.mark.parametrize("lead,error", [(2.7, ValueError), (None, TypeError), (0, ValueError)])
+def test_solve_refuses_non_integral_lead_time(lead, error):
+    with pytest.raises(error, match="lead_time must be"):
+        optimum.solve_lost_sales(PMF, lead, 1.0, 4.0)
 
 
 def test_poisson_pmf_rejects_bad_mean():

@@ -19,11 +19,18 @@ namespace {
 
 constexpr const char* kOp = "deepstock.lost_sales_dp: ";
 constexpr int64_t kMaxStates = int64_t(1) << 28;
+constexpr double kMaxInitialValue = 1e100;
+
+// Odoni's bounds within the tolerance; never for non-finite or crossed bounds.
+bool converged(double lower, double upper, double tolerance) {
+  return std::isfinite(lower) && std::isfinite(upper) && upper - lower <= tolerance;
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
     const at::Tensor& demand_pmf, int64_t lead_time, double holding_cost, double penalty_cost,
     double order_cost, int64_t max_position, double tolerance, int64_t max_iterations,
     const std::optional<at::Tensor>& initial_value, int64_t review_period) {
+  TORCH_CHECK(demand_pmf.defined(), kOp, "demand_pmf is required");
   TORCH_CHECK(demand_pmf.dim() == 1 && demand_pmf.numel() >= 1, kOp,
               "demand_pmf must be a non-empty 1-D tensor, got shape ", demand_pmf.sizes());
   TORCH_CHECK(demand_pmf.scalar_type() == at::kDouble && demand_pmf.device().is_cpu(), kOp,
@@ -58,10 +65,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
 
   std::vector<int64_t> shape(lead_time, max_position + 1);
   const auto f64 = at::TensorOptions().dtype(at::kDouble);
-  at::Tensor value = initial_value.has_value() ? initial_value->to(at::kDouble).contiguous().clone()
-                                               : at::zeros(shape, f64);
-  TORCH_CHECK(value.sizes() == at::IntArrayRef(shape), kOp, "initial_value must have shape ",
-              at::IntArrayRef(shape), ", got ", value.sizes());
+  at::Tensor value;
+  if (initial_value.has_value() && initial_value->defined()) {
+    const at::Tensor& v0 = *initial_value;
+    TORCH_CHECK(v0.device() == demand_pmf.device(), kOp, "initial_value is on ", v0.device(),
+                " but demand_pmf is on ", demand_pmf.device());
+    TORCH_CHECK(v0.scalar_type() == at::kFloat || v0.scalar_type() == at::kDouble, kOp,
+                "initial_value must be float32 or float64, got ", v0.scalar_type());
+    TORCH_CHECK(v0.sizes() == at::IntArrayRef(shape), kOp, "initial_value must have shape ",
+                at::IntArrayRef(shape), ", got ", v0.sizes());
+    value = v0.to(at::kDouble).contiguous().clone();
+    // Relative values of a previous solve. Beyond this size the backups' sums lose the costs
+    // (or overflow) and the bounds mean nothing.
+    const double* v = value.const_data_ptr<double>();
+    for (int64_t i = 0; i < value.numel(); ++i)
+      TORCH_CHECK(std::isfinite(v[i]) && std::abs(v[i]) <= kMaxInitialValue, kOp,
+                  "initial_value must be finite with magnitude <= ", kMaxInitialValue,
+                  "; entry ", i, " is ", v[i]);
+  } else {
+    value = at::zeros(shape, f64);
+  }
   at::Tensor next = at::empty(shape, f64);
   at::Tensor policy = at::full(shape, -1, at::TensorOptions().dtype(at::kLong));
 
@@ -93,7 +116,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
   double* W = next.mutable_data_ptr<double>();
   int64_t* pol = policy.mutable_data_ptr<int64_t>();
   // The span is per epoch of P days; the tolerance is per day.
-  while (iteration < max_iterations && !(upper - lower <= tolerance * review_period)) {
+  while (iteration < max_iterations && !converged(lower, upper, tolerance * review_period)) {
     ++iteration;
     std::vector<double> lo(at::get_num_threads() + 1, std::numeric_limits<double>::infinity());
     std::vector<double> hi(lo.size(), -std::numeric_limits<double>::infinity());
@@ -116,6 +139,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
     // The span of V' - V brackets the optimal average cost per epoch (Odoni's bounds).
     lower = *std::min_element(lo.begin(), lo.end());
     upper = *std::max_element(hi.begin(), hi.end());
+    TORCH_CHECK(std::isfinite(lower) && std::isfinite(upper), kOp,
+                "the value iteration overflowed (bounds ", lower, ", ", upper,
+                " per epoch): holding_cost, penalty_cost or order_cost too large for float64");
     const double offset = W[0];  // state 0 (empty system) is always valid
     at::parallel_for(0, m, 4096, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) V[in_use[i]] = W[in_use[i]] - offset;
@@ -131,5 +157,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> lost_sales_dp(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(deepstock, CPU, m) { m.impl("lost_sales_dp", &lost_sales_dp); }
+// Also the kernel of calls the dispatcher cannot place (demand_pmf=None and no initial_value, or
+// a CUDA tensor), so that they meet the checks above and not a dispatcher error.
+TORCH_LIBRARY_IMPL(deepstock, CompositeExplicitAutograd, m) {
+  m.impl("lost_sales_dp", &lost_sales_dp);
+}
 
 }  // namespace deepstock

@@ -17,13 +17,17 @@ namespace deepstock {
 // Bit flags a per-environment function returns when its inputs are invalid. The launchers OR
 // them over the batch and raise one error that names the argument (see launch.h).
 enum InputError : int {
-  kBadOrder = 1,        // order negative, NaN or infinite
-  kBadDemand = 2,       // demand negative, NaN or infinite
-  kBadLeadTime = 4,     // lead time outside 0..max lead time
-  kBadCost = 8,         // holding, penalty or order cost negative, NaN or infinite
-  kBadState = 16,       // on-hand NaN/infinite (negative under lost sales) or pipeline negative/NaN
-  kBadPolicy = 32,      // classical-policy parameters invalid
-  kBadMaxOrder = 64,    // max_order negative or NaN
+  kBadOrder = 1,          // order negative, NaN or infinite
+  kBadDemand = 2,         // demand negative, NaN or infinite
+  kBadLeadTime = 4,       // lead time outside 0..max lead time
+  kBadHoldingCost = 8,    // holding cost negative, NaN or infinite
+  kBadOnHand = 16,        // on-hand NaN or infinite, or negative under lost sales
+  kBadPolicy = 32,        // classical-policy parameters invalid
+  kBadMaxOrder = 64,      // max_order negative or NaN
+  kBadPipeline = 128,     // pipeline negative, NaN or infinite
+  kBadPenaltyCost = 256,  // penalty cost negative, NaN or infinite
+  kBadOrderCost = 512,    // order cost negative, NaN or infinite
+  kBadScale = 1024,       // observation scale not positive and finite
 };
 
 // Marks a size known only at run time. The forward step and the observation are also compiled
@@ -58,6 +62,12 @@ DEEPSTOCK_HD bool nonneg_finite(T v) {
 template <typename T>
 DEEPSTOCK_HD bool finite(T v) {
   return (v - v) == T(0);
+}
+
+// True for 0 < v < inf (a divisor such as the observation scale).
+template <typename T>
+DEEPSTOCK_HD bool positive_finite(T v) {
+  return v > T(0) && (v - v) == T(0);
 }
 
 }  // namespace deepstock

@@ -95,9 +95,10 @@ struct LostSalesDP {
     int64_t parts[64];
     const int64_t position = decode(index, parts);
     if (position > max_position) return false;
-    double best = 1e300;
+    // Order 0 first: no sentinel value that a large V could undercut.
+    double best = expected_epoch(parts, 0, V, scratch.data(), scratch.data() + side());
     int64_t arg = 0;
-    for (int64_t q = 0; q <= max_position - position; ++q) {
+    for (int64_t q = 1; q <= max_position - position; ++q) {
       const double v = expected_epoch(parts, q, V, scratch.data(), scratch.data() + side());
       if (v < best) {
         best = v;

@@ -25,12 +25,14 @@ struct EnvStepView {
     observe.state_columns(b);
     totals(b);
     finish(b);
-    return err;
+    return err | observe.scale_error(b);
   }
 
   // The CPU launcher's vectorized path (see StepView), then finish(b) for the rest.
   static constexpr bool kSimd = StepView<T, I, kSlots, kDays>::kSimd;
-  DEEPSTOCK_HD bool valid(int64_t b) const { return step.valid(b); }
+  DEEPSTOCK_HD bool valid(int64_t b) const {
+    return step.valid(b) & (observe.scale_error(b) == 0);  // & (no short circuit): no branch
+  }
   DEEPSTOCK_HD bool plain() const { return step.plain(); }
   DEEPSTOCK_HD void make_plain() { step.make_plain(); }
   DEEPSTOCK_HD void compute(int64_t b) const {

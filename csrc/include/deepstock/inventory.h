@@ -72,6 +72,11 @@ struct UnitCosts {
   DEEPSTOCK_HD bool valid(int64_t b) const {
     return nonneg_finite(h(b)) && nonneg_finite(p(b)) && nonneg_finite(c(b));
   }
+  // Input-error bits (common.h) of environment b's costs.
+  DEEPSTOCK_HD int errors(int64_t b) const {
+    return (nonneg_finite(h(b)) ? 0 : kBadHoldingCost) | (nonneg_finite(p(b)) ? 0 : kBadPenaltyCost) |
+           (nonneg_finite(c(b)) ? 0 : kBadOrderCost);
+  }
 };
 
 // The cost of some days of one environment (step 4): holding, shortage penalty, ordering.
@@ -160,10 +165,10 @@ struct StepInputs {
     int err = 0;
     if (!nonneg_finite(order[b])) err |= kBadOrder;
     if (L < 0 || L > slots()) err |= kBadLeadTime;
-    if (!costs.valid(b)) err |= kBadCost;
-    if (!finite(x) || (lost_sales && x < T(0))) err |= kBadState;
+    err |= costs.errors(b);
+    if (!finite(x) || (lost_sales && x < T(0))) err |= kBadOnHand;
     for (int64_t k = 0; k < slots(); ++k)
-      if (!nonneg_finite(pipe[k])) err |= kBadState;
+      if (!nonneg_finite(pipe[k])) err |= kBadPipeline;
     for (int64_t d = 0; d < num_days(); ++d)
       if (!nonneg_finite(demand_at(b, d))) err |= kBadDemand;
     return err;
@@ -259,6 +264,15 @@ struct StepBackwardView {
 
   DEEPSTOCK_HD int operator()(int64_t b) const {
     const int64_t L = in.max_lead, P = in.days;
+    // The forward's value checks: the replay below indexes by the lead time.
+    const int err = in.validate(b);
+    if (err) {
+      const T nan = T(0) / T(0);
+      grad_on_hand[b] = grad_order[b] = nan;
+      grad_holding_cost[b] = grad_penalty_cost[b] = grad_order_cost[b] = nan;
+      for (int64_t k = 0; k < L; ++k) grad_pipeline[b * L + k] = nan;
+      return err;
+    }
     const int64_t lead = in.lead(b);
     const T* g_pipe_next = grad_next_pipeline + b * L;
     T* g_pipe = grad_pipeline + b * L;

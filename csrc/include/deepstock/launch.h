@@ -48,6 +48,15 @@ StepArgs check_step_args(const Tensor& on_hand, const Tensor& pipeline, const Te
                          const Tensor& penalty_cost, const Tensor& order_cost, bool lost_sales,
                          const char* op);
 
+// inventory_step_backward's arguments: the forward's checks over all of them at once.
+StepArgs check_step_backward_args(const Tensor& grad_next_on_hand,
+                                  const Tensor& grad_next_pipeline, const Tensor& grad_cost,
+                                  const Tensor& on_hand, const Tensor& pipeline,
+                                  const Tensor& lead_time, const Tensor& order,
+                                  const Tensor& demand, const Tensor& holding_cost,
+                                  const Tensor& penalty_cost, const Tensor& order_cost,
+                                  bool lost_sales, const char* op);
+
 template <typename T, typename I, int kSlots = kRuntimeSize, int kDays = kRuntimeSize>
 StepInputs<T, I, kSlots, kDays> step_inputs(const StepArgs& a) {
   StepInputs<T, I, kSlots, kDays> in;
@@ -80,6 +89,7 @@ StepView<T, I, kSlots, kDays> step_view(const StepArgs& a, StepOutputs& o) {
           o.stats.mutable_data_ptr<T>()};
 }
 
+// The gradients' outputs of arguments that passed check_step_backward_args.
 struct StepGrads {
   Tensor grad_next_on_hand, grad_next_pipeline, grad_cost;  // inputs, contiguous
   Tensor on_hand, pipeline, order, holding_cost, penalty_cost, order_cost;  // outputs
@@ -113,7 +123,11 @@ void dispatch_step_sizes(int64_t max_lead, int64_t days, F&& f) {
 }
 
 // ---- projections -------------------------------------------------------------------------
-// Any of target / coeff+features / inventory_position may be undefined (absent).
+// Which inputs a projection op takes (the others are undefined in ProjectionArgs).
+struct ProjectionInputs {
+  bool target, coeff, inventory_position;  // coeff: coeff and features
+};
+
 struct ProjectionArgs {
   Tensor target, coeff, features, inventory_position, max_order;
   int64_t batch = 0, num_features = 0;
@@ -121,7 +135,8 @@ struct ProjectionArgs {
 
 ProjectionArgs check_projection_args(const Tensor& target, const Tensor& coeff,
                                      const Tensor& features, const Tensor& inventory_position,
-                                     const Tensor& max_order, const char* op);
+                                     const Tensor& max_order, ProjectionInputs inputs,
+                                     const char* op, const Tensor* grad_order = nullptr);
 
 template <typename T>
 ProjectionView<T> projection_view(const ProjectionArgs& a, Tensor& order) {

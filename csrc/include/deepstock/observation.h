@@ -23,13 +23,18 @@ struct ObservationView {
   DEEPSTOCK_HD T* row(int64_t b) const { return obs + b * (1 + slots() + width); }
 
   DEEPSTOCK_HD int operator()(int64_t b) const {
-    state_columns(b);
+    state_columns(b);  // NaN columns when the scale is invalid
     exogenous_columns(b);
-    return 0;
+    return scale_error(b);
+  }
+  // kBadScale unless the scale is positive and finite (0 or inf would give 0 or inf columns).
+  DEEPSTOCK_HD int scale_error(int64_t b) const {
+    return positive_finite(scale[b]) ? 0 : kBadScale;
   }
   // The scaled on-hand and pipeline (a fixed number of columns when kSlots is).
   DEEPSTOCK_HD void state_columns(int64_t b) const {
-    const T inv = T(1) / scale[b];
+    const T s = scale[b];
+    const T inv = positive_finite(s) ? T(1) / s : T(0) / T(0);
     T* r = row(b);
     r[0] = on_hand[b] * inv;
     const T* p = pipeline + b * slots();

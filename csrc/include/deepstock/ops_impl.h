@@ -9,6 +9,10 @@
 
 namespace deepstock {
 
+constexpr ProjectionInputs kBaseStockInputs{true, false, true};
+constexpr ProjectionInputs kCoeffInputs{false, true, false};
+constexpr ProjectionInputs kBothInputs{false, true, true};
+
 template <class ForEach>
 struct Ops {
   static std::tuple<Tensor, Tensor, Tensor, Tensor> inventory_step(
@@ -36,20 +40,24 @@ struct Ops {
       const Tensor& demand, const Tensor& holding_cost, const Tensor& penalty_cost,
       const Tensor& order_cost, bool lost_sales) {
     const char* op = "inventory_step_backward";
-    const StepArgs a = check_step_args(on_hand, pipeline, lead_time, order, demand, holding_cost,
-                                       penalty_cost, order_cost, lost_sales, op);
+    const StepArgs a = check_step_backward_args(grad_next_on_hand, grad_next_pipeline, grad_cost,
+                                                on_hand, pipeline, lead_time, order, demand,
+                                                holding_cost, penalty_cost, order_cost,
+                                                lost_sales, op);
     StepGrads g = make_step_grads(a, grad_next_on_hand, grad_next_pipeline, grad_cost);
+    int errors = 0;
     DEEPSTOCK_DISPATCH(a.on_hand, a.lead_time, [&] {
-      ForEach{}(a.batch, 1024, step_backward_view<T, I>(a, g), a.on_hand);
+      errors = ForEach{}(a.batch, 1024, step_backward_view<T, I>(a, g), a.on_hand);
     });
+    raise_input_errors(errors, op);
     return g.tuple();
   }
 
   static Tensor project(const Tensor& target, const Tensor& coeff, const Tensor& features,
                         const Tensor& inventory_position, const Tensor& max_order,
-                        const char* op) {
-    const ProjectionArgs a =
-        check_projection_args(target, coeff, features, inventory_position, max_order, op);
+                        ProjectionInputs inputs, const char* op) {
+    const ProjectionArgs a = check_projection_args(target, coeff, features, inventory_position,
+                                                   max_order, inputs, op);
     const Tensor& like = a.target.defined() ? a.target : a.coeff;
     Tensor order = like.new_empty({a.batch});
     int errors = 0;
@@ -63,50 +71,56 @@ struct Ops {
   static ProjectionGrads project_backward(const Tensor& grad_order, const Tensor& target,
                                           const Tensor& coeff, const Tensor& features,
                                           const Tensor& inventory_position,
-                                          const Tensor& max_order, const char* op) {
-    const ProjectionArgs a =
-        check_projection_args(target, coeff, features, inventory_position, max_order, op);
+                                          const Tensor& max_order,
+                                          ProjectionInputs inputs, const char* op) {
+    const ProjectionArgs a = check_projection_args(target, coeff, features, inventory_position,
+                                                   max_order, inputs, op, &grad_order);
     ProjectionGrads g = make_projection_grads(a, grad_order);
+    int errors = 0;
     AT_DISPATCH_FLOATING_TYPES(g.grad_order.scalar_type(), "deepstock", [&] {
-      ForEach{}(a.batch, 4096, projection_backward_view<scalar_t>(a, g), g.grad_order);
+      errors = ForEach{}(a.batch, 4096, projection_backward_view<scalar_t>(a, g), g.grad_order);
     });
+    raise_input_errors(errors, op);
     return g;
   }
 
   static Tensor base_stock_order(const Tensor& target, const Tensor& inventory_position,
                                  const Tensor& max_order) {
-    return project(target, {}, {}, inventory_position, max_order, "base_stock_order");
+    return project(target, {}, {}, inventory_position, max_order, kBaseStockInputs,
+                   "base_stock_order");
   }
   static std::tuple<Tensor, Tensor> base_stock_order_backward(const Tensor& grad_order,
                                                               const Tensor& target,
                                                               const Tensor& inventory_position,
                                                               const Tensor& max_order) {
     const ProjectionGrads g = project_backward(grad_order, target, {}, {}, inventory_position,
-                                               max_order, "base_stock_order_backward");
+                                               max_order, kBaseStockInputs,
+                                               "base_stock_order_backward");
     return {g.target, g.inventory_position};
   }
   static Tensor coeff_order(const Tensor& coeff, const Tensor& features,
                             const Tensor& max_order) {
-    return project({}, coeff, features, {}, max_order, "coeff_order");
+    return project({}, coeff, features, {}, max_order, kCoeffInputs, "coeff_order");
   }
   static std::tuple<Tensor, Tensor> coeff_order_backward(const Tensor& grad_order,
                                                          const Tensor& coeff,
                                                          const Tensor& features,
                                                          const Tensor& max_order) {
     const ProjectionGrads g = project_backward(grad_order, {}, coeff, features, {}, max_order,
-                                               "coeff_order_backward");
+                                               kCoeffInputs, "coeff_order_backward");
     return {g.coeff, g.features};
   }
   static Tensor coeff_base_stock_order(const Tensor& coeff, const Tensor& features,
                                        const Tensor& inventory_position,
                                        const Tensor& max_order) {
-    return project({}, coeff, features, inventory_position, max_order, "coeff_base_stock_order");
+    return project({}, coeff, features, inventory_position, max_order, kBothInputs,
+                   "coeff_base_stock_order");
   }
   static std::tuple<Tensor, Tensor, Tensor> coeff_base_stock_order_backward(
       const Tensor& grad_order, const Tensor& coeff, const Tensor& features,
       const Tensor& inventory_position, const Tensor& max_order) {
     const ProjectionGrads g = project_backward(grad_order, {}, coeff, features,
-                                               inventory_position, max_order,
+                                               inventory_position, max_order, kBothInputs,
                                                "coeff_base_stock_order_backward");
     return {g.coeff, g.features, g.inventory_position};
   }
@@ -115,11 +129,14 @@ struct Ops {
                             const Tensor& exogenous, const Tensor& scale) {
     const ObservationArgs a = check_observation_args(on_hand, pipeline, exogenous, scale);
     Tensor obs = a.on_hand.new_empty({a.batch, 1 + a.max_lead + a.width});
+    int errors = 0;
     AT_DISPATCH_FLOATING_TYPES(obs.scalar_type(), "deepstock", [&] {
       dispatch_slots(a.max_lead, [&](auto slots) {
-        ForEach{}(a.batch, 4096, observation_view<scalar_t, decltype(slots)::value>(a, obs), obs);
+        errors = ForEach{}(a.batch, 4096,
+                           observation_view<scalar_t, decltype(slots)::value>(a, obs), obs);
       });
     });
+    raise_input_errors(errors, "observation");
     return obs;
   }
 

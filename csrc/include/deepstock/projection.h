@@ -14,11 +14,13 @@ DEEPSTOCK_HD T clamp_order(T u, T max_order) {
   return u < T(0) ? T(0) : (u > max_order ? max_order : u);
 }
 
-// d clamp_order / du. At the kinks we take the right derivative (the side of a larger order):
-// 1 at u == 0, 0 at u == max_order. The same convention as the inventory step (inventory.h).
+// Whether clamp_order passes u through (d clamp_order / du = 1) rather than a bound (0). At the
+// kinks we take the right derivative (the side of a larger order): true at u == 0, false at
+// u == max_order. The same convention as the inventory step (inventory.h). A NaN u passes
+// through, as in clamp_order.
 template <typename T>
-DEEPSTOCK_HD T clamp_order_slope(T u, T max_order) {
-  return (u >= T(0) && u < max_order) ? T(1) : T(0);
+DEEPSTOCK_HD bool clamp_order_passes(T u, T max_order) {
+  return !(u < T(0)) && !(u >= max_order);
 }
 
 template <typename T>
@@ -67,10 +69,21 @@ struct ProjectionBackwardView {
 
   DEEPSTOCK_HD int operator()(int64_t b) const {
     const T cap = forward.max_order[b * forward.max_order_stride];
-    const T g = grad_order[b] * clamp_order_slope(forward.unclamped(b), cap);
+    const int64_t m = forward.num_features;
+    if (!(cap >= T(0))) {  // the forward's check; the gradients are NaN
+      const T nan = cap - cap;
+      if (grad_target) grad_target[b] = nan;
+      if (grad_inventory_position) grad_inventory_position[b] = nan;
+      for (int64_t j = 0; j < m; ++j) {
+        if (grad_coeff) grad_coeff[b * m + j] = nan;
+        if (grad_features) grad_features[b * m + j] = nan;
+      }
+      return kBadMaxOrder;
+    }
+    // A select, not a product: a bound's zero gradient stays zero for a NaN or inf grad_order.
+    const T g = clamp_order_passes(forward.unclamped(b), cap) ? grad_order[b] : T(0);
     if (grad_target) grad_target[b] = g;
     if (grad_inventory_position) grad_inventory_position[b] = -g;
-    const int64_t m = forward.num_features;
     for (int64_t j = 0; j < m; ++j) {
       if (grad_coeff) grad_coeff[b * m + j] = g * forward.features[b * m + j];
       if (grad_features) grad_features[b * m + j] = g * forward.coeff[b * m + j];

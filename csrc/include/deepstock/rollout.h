@@ -104,14 +104,14 @@ struct RolloutView {
 
     int err = 0;
     if (lead < 0 || lead > max_lead) err |= kBadLeadTime;
-    if (!costs.valid(b)) err |= kBadCost;
-    if (!finite(x) || (lost_sales && x < T(0))) err |= kBadState;
+    err |= costs.errors(b);
+    if (!finite(x) || (lost_sales && x < T(0))) err |= kBadOnHand;
     if (!valid_policy(policy, a, a2)) err |= kBadPolicy;
     T pipe[N];
 #pragma unroll
     for (int k = 0; k < N; ++k) {
       pipe[k] = k < max_lead ? pipeline[b * max_lead + k] : T(0);
-      if (!nonneg_finite(pipe[k])) err |= kBadState;
+      if (!nonneg_finite(pipe[k])) err |= kBadPipeline;
     }
 
     DayTotals<T> totals;
