@@ -81,7 +81,7 @@ def run_row(name: str, algo: str, seed: int, args) -> dict:
     if zipkin:
         L, p = instance.lead_time, instance.penalty_cost
         sol = optimum.solve_lost_sales(optimum.poisson_pmf(5.0), L, 1.0, p)
-        demand = compare.test_demand(test, TEST_SEED, args.device).double()
+        demand = compare.held_out_demand(test, TEST_SEED, args.device).double()
         dp = optimum.simulate_policy(sol, demand, 1.0, p, warmup=test.warmup)
         for head in ("none", "base"):
             row[head]["gap_to_dp_pct"], row[head]["gap_to_dp_se"] = paired(costs[head], dp)
