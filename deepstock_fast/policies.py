@@ -1,6 +1,6 @@
 """Regularized policies: an MLP whose output goes through one of the paper's projections.
 
-Heads (PAPER.md), with s = the SKU's demand scale (``state.scale``), IP = inventory position,
+Heads (docs/METHOD.md), with s = the SKU's demand scale (``state.scale``), IP = inventory position,
 f = the Coeff features in demand units, ``net`` the MLP's pre-projection output:
     none:  order = clamp(net * s, 0, max_order)                  (the network orders directly)
     base:  order = clamp(net * s - IP, 0, max_order)              (net * s is an order-up-to level)

@@ -1,4 +1,4 @@
-"""DDPG on the batched environment, with the policy regularizations (PAPER.md: the method
+"""DDPG on the batched environment, with the policy regularizations (docs/METHOD.md: the method
 deployed at Tmall, with Base/Coeff).
 
 The actor is the same :class:`~deepstock_fast.policies.Policy` as DS and PPO. Its action in the

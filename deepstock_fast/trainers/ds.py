@@ -30,7 +30,7 @@ from .common import (NON_NEGATIVE, SEEDS, Diverged, Range, RunResult, check_fiel
 
 @dataclass
 class DSConfig:
-    """Hyperparameters (PAPER.md's DS search space: lr in [4e-4, 0.1], hidden 32..128 wide,
+    """Hyperparameters (the paper's DS search space, docs/METHOD.md: lr in [4e-4, 0.1], hidden 32..128 wide,
     ReduceLROnPlateau factor in [0.5, 0.95], up to 3000 epochs, patience 30)."""
 
     epochs: int = 400

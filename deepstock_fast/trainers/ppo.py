@@ -31,7 +31,7 @@ from .common import (DISCOUNT, NON_NEGATIVE, SEEDS, UNIT, Range, RunResult, Scal
 
 @dataclass
 class PPOConfig:
-    """Hyperparameters; defaults inside PAPER.md's PPO search space (256x256 networks)."""
+    """Hyperparameters; defaults inside the paper's PPO search space (256x256 networks)."""
 
     total_steps: int = 200_000        # environment transitions (SKU-periods)
     num_envs: int = 64                # SKUs stepped together

@@ -1,5 +1,5 @@
 // Exact dynamic program for the lost-sales system with lead time L >= 1 and an order every P >= 1
-// days (DESIGN.md, "Timing convention"; Zipkin 2008 for P = 1). State at a review day, before
+// days (docs/DESIGN.md, "Timing"; Zipkin 2008 for P = 1). State at a review day, before
 // ordering: s = (y, o_1 .. o_{L-1}), y = on-hand after the day's arrival, o_i = the order arriving
 // in i days. An order q placed now arrives in L days. Each day costs h E(x - D)^+ + p E(D - x)^+
 // for on-hand x after arrivals, and leaves (x - D)^+; the review costs c q. Only the on-hand is

@@ -1,4 +1,4 @@
-// The inventory transition (DESIGN.md, "Timing convention"), written once for the CPU and CUDA
+// The inventory transition (docs/DESIGN.md, "Timing"), written once for the CPU and CUDA
 // launchers. Per day: (1) on a review day the order is placed; (2) arrivals due today join
 // on-hand (an order with lead time 0 arrives today); (3) demand occurs: lost sales sell
 // min(on-hand, demand), backlog lets on-hand go negative; (4) end-of-day costs: h per unit of

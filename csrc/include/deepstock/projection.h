@@ -1,4 +1,4 @@
-// Regularizer projections (PAPER.md, "The policy regularizations"): the per-environment math of
+// Regularizer projections (docs/METHOD.md, "The four heads"): the per-environment math of
 //   base_stock_order       = clamp(target - IP, 0, max_order)                      (Base)
 //   coeff_order            = clamp(coeff . features, 0, max_order)                 (Coeff)
 //   coeff_base_stock_order = clamp(coeff . features - IP, 0, max_order)            (Both)
