@@ -61,19 +61,21 @@ class Poisson:
         # torch.poisson on a CPU): one CDF row per distinct rate, up to where the tail < 1e-16.
         self._rates, self._row = torch.unique(self.rate, return_inverse=True)
         top = float(self._rates.max())
-        k = torch.arange(int(top + 12 * math.sqrt(top) + 30), dtype=torch.float64,
-                         device=self.rate.device)
-        rates = self._rates.unsqueeze(1)
-        log_pmf = torch.xlogy(k, rates) - rates - torch.lgamma(k + 1)
-        self._cdf = log_pmf.exp().cumsum(1).clamp(max=1.0)  # [distinct rates, K]
+        size = int(top + 12 * math.sqrt(top) + 30)
+        self._cdf = None  # too many distinct large rates for a table: torch.poisson
+        if size * len(self._rates) <= 2**24:
+            k = torch.arange(size, dtype=torch.float64, device=self.rate.device)
+            rates = self._rates.unsqueeze(1)
+            log_pmf = torch.xlogy(k, rates) - rates - torch.lgamma(k + 1)
+            self._cdf = log_pmf.exp().cumsum(1).clamp(max=1.0)  # [distinct rates, K]
 
     def sample(self, days: int, *, generator: torch.Generator, paths: int = 1) -> Tensor:
         _check_days(days, paths)
         u = torch.rand(self.num_skus, paths * days, generator=generator, dtype=torch.float64,
                        device=self.rate.device)
-        if len(self._rates) == 1:
+        if self._cdf is not None and len(self._rates) == 1:
             k = torch.searchsorted(self._cdf[0], u, right=True, out_int32=True)
-        elif self._cdf.shape[1] * self.num_skus <= 2**24:
+        elif self._cdf is not None and self._cdf.shape[1] * self.num_skus <= 2**24:
             k = torch.searchsorted(self._cdf[self._row], u, right=True, out_int32=True)
         else:  # many distinct rates: a CDF row per SKU would cost too much memory
             rates = self.rate.view(-1, 1, 1).expand(self.num_skus, paths, days).contiguous()
