@@ -89,7 +89,7 @@ def demand_specs(draw):
     unknown parameter or kind."""
     kind = draw(st.sampled_from(sorted(DEMAND_PARAMS)) | junk)
     spec = {"kind": kind}
-    for key, valid in DEMAND_PARAMS.get(kind, {}).items():
+    for key, valid in (DEMAND_PARAMS.get(kind, {}) if isinstance(kind, str) else {}).items():
         choice = draw(st.sampled_from(["valid", "valid", "valid", "junk", "absent"]))
         if choice != "absent":
             spec[key] = draw(valid if choice == "valid" else junk)
