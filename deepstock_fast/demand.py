@@ -12,12 +12,23 @@ leaves a detail open, the choice is stated on the class.
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import math
+import os
 import pathlib
+import re
+import zlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
+
+#: Largest demand quantity (a per-day mean, a replayed value) the package accepts: costs of a
+#: whole episode then stay finite even in float32.
+MAX_QUANTITY = 1e9
 
 
 def _per_sku(value, num_skus: int, name: str, device) -> Tensor:
@@ -50,19 +61,21 @@ class Poisson:
         # torch.poisson on a CPU): one CDF row per distinct rate, up to where the tail < 1e-16.
         self._rates, self._row = torch.unique(self.rate, return_inverse=True)
         top = float(self._rates.max())
-        k = torch.arange(int(top + 12 * math.sqrt(top) + 30), dtype=torch.float64,
-                         device=self.rate.device)
-        rates = self._rates.unsqueeze(1)
-        log_pmf = torch.xlogy(k, rates) - rates - torch.lgamma(k + 1)
-        self._cdf = log_pmf.exp().cumsum(1).clamp(max=1.0)  # [distinct rates, K]
+        size = int(top + 12 * math.sqrt(top) + 30)
+        self._cdf = None  # too many distinct large rates for a table: torch.poisson
+        if size * len(self._rates) <= 2**24:
+            k = torch.arange(size, dtype=torch.float64, device=self.rate.device)
+            rates = self._rates.unsqueeze(1)
+            log_pmf = torch.xlogy(k, rates) - rates - torch.lgamma(k + 1)
+            self._cdf = log_pmf.exp().cumsum(1).clamp(max=1.0)  # [distinct rates, K]
 
     def sample(self, days: int, *, generator: torch.Generator, paths: int = 1) -> Tensor:
         _check_days(days, paths)
         u = torch.rand(self.num_skus, paths * days, generator=generator, dtype=torch.float64,
                        device=self.rate.device)
-        if len(self._rates) == 1:
+        if self._cdf is not None and len(self._rates) == 1:
             k = torch.searchsorted(self._cdf[0], u, right=True, out_int32=True)
-        elif self._cdf.shape[1] * self.num_skus <= 2**24:
+        elif self._cdf is not None and self._cdf.shape[1] * self.num_skus <= 2**24:
             k = torch.searchsorted(self._cdf[self._row], u, right=True, out_int32=True)
         else:  # many distinct rates: a CDF row per SKU would cost too much memory
             rates = self.rate.view(-1, 1, 1).expand(self.num_skus, paths, days).contiguous()
@@ -219,20 +232,22 @@ class Replay:
     """Given demand history [S, D] replayed as is (from a tensor, NumPy array, CSV or Parquet).
 
     ``sample`` returns the first ``days`` days of the history (one path; the generator is not
-    used). :meth:`split` cuts the history in time into train / validation / test parts.
+    used). :meth:`split` cuts the history in time into train / validation / test parts. Values
+    must be finite, >= 0 and <= ``MAX_QUANTITY``.
     """
 
     history: Tensor
 
     def __post_init__(self):
         h = torch.as_tensor(self.history, dtype=torch.float64)
-        if h.dim() != 2 or h.shape[1] < 1:
+        if h.dim() != 2 or h.shape[0] < 1 or h.shape[1] < 1:
             raise ValueError(f"demand history must have shape [SKU, day], got {tuple(h.shape)}")
         if torch.isnan(h).any():
             sku, day = (int(v) for v in torch.nonzero(torch.isnan(h))[0])
             raise ValueError(f"demand history has missing values (first at SKU {sku}, day {day})")
-        if not torch.isfinite(h).all() or (h < 0).any():
-            raise ValueError("demand history must be finite and non-negative")
+        if not torch.isfinite(h).all() or (h < 0).any() or (h > MAX_QUANTITY).any():
+            raise ValueError(f"demand history must be finite, non-negative and <= "
+                             f"{MAX_QUANTITY:g}")
         self.history = h
 
     @property
@@ -240,29 +255,36 @@ class Replay:
         return self.history.shape[0]
 
     @classmethod
-    def from_file(cls, path: str | pathlib.Path) -> "Replay":
-        """CSV (one row per SKU, one column per day; a header row is skipped if not numeric) or
-        Parquet (one column per day; needs pyarrow)."""
-        path = pathlib.Path(path)
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq  # optional dependency
+    def from_file(cls, path: str | os.PathLike, *, header: bool | None = None,
+                  id_column: bool | None = None) -> "Replay":
+        """The history [S, D] of a CSV (``.csv``, or gzip-compressed ``.csv.gz``) or Parquet
+        (``.parquet``, needs pyarrow) file: one row per SKU, one column per day.
 
-            table = pq.read_table(path)
-            rows = [[float("nan") if v is None else float(v) for v in col.to_pylist()]
-                    for col in table.columns]
-            return cls(torch.tensor(rows, dtype=torch.float64).T)
-        with path.open(newline="") as f:
-            rows = list(csv.reader(f))
-        def number(cell):
-            return float(cell) if cell.strip() != "" else math.nan
-        try:
-            [number(c) for c in rows[0]]
-        except ValueError:
-            rows = rows[1:]
-        widths = {len(r) for r in rows}
-        if len(widths) != 1:
-            raise ValueError(f"{path}: rows have different numbers of days {sorted(widths)}")
-        return cls(torch.tensor([[number(c) for c in r] for r in rows], dtype=torch.float64))
+        CSV: UTF-8 (a byte-order mark is fine), comma-separated, every row as wide as the first;
+        trailing blank lines are ignored, blank lines between rows are an error. Row 1 is a
+        header when ``header`` is True, or, when ``header`` is None, when one of its cells (but a
+        declared id column's) is not a number (``d0,d1,...``, dates). An all-numeric row 1 is data unless declared; one that
+        counts days over 7 or more columns (``0,1,2,...`` or ``1,2,3,...``) is refused as
+        ambiguous. Column 1 holds SKU ids (skipped) when ``id_column`` is True, or, when it is
+        None, when the header names it ``sku``, ``sku_id``, ``id``, ``item``, ``item_id``,
+        ``product``, ``product_id`` (any case) or leaves it empty (pandas' index); ids are never
+        guessed from values. Parquet: every column is a day, except a first column declared by
+        ``id_column`` or with one of those names (or ``__index_level_0__``); day columns must be
+        int or float.
+
+        Bad files raise ``ValueError`` naming the file and, where it applies, the row and column
+        as a spreadsheet counts them (1-based, the header is row 1). A file is parsed once per
+        process: later calls get the same history (keyed by path, size and modification time;
+        do not modify it in place).
+        """
+        return cls._trusted(read_history(path, header=header, id_column=id_column))
+
+    @classmethod
+    def _trusted(cls, history: Tensor) -> "Replay":
+        # read_history checked the values already: skip the passes over a large history
+        self = cls.__new__(cls)
+        self.history = history
+        return self
 
     def split(self, train: float = 0.6, validation: float = 0.2) -> tuple["Replay", ...]:
         """Time-based split into (train, validation, test) by fractions of the days."""
@@ -281,3 +303,206 @@ class Replay:
         if days > self.history.shape[1]:
             raise ValueError(f"days {days} exceeds the history's {self.history.shape[1]} days")
         return self.history[:, :days].unsqueeze(1).expand(-1, paths, -1)
+
+
+# ---- replay files --------------------------------------------------------------------------------
+#: Header names that mark a replay file's first column as SKU ids (compared lower-case, stripped).
+ID_COLUMN_NAMES = ("", "sku", "sku_id", "id", "item", "item_id", "product", "product_id",
+                   "__index_level_0__")
+_CACHE: OrderedDict = OrderedDict()  # (path, mtime_ns, size, header, id_column) -> history
+_CACHE_SIZE = 4
+
+
+def read_history(path: str | os.PathLike, *, header: bool | None = None,
+                 id_column: bool | None = None) -> Tensor:
+    """The float64 history [S, D] of a replay file (layout: :meth:`Replay.from_file`), parsed
+    once per process: the result is cached by resolved path, modification time and size, so
+    building configs and environments of the same file costs nothing after the first."""
+    name = str(path)
+    p = pathlib.Path(path)
+    try:
+        stat = p.stat()
+    except FileNotFoundError:
+        raise ValueError(f"replay file {name}: no such file") from None
+    except OSError as e:
+        raise ValueError(f"replay file {name}: cannot be read ({e.strerror})") from None
+    if p.is_dir():
+        raise ValueError(f"replay file {name}: is a directory, not a CSV or Parquet file")
+    key = (str(p.resolve()), stat.st_mtime_ns, stat.st_size, header, id_column)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    lower = p.name.lower()
+    if lower.endswith(".parquet"):
+        array = _read_parquet(p, name, id_column)
+    elif lower.endswith((".csv", ".csv.gz")):
+        array = _read_csv(p, name, header, id_column)
+    else:
+        raise ValueError(f"replay file {name}: unknown suffix; use .csv, .csv.gz or .parquet")
+    history = torch.from_numpy(array)
+    _CACHE[key] = history
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return history
+
+
+def _number(cell: str) -> float | None:
+    """A CSV cell as a float, or None when it is not a number (Python's float() without its
+    digit separators, so that '1_000' is not read as 1000)."""
+    if "_" in cell:
+        return None
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def _check_values(name: str, array: np.ndarray, where) -> np.ndarray:
+    """Raises for the first missing, infinite, negative or too large value of ``array`` [S, D];
+    ``where(i, j)`` says where element (i, j) is in the file."""
+    bad = ~(np.isfinite(array) & (array >= 0) & (array <= MAX_QUANTITY))
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        value = float(array[i, j])
+        what = ("a missing value (NaN)" if np.isnan(value) else
+                f"{value!r}: demand must be finite, >= 0 and <= {MAX_QUANTITY:g}")
+        raise ValueError(f"replay file {name}: {where(i, j)}: {what}")
+    return array
+
+
+def _read_csv(path: pathlib.Path, name: str, header: bool | None,
+              id_column: bool | None) -> np.ndarray:
+    raw = path.read_bytes()
+    gzipped = raw[:2] == b"\x1f\x8b"
+    if path.name.lower().endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"replay file {name}: not a valid gzip file ({e})") from None
+    elif gzipped:
+        raise ValueError(f"replay file {name}: is gzip-compressed; name it .csv.gz")
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ValueError(f"replay file {name}: is UTF-16 text; save it as UTF-8")
+    text = _decode(raw, name)
+    del raw
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = text.rstrip()  # trailing blank lines (and spaces) are not rows
+    if not text:
+        raise ValueError(f"replay file {name}: is empty")
+    lines = text.split("\n")
+    del text
+    first = next(csv.reader(lines[:1]))
+    numbers = [_number(c) for c in first[1:]] if id_column else [_number(c) for c in first]
+    if header is None:  # a declared id column's cell says nothing about a header
+        header = any(v is None for v in numbers)
+        width = len(numbers)
+        if not header and width >= 7 and numbers[0] in (0, 1) and numbers == [
+                numbers[0] + k for k in range(width)]:
+            raise ValueError(f"replay file {name}: row 1 counts days ({first[0]}, {first[1]}, "
+                             "...): is it a header? Declare header=true or header=false")
+    if id_column is None:
+        id_column = header and first[0].strip().lower() in ID_COLUMN_NAMES
+    skip, skip_cols = int(header), int(id_column)
+    if len(lines) <= skip:
+        raise ValueError(f"replay file {name}: has a header row but no SKU rows")
+    if len(first) <= skip_cols:
+        raise ValueError(f"replay file {name}: row 1 has no day columns")
+    if not any(re.fullmatch(r"[ \t]*", line) for line in lines):
+        try:  # numpy's C parser; whatever it refuses, the exact scan below explains
+            array = np.loadtxt(lines, delimiter=",", comments=None, quotechar='"',
+                               skiprows=skip, dtype=np.float64, ndmin=2,
+                               converters={0: lambda _: 0.0} if skip_cols else None)
+        except ValueError:
+            array = None
+        if array is not None and array.shape[1] == len(first):
+            return _check_values(name, array[:, skip_cols:] if skip_cols else array,
+                                 lambda i, j: f"row {i + skip + 1}, column {j + skip_cols + 1}")
+    return _scan_csv(lines, name, skip, skip_cols, len(first))
+
+
+def _decode(raw: bytes, name: str) -> str:
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        row = raw.count(b"\n", 0, e.start) + 1
+        column = raw.count(b",", raw.rfind(b"\n", 0, e.start) + 1, e.start) + 1
+        raise ValueError(f"replay file {name}: row {row}, column {column}: bytes "
+                         f"{raw[e.start:e.start + 4]!r} are not UTF-8 (save the file as UTF-8)"
+                         ) from None
+    if "\x00" in text:
+        row = text.count("\n", 0, text.index("\x00")) + 1
+        raise ValueError(f"replay file {name}: row {row}: NUL characters (UTF-16 or binary "
+                         "data?); save the file as UTF-8 text")
+    return text
+
+
+def _scan_csv(lines: list[str], name: str, skip: int, skip_cols: int, width: int) -> np.ndarray:
+    """The exact, cell-by-cell reading: the first problem raises naming its row and column."""
+    rows = []
+    for r, cells in enumerate(csv.reader(lines[skip:]), start=skip + 1):
+        if not cells or all(not c.strip() for c in cells) and len(cells) <= 1:
+            raise ValueError(f"replay file {name}: row {r} is empty (a missing SKU row?)")
+        if len(cells) != width:
+            raise ValueError(f"replay file {name}: row {r} has {len(cells)} columns, row 1 has "
+                             f"{width}")
+        row = []
+        for c, cell in enumerate(cells[skip_cols:], start=skip_cols + 1):
+            value = _number(cell)
+            if value is None:
+                hint = (" (SKU ids in column 1? Declare id_column=true or name the column 'sku'"
+                        " in a header row)" if c == 1 and cell.strip() else "")
+                what = "is empty (a missing value)" if not cell.strip() else (
+                    f"{cell!r} is not a number{hint}")
+                raise ValueError(f"replay file {name}: row {r}, column {c} {what}")
+            row.append(value)
+        rows.append(row)
+    array = np.array(rows, dtype=np.float64).reshape(len(rows), width - skip_cols)
+    return _check_values(name, array, lambda i, j: f"row {i + skip + 1}, column {j + skip_cols + 1}")
+
+
+def _read_parquet(path: pathlib.Path, name: str, id_column: bool | None) -> np.ndarray:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError(f"replay file {name}: reading Parquet needs pyarrow "
+                         "(pip install deepstock_fast[parquet])") from None
+    try:
+        file = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"replay file {name}: not a readable Parquet file ({e})") from None
+    schema = file.schema_arrow
+    names = schema.names
+    if id_column is None:
+        id_column = bool(names) and names[0].strip().lower() in ID_COLUMN_NAMES
+    skip_cols = int(id_column)
+    days = names[skip_cols:]
+    if not days:
+        raise ValueError(f"replay file {name}: has no day columns")
+    for j, day in enumerate(days):
+        kind = schema.field(j + skip_cols).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            raise ValueError(f"replay file {name}: column {j + skip_cols + 1} ({day!r}) has type "
+                             f"{kind}; day columns must be int or float (declare id_column=true "
+                             "if the first column holds SKU ids)")
+    rows = file.metadata.num_rows
+    if rows == 0:
+        raise ValueError(f"replay file {name}: has no SKU rows")
+    array = np.empty((rows, len(days)), dtype=np.float64)
+    start = 0
+    try:  # one row group at a time: the peak is the history plus one group
+        for g in range(file.num_row_groups):
+            group = file.read_row_group(g, columns=days)
+            for j, column in enumerate(group.columns):
+                if column.null_count:
+                    i = start + int(np.flatnonzero(column.is_null().to_numpy(
+                        zero_copy_only=False))[0])
+                    raise ValueError(f"replay file {name}: row {i + 1}, column "
+                                     f"{j + skip_cols + 1} ({days[j]!r}): a missing value")
+                array[start:start + group.num_rows, j] = column.to_numpy()
+            start += group.num_rows
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"replay file {name}: not a readable Parquet file ({e})") from None
+    return _check_values(name, array, lambda i, j: f"row {i + 1}, column {j + skip_cols + 1} "
+                                                   f"({days[j]!r})")

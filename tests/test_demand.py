@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -117,11 +118,122 @@ def test_replay_tensor_csv_split_and_missing(tmp_path):
     assert [p.history.shape[1] for p in (train, val, test)] == [6, 2, 2]
     assert torch.equal(torch.cat([train.history, val.history, test.history], 1), history)
     path.write_text("1,2,3\n4,,6\n")
-    with pytest.raises(ValueError, match="missing values \\(first at SKU 1, day 1\\)"):
+    with pytest.raises(ValueError, match="demand.csv: row 2, column 2 is empty"):
         demand.Replay.from_file(path)
     path.write_text("1,2,3\n4,5\n")
-    with pytest.raises(ValueError, match="different numbers of days"):
+    with pytest.raises(ValueError, match="demand.csv: row 2 has 2 columns, row 1 has 3"):
         demand.Replay.from_file(path)
+
+
+# ---- replay files: the accepted layout and every way a file can be bad ------------------------
+DAYS = [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+
+
+@pytest.mark.parametrize("text,kwargs", [
+    ("\ufeffd0,d1,d2\n1,2,3\n4,5,6\n", {}),                      # BOM before a header
+    ("\ufeff1,2,3\n4,5,6\n", {}),                                 # BOM before data
+    ("sku,d0,d1,d2\n101,1,2,3\n102,4,5,6\n", {}),                  # numeric ids, named column
+    (",d0,d1,d2\n0,1,2,3\n1,4,5,6\n", {}),                         # pandas' index column
+    ("SKU_ID,2024-01-01,2024-01-02,2024-01-03\nA,1,2,3\nB,4,5,6\n", {}),
+    ("101,1,2,3\n102,4,5,6\n", {"id_column": True}),               # declared, no header
+    ("1,2,3\n1,2,3\n4,5,6\n", {"header": True}),                  # numeric header, declared
+    ("1,2,3\r\n4,5,6\r\n\r\n", {}),                                # trailing blank line, CRLF
+    ('"1",2,3\n4,5,"6"\n', {}),                                    # quoted cells
+])
+def test_replay_csv_layouts(tmp_path, text, kwargs):
+    path = tmp_path / "demand.csv"
+    path.write_bytes(text.encode())
+    assert demand.Replay.from_file(path, **kwargs).history.tolist() == DAYS
+
+
+def test_replay_gzip_and_parquet_id_columns(tmp_path):
+    import gzip
+
+    (tmp_path / "d.csv.gz").write_bytes(gzip.compress(b"1,2,3\n4,5,6\n"))
+    assert demand.Replay.from_file(tmp_path / "d.csv.gz").history.tolist() == DAYS
+    pa = pytest.importorskip("pyarrow", reason="Parquet replay needs the optional pyarrow")
+    import pyarrow.parquet as pq
+
+    days = {f"d{j}": [row[j] for row in DAYS] for j in range(3)}
+    pq.write_table(pa.table({"sku": [7, 8], **days}), tmp_path / "named.parquet")
+    assert demand.Replay.from_file(tmp_path / "named.parquet").history.tolist() == DAYS
+    pq.write_table(pa.table({"store": ["a", "b"], **days}), tmp_path / "store.parquet")
+    assert demand.Replay.from_file(tmp_path / "store.parquet",
+                                   id_column=True).history.tolist() == DAYS
+
+
+def test_replay_csv_errors_name_file_row_and_column(tmp_path):
+    import gzip
+
+    cases = [
+        (b"", "demand.csv: is empty"),
+        (b"\n\n", "demand.csv: is empty"),
+        (b"d0,d1,d2\n", "demand.csv: has a header row but no SKU rows"),
+        (b"d0,d1\n1,x\n", "demand.csv: row 2, column 2 'x' is not a number"),
+        (b"1,2\n3,-1\n", "demand.csv: row 2, column 2: -1.0: demand must be finite"),
+        (b"1,2\n3,inf\n", "demand.csv: row 2, column 2: inf: demand must be finite"),
+        (b"1,2\nnan,3\n", "demand.csv: row 2, column 1: a missing value (NaN)"),
+        (b"1,2\n3,4,5\n", "demand.csv: row 2 has 3 columns, row 1 has 2"),
+        (b"1,2\n\n3,4\n", "demand.csv: row 2 is empty"),
+        (b"A1,1,2\nA2,3,4\n", "row 2, column 1 'A2' is not a number (SKU ids in column 1?"),
+        ("d0,d\xe9\n1,2\n".encode("latin-1"), "demand.csv: row 1, column 2: bytes"),
+        ("1,2\n3,4\n".encode("utf-16"), "demand.csv: is UTF-16 text"),
+        (gzip.compress(b"1,2\n"), "demand.csv: is gzip-compressed; name it .csv.gz"),
+        (b"0,1,2,3,4,5,6\n1,2,3,4,5,6,7\n", "demand.csv: row 1 counts days (0, 1, ...)"),
+    ]
+    for raw, message in cases:
+        path = tmp_path / f"case{cases.index((raw, message))}" / "demand.csv"
+        path.parent.mkdir()
+        path.write_bytes(raw)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            demand.Replay.from_file(path)
+
+
+def test_replay_path_errors(tmp_path):
+    import gzip
+
+    with pytest.raises(ValueError, match="missing.csv: no such file"):
+        demand.Replay.from_file(tmp_path / "missing.csv")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path}: is a directory")):
+        demand.Replay.from_file(tmp_path)
+    (tmp_path / "d.xlsx").write_bytes(b"1,2\n")
+    with pytest.raises(ValueError, match="d.xlsx: unknown suffix; use .csv, .csv.gz or .parquet"):
+        demand.Replay.from_file(tmp_path / "d.xlsx")
+    (tmp_path / "d.csv.gz").write_bytes(gzip.compress(b"1,2\n3,4\n")[:-6])
+    with pytest.raises(ValueError, match="d.csv.gz: not a valid gzip file"):
+        demand.Replay.from_file(tmp_path / "d.csv.gz")
+
+
+def test_replay_parquet_errors_name_the_column(tmp_path):
+    pa = pytest.importorskip("pyarrow", reason="Parquet replay needs the optional pyarrow")
+    import pyarrow.parquet as pq
+
+    cases = [
+        ({"store": ["a", "b"], "d0": [1.0, 2.0]}, "column 1 ('store') has type string"),
+        ({"d0": [1.0, 2.0], "flag": [True, False]}, "column 2 ('flag') has type bool"),
+        ({"d0": [1.0, 2.0], "d1": [3.0, -4.0]}, "row 2, column 2 ('d1'): -4.0: demand must be"),
+        ({"sku": [1, 2]}, "has no day columns"),
+    ]
+    for i, (columns, message) in enumerate(cases):
+        path = tmp_path / f"case{i}.parquet"
+        pq.write_table(pa.table(columns), path)
+        with pytest.raises(ValueError, match=re.escape(f"case{i}.parquet: {message}")):
+            demand.Replay.from_file(path)
+    (tmp_path / "cut.parquet").write_bytes((tmp_path / "case0.parquet").read_bytes()[:50])
+    with pytest.raises(ValueError, match="cut.parquet: not a readable Parquet file"):
+        demand.Replay.from_file(tmp_path / "cut.parquet")
+
+
+def test_replay_file_is_parsed_once(tmp_path, monkeypatch):
+    path = tmp_path / "demand.csv"
+    path.write_text("1,2,3\n4,5,6\n")
+    first = demand.Replay.from_file(path).history
+    calls = []
+    monkeypatch.setattr(demand, "_read_csv", lambda *a: calls.append(a) or torch.ones(3, 3).numpy())
+    assert demand.Replay.from_file(str(path)).history is first  # same file: the cached parse
+    path.write_text("1,2,3\n4,5,6\n7,8,9\n")                  # changed: parsed again
+    demand.Replay.from_file(path)
+    assert len(calls) == 1
 
 
 def test_replay_parquet(tmp_path):
@@ -133,7 +245,7 @@ def test_replay_parquet(tmp_path):
     pq.write_table(table, tmp_path / "demand.parquet")
     assert torch.equal(demand.Replay.from_file(tmp_path / "demand.parquet").history, history)
     pq.write_table(pa.table({"day0": [1.0, None], "day1": [2.0, 3.0]}), tmp_path / "gap.parquet")
-    with pytest.raises(ValueError, match="missing values"):
+    with pytest.raises(ValueError, match=re.escape("gap.parquet: row 2, column 1 ('day0'): a missing value")):
         demand.Replay.from_file(tmp_path / "gap.parquet")
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .. import demand as demand_lib
@@ -24,17 +26,192 @@ COEFF_FEATURES = ("trailing_28", "trailing_7", "forecast_7", "forecast_28", "con
 EXTRA_OBSERVATIONS = ("day", "yesterday", "std")
 INITIAL_STATES = ("empty", "mean_demand")
 
-# kind -> (constructor, required parameters, optional parameters)
+# Bounds of what an instance can be: beyond them an episode overflows or cannot be allocated.
+MAX_SKUS = 2**26
+MAX_DAYS = 10**5          # lead times, horizons, history windows
+MAX_COST = 1e9            # per unit: costs of a whole episode stay finite in float32
+MAX_QUANTITY = demand_lib.MAX_QUANTITY
+MAX_POISSON_RATE = 1e6    # the inverse-CDF table of a rate has about rate entries
+MIN_OBS_SCALE = 1e-6      # observations / scale stay finite in float32
+
+
+# ---- value checks: each raises ValueError("<name> must be <what>, got <value>") -----------------
+def _show(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:100] + " ..."
+
+
+def _fail(name: str, want: str, value):
+    raise ValueError(f"{name} must be {want}, got {_show(value)}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # a bool is an int in Python
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(low: int, high: int):
+    def check(name, v):
+        if not (_is_int(v) and low <= v <= high):
+            _fail(name, check.want, v)
+    check.want = f"an int in {low}..{high}"
+    return check
+
+
+def _number(low: float, high: float, *, open_low=False, open_high=False, whole=False):
+    def check(name, v):
+        if not (_is_number(v) and (low < v if open_low else low <= v)
+                and (v < high if open_high else v <= high)
+                and (not whole or float(v).is_integer())):
+            _fail(name, check.want, v)
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    check.want = f"a finite {'whole ' if whole else ''}number in {interval}"
+    return check
+
+
+def _boolean(name, v):
+    if not isinstance(v, bool):  # "no" would be truthy
+        _fail(name, _boolean.want, v)
+
+
+_boolean.want = "true or false"
+
+
+def _choice(options: tuple):
+    def check(name, v):
+        if not (isinstance(v, str) and v in options):
+            _fail(name, f"one of {options}", v)
+    return check
+
+
+def _optional(inner):
+    def check(name, v):
+        if v is not None:
+            try:
+                inner(name, v)
+            except ValueError:
+                _fail(name, f"None or {inner.want}", v)
+    return check
+
+
+def _per_sku(inner):
+    """One value for all SKUs or a list (tuple) of them; the length is checked against num_skus
+    with the other fields."""
+    def check(name, v):
+        if isinstance(v, (list, tuple)):
+            if not v:
+                _fail(name, "a value or a non-empty list of num_skus values", v)
+            for i, item in enumerate(v):
+                inner(f"{name}[{i}]", item)
+        else:
+            inner(name, v)
+    return check
+
+
+def _names(known: tuple):
+    def check(name, v):
+        if not (isinstance(v, (list, tuple)) and all(isinstance(x, str) and x in known for x in v)
+                and len(set(v)) == len(v)):
+            unknown = [x for x in v if x not in known] if isinstance(v, (list, tuple)) else v
+            _fail(name, f"a list of distinct names from {known} (unknown: {_show(unknown)})", v)
+    return check
+
+
+def _obs_scale(name, v):
+    if v != "history":
+        _number(MIN_OBS_SCALE, MAX_QUANTITY)(name, v) if _is_number(v) else _fail(
+            name, f"'history' or a finite number in [{MIN_OBS_SCALE:g}, {MAX_QUANTITY:g}]", v)
+
+
+def _path(name, v):
+    if not (isinstance(v, (str, os.PathLike)) and str(v)):
+        _fail(name, "a file path (str)", v)
+
+
+def _history(name, v):
+    """[[day values of SKU 0], [...], ...]: plain lists of numbers (or a 2-d numeric array)."""
+    if isinstance(v, (torch.Tensor, np.ndarray)):
+        if v.dtype in (torch.bool, np.bool_) or v.ndim != 2:
+            _fail(name, "a 2-d array of numbers [SKU, day]", f"{v.dtype} array of shape "
+                  f"{tuple(v.shape)}")
+        return
+    if not (isinstance(v, (list, tuple)) and v and all(isinstance(r, (list, tuple)) for r in v)):
+        _fail(name, "a non-empty list of rows [[day values of SKU 0], ...]", v)
+    width = len(v[0])
+    for i, row in enumerate(v):
+        if len(row) != width or not row:
+            _fail(f"{name}[{i}]", f"a non-empty row of {width} values like row 0", row)
+        if not all(_is_number(x) for x in row):  # numbers only: no bools, None or strings
+            j = next(j for j, x in enumerate(row) if not _is_number(x))
+            _fail(f"{name}[{i}][{j}]", "a finite number", row[j])
+
+
+_SEED = _int(0, 2**63 - 1)
+_QUANTITY = _number(0, MAX_QUANTITY)
+# kind -> (constructor, required parameters, optional parameters), parameter -> check
 _DEMAND_KINDS = {
-    "poisson": (demand_lib.Poisson, ("rate",), ()),
-    "normal": (demand_lib.Normal, ("mean", "std"), ("round",)),
-    "uniform_int": (demand_lib.UniformInt, ("low", "high"), ()),
-    "geometric": (demand_lib.Geometric, ("mean",), ()),
-    "ar1": (demand_lib.AR1, ("phi", "base", "sigma"), ()),
-    "paper_independent": (None, (), ("instance_seed",)),
-    "paper_ar1": (None, (), ("instance_seed",)),
-    "paper_iid_normal": (None, (), ("instance_seed",)),
-    "replay": (None, (), ("path", "history")),
+    "poisson": (demand_lib.Poisson, {"rate": _per_sku(_number(0, MAX_POISSON_RATE))}, {}),
+    "normal": (demand_lib.Normal, {"mean": _per_sku(_number(-MAX_QUANTITY, MAX_QUANTITY)),
+                                   "std": _per_sku(_QUANTITY)}, {"round": _boolean}),
+    "uniform_int": (demand_lib.UniformInt, {"low": _per_sku(_number(0, MAX_QUANTITY, whole=True)),
+                                            "high": _per_sku(_number(1, MAX_QUANTITY, whole=True))},
+                    {}),
+    "geometric": (demand_lib.Geometric, {"mean": _per_sku(_number(0, MAX_QUANTITY,
+                                                                   open_low=True))}, {}),
+    "ar1": (demand_lib.AR1, {"phi": _per_sku(_number(-1, 1, open_low=True, open_high=True)),
+                             "base": _per_sku(_number(-MAX_QUANTITY, MAX_QUANTITY)),
+                             "sigma": _per_sku(_QUANTITY)}, {}),
+    "paper_independent": (None, {}, {"instance_seed": _SEED}),
+    "paper_ar1": (None, {}, {"instance_seed": _SEED}),
+    "paper_iid_normal": (None, {}, {"instance_seed": _SEED}),
+    "replay": (None, {}, {"path": _path, "history": _history, "header": _optional(_boolean),
+                          "id_column": _optional(_boolean)}),
+}
+#: Demand kinds with a per-SKU standard deviation (the ``std`` extra observation).
+_KINDS_WITH_STD = ("normal", "ar1", "paper_ar1", "paper_iid_normal")
+
+
+def _demand(name, v):
+    if not (isinstance(v, dict) and isinstance(v.get("kind"), str) and v["kind"] in _DEMAND_KINDS):
+        _fail(name, f"a dict with 'kind' in {sorted(_DEMAND_KINDS)}", v)
+    _, required, optional = _DEMAND_KINDS[v["kind"]]
+    missing = [k for k in required if k not in v]
+    unknown = [k for k in v if k != "kind" and k not in required and k not in optional]
+    if missing or unknown:
+        raise ValueError(f"demand kind {v['kind']!r} needs {list(required)} (optional "
+                         f"{list(optional)}); missing {missing}, unknown {unknown}")
+    for key, check in {**required, **optional}.items():
+        if key in v:
+            check(f"demand.{key}", v[key])
+
+
+#: InstanceConfig field -> check of its value alone (relations between fields: _validate).
+#: Every field needs an entry: a field without one fails at import.
+_FIELD_CHECKS = {
+    "num_skus": _int(1, MAX_SKUS),
+    "lead_time": _per_sku(_int(0, MAX_DAYS)),
+    "review_period": _int(1, MAX_DAYS),
+    "horizon": _int(1, MAX_DAYS),
+    "warmup": _int(0, MAX_DAYS),
+    "holding_cost": _per_sku(_number(0, MAX_COST)),
+    "penalty_cost": _per_sku(_number(0, MAX_COST)),
+    "order_cost": _per_sku(_number(0, MAX_COST)),
+    "lost_sales": _boolean,
+    "max_order": _optional(_number(0, MAX_QUANTITY, open_low=True)),
+    "max_lead_time": _optional(_int(0, MAX_DAYS)),
+    "initial_state": _choice(INITIAL_STATES),
+    "demand": _demand,
+    "features": _names(COEFF_FEATURES),
+    "observe_features": _boolean,
+    "extra_observations": _names(EXTRA_OBSERVATIONS),
+    "observed_demand_days": _int(0, MAX_DAYS),
+    "history_days": _int(0, MAX_DAYS),
+    "forecast_noise_std": _QUANTITY,
+    "obs_scale": _obs_scale,
+    "dtype": _choice(("float32", "float64")),
 }
 
 
@@ -81,6 +258,8 @@ class InstanceConfig:
     dtype: str = "float32"
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):  # each value alone, before anything converts it
+            _FIELD_CHECKS[f.name](f.name, getattr(self, f.name))
         self.features = tuple(self.features)
         self.extra_observations = tuple(self.extra_observations)
         self.lead_time = _as_list(self.lead_time)
@@ -98,60 +277,41 @@ class InstanceConfig:
         return values
 
     def _validate(self) -> None:
+        """The relations between fields (each field's own value is checked by _FIELD_CHECKS)."""
         def need(ok: bool, message: str):
             if not ok:
                 raise ValueError(message)
 
-        need(isinstance(self.num_skus, int) and self.num_skus >= 1,
-             f"num_skus must be an int >= 1, got {self.num_skus!r}")
         leads = self._per_sku("lead_time")
-        need(all(isinstance(v, int) and v >= 0 for v in leads),
-             f"lead_time must be ints >= 0, got {self.lead_time!r}")
         if self.max_lead_time is not None:
             need(self.max_lead_time >= max(leads),
                  f"lead_time {max(leads)} exceeds max_lead_time = {self.max_lead_time}")
-        need(isinstance(self.review_period, int) and self.review_period >= 1,
-             f"review_period must be an int >= 1, got {self.review_period!r}")
-        need(isinstance(self.horizon, int) and self.horizon >= 1
-             and self.horizon % self.review_period == 0,
+        need(self.horizon % self.review_period == 0,
              f"horizon = {self.horizon} must be a positive multiple of review_period = "
              f"{self.review_period}")
-        need(isinstance(self.warmup, int) and self.warmup >= 0
-             and self.warmup % self.review_period == 0,
+        need(self.warmup % self.review_period == 0,
              f"warmup = {self.warmup} must be a multiple of review_period = {self.review_period}")
         need(isinstance(self.finite_horizon, bool),
              f"finite_horizon must be true or false, got {self.finite_horizon!r}")
         need(self.warmup < self.horizon,
              f"horizon = {self.horizon} must be longer than warmup = {self.warmup}")
         for name in ("holding_cost", "penalty_cost", "order_cost"):
-            values = self._per_sku(name)
-            need(all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in values),
-                 f"{name} must be finite and >= 0, got {getattr(self, name)!r}")
-        need(self.max_order is None or (self.max_order > 0 and not math.isnan(self.max_order)),
-             f"max_order must be > 0 or None, got {self.max_order!r}")
-        need(self.initial_state in INITIAL_STATES,
-             f"initial_state must be one of {INITIAL_STATES}, got {self.initial_state!r}")
+            self._per_sku(name)
         need(self.initial_state != "mean_demand" or self.history_days >= 1,
              "initial_state 'mean_demand' needs history_days >= 1")
-        unknown = [f for f in self.features if f not in COEFF_FEATURES]
-        need(not unknown, f"unknown features {unknown}; known: {COEFF_FEATURES}")
-        unknown = [f for f in self.extra_observations if f not in EXTRA_OBSERVATIONS]
-        need(not unknown, f"unknown extra_observations {unknown}; known: {EXTRA_OBSERVATIONS}")
-        need(self.observed_demand_days >= 0 and self.history_days >= 0,
-             "observed_demand_days and history_days must be >= 0")
         need(self.observed_demand_days <= self.history_days,
              f"observed_demand_days = {self.observed_demand_days} exceeds history_days = "
              f"{self.history_days}")
-        need(math.isfinite(self.forecast_noise_std) and self.forecast_noise_std >= 0,
-             f"forecast_noise_std must be finite and >= 0, got {self.forecast_noise_std!r}")
-        need(self.obs_scale == "history" or (isinstance(self.obs_scale, (int, float))
-                                             and self.obs_scale > 0),
-             f"obs_scale must be 'history' or a number > 0, got {self.obs_scale!r}")
-        need(self.dtype in ("float32", "float64"),
-             f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        need(isinstance(self.demand, dict) and self.demand.get("kind") in _DEMAND_KINDS,
-             f"demand must be a dict with 'kind' in {sorted(_DEMAND_KINDS)}, got {self.demand!r}")
-        process = self.demand_process("cpu")  # checks the demand parameters and their shapes
+        kind = self.demand["kind"]
+        need("std" not in self.extra_observations or kind in _KINDS_WITH_STD,
+             f"extra observation 'std' needs a demand process with a std or sigma parameter "
+             f"({_KINDS_WITH_STD}); {kind!r} has none")
+        for key, value in self.demand.items():
+            if isinstance(value, (list, tuple)) and key != "history":
+                need(len(value) in (1, self.num_skus),
+                     f"demand.{key} needs one value or num_skus = {self.num_skus} values, "
+                     f"got {len(value)}")
+        process = self.demand_process("cpu")  # the relations between demand parameters
         if isinstance(process, demand_lib.Replay):
             need(process.num_skus == self.num_skus,
                  f"demand history has {process.num_skus} SKUs (rows), num_skus = {self.num_skus}")
@@ -187,15 +347,11 @@ class InstanceConfig:
         return len(set(self._per_sku(name))) > 1
 
     def demand_process(self, device):
-        """The demand process of ``demand`` for num_skus SKUs on ``device``."""
+        """The demand process of ``demand`` for num_skus SKUs on ``device`` (a replayed file is
+        parsed once per process: :func:`deepstock_fast.demand.read_history`)."""
         spec = dict(self.demand)
         kind = spec.pop("kind")
-        make, required, optional = _DEMAND_KINDS[kind]
-        missing = [k for k in required if k not in spec]
-        unknown = [k for k in spec if k not in required + optional]
-        if missing or unknown:
-            raise ValueError(f"demand kind {kind!r} needs {list(required)} (optional "
-                             f"{list(optional)}); missing {missing}, unknown {unknown}")
+        make = _DEMAND_KINDS[kind][0]
         seed = spec.get("instance_seed", 0)
         if kind == "paper_independent":
             return demand_lib.PaperIndependent(self.days_per_episode, self.num_skus, seed, device)
@@ -205,16 +361,23 @@ class InstanceConfig:
         if kind == "paper_iid_normal":
             g = torch.Generator().manual_seed(seed)
             return demand_lib.paper_iid_normal(self.num_skus, generator=g, device=device)
-        if kind == "replay":
-            if ("path" in spec) == ("history" in spec):
-                raise ValueError("demand kind 'replay' needs exactly one of 'path' or 'history'")
-            process = (demand_lib.Replay.from_file(spec["path"]) if "path" in spec
-                       else demand_lib.Replay(torch.tensor(spec["history"], dtype=torch.float64)))
-            return demand_lib.Replay(process.history.to(device))
         try:
+            if kind == "replay":
+                if ("path" in spec) == ("history" in spec):
+                    raise ValueError("needs exactly one of 'path' or 'history'")
+                if "history" in spec:
+                    extra = [k for k in ("header", "id_column") if k in spec]
+                    if extra:
+                        raise ValueError(f"{extra} apply to a 'path', not a 'history'")
+                    process = demand_lib.Replay(torch.as_tensor(spec["history"],
+                                                                dtype=torch.float64))
+                else:
+                    process = demand_lib.Replay.from_file(
+                        spec["path"], header=spec.get("header"), id_column=spec.get("id_column"))
+                return demand_lib.Replay._trusted(process.history.to(device))
             return make(**spec, num_skus=self.num_skus, device=device)
         except ValueError as e:
-            raise ValueError(f"demand {self.demand!r}: {e}") from None
+            raise ValueError(f"demand ({kind}): {e}") from None
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -292,6 +455,11 @@ class InstanceConfig:
                              "or 'paper:...', or a config file")
         base.update(params)
         return cls.from_dict(base)
+
+
+_missing = {f.name for f in dataclasses.fields(InstanceConfig)} ^ set(_FIELD_CHECKS)
+if _missing:  # a new field needs its check (and a fuzz strategy in tests/test_fuzz_config.py)
+    raise ImportError(f"InstanceConfig fields and _FIELD_CHECKS differ: {sorted(_missing)}")
 
 
 def parse_value(text: str):

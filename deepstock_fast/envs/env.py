@@ -89,10 +89,8 @@ class InventoryEnv:
         self._varying = [n for n in ("lead_time", "holding_cost", "penalty_cost", "order_cost")
                          if config.varies(n)]
         if "std" in config.extra_observations:
+            # InstanceConfig checked that the demand process has one of the two
             std = getattr(self._process, "std", getattr(self._process, "sigma", None))
-            if std is None:
-                raise ValueError(f"extra observation 'std' needs a demand process with a std or "
-                                 f"sigma parameter; {config.demand['kind']!r} has none")
             self._std = std.to(self.dtype)
         self.obs_names = (
             ["on_hand"] + [f"pipeline_{k}" for k in range(self.max_lead)]
