@@ -5,8 +5,8 @@ on the process's device). The same generator state gives the same demand; parame
 per SKU (shape [S]) or be shared (a number). Negative draws of continuous processes are set to
 zero, as the paper's generators do (``max(0, .)``).
 
-The paper's synthetic settings (PAPER.md) are reproduced as documented there; where the summary
-leaves a detail open, the choice is stated on the class.
+The paper's synthetic settings (docs/METHOD.md) are reproduced as documented there; where
+the summary leaves a detail open, the choice is stated on the class.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ FIELD_VALUES = {
     "penalty_cost": per_sku(st.floats(0, 1e9)),
     "order_cost": per_sku(st.floats(0, 1e9)),
     "lost_sales": st.booleans(),
+    "finite_horizon": st.booleans(),
     "max_order": st.none() | st.floats(1e-6, 1e9),
     "max_lead_time": st.none() | st.integers(0, 6),
     "initial_state": st.sampled_from(INITIAL_STATES),

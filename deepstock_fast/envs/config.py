@@ -19,7 +19,7 @@ import torch
 
 from .. import demand as demand_lib
 
-#: The demand features the Coeff regularization weighs (PAPER.md): trailing means over 28 and 7
+#: The demand features the Coeff regularization weighs (docs/METHOD.md): trailing means over 28 and 7
 #: days, noisy forward means over 7 and 28 days (forecast proxies), and a constant 1.
 COEFF_FEATURES = ("trailing_28", "trailing_7", "forecast_7", "forecast_28", "constant")
 #: Extra per-SKU observations of the paper's synthetic settings.
@@ -200,6 +200,7 @@ _FIELD_CHECKS = {
     "penalty_cost": _per_sku(_number(0, MAX_COST)),
     "order_cost": _per_sku(_number(0, MAX_COST)),
     "lost_sales": _boolean,
+    "finite_horizon": _boolean,
     "max_order": _optional(_number(0, MAX_QUANTITY, open_low=True)),
     "max_lead_time": _optional(_int(0, MAX_DAYS)),
     "initial_state": _choice(INITIAL_STATES),
@@ -221,7 +222,7 @@ def _as_list(value):
 
 @dataclass
 class InstanceConfig:
-    """B SKUs, each an independent single-item inventory system (PAPER.md's decision problem).
+    """B SKUs, each an independent single-item inventory system (docs/METHOD.md, "The decision problem").
 
     Per-SKU fields (``lead_time`` and the three costs) take one value for all SKUs or a list of
     ``num_skus`` values. ``demand`` is a dict ``{"kind": ..., **parameters}``; kinds and their
@@ -291,8 +292,6 @@ class InstanceConfig:
              f"{self.review_period}")
         need(self.warmup % self.review_period == 0,
              f"warmup = {self.warmup} must be a multiple of review_period = {self.review_period}")
-        need(isinstance(self.finite_horizon, bool),
-             f"finite_horizon must be true or false, got {self.finite_horizon!r}")
         need(self.warmup < self.horizon,
              f"horizon = {self.horizon} must be longer than warmup = {self.warmup}")
         for name in ("holding_cost", "penalty_cost", "order_cost"):
