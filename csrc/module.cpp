@@ -2,7 +2,7 @@
 // build facts and the CUDA value-check switch.
 #include <pybind11/pybind11.h>
 
-#include "deepstock/launch.h"
+#include "deepstock/checks.h"
 
 #ifndef DEEPSTOCK_TORCH_VERSION
 #define DEEPSTOCK_TORCH_VERSION "unknown"

@@ -12,7 +12,7 @@
 #include <tuple>
 #include <vector>
 
-#include "deepstock/dp.h"
+#include "dp.h"
 
 namespace deepstock {
 namespace {

@@ -1,6 +1,7 @@
 // Shared by the CPU and CUDA launchers: the host+device qualifier and the input-error codes.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -14,8 +15,14 @@
 
 namespace deepstock {
 
+// A quiet NaN of T on host and device (the output of an environment whose input is invalid).
+template <typename T>
+DEEPSTOCK_HD T quiet_nan() {
+  return T(NAN);
+}
+
 // Bit flags a per-environment function returns when its inputs are invalid. The launchers OR
-// them over the batch and raise one error that names the argument (see launch.h).
+// them over the batch and raise one error that names the argument (see checks.h).
 enum InputError : int {
   kBadOrder = 1,          // order negative, NaN or infinite
   kBadDemand = 2,         // demand negative, NaN or infinite

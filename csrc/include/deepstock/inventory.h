@@ -204,7 +204,7 @@ struct StepView {
   DEEPSTOCK_HD int operator()(int64_t b) const {
     const int err = in.validate(b);
     if (err) {  // poison the outputs: with value checks off (CUDA) a bad input reads as NaN
-      const T nan = T(0) / T(0);
+      const T nan = quiet_nan<T>();
       next_on_hand[b] = nan;
       for (int64_t k = 0; k < in.slots(); ++k) next_pipeline[b * in.slots() + k] = nan;
       for (int j = 0; j < 3; ++j) cost[b * 3 + j] = nan;
@@ -267,7 +267,7 @@ struct StepBackwardView {
     // The forward's value checks: the replay below indexes by the lead time.
     const int err = in.validate(b);
     if (err) {
-      const T nan = T(0) / T(0);
+      const T nan = quiet_nan<T>();
       grad_on_hand[b] = grad_order[b] = nan;
       grad_holding_cost[b] = grad_penalty_cost[b] = grad_order_cost[b] = nan;
       for (int64_t k = 0; k < L; ++k) grad_pipeline[b * L + k] = nan;

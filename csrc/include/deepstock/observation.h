@@ -34,7 +34,7 @@ struct ObservationView {
   // The scaled on-hand and pipeline (a fixed number of columns when kSlots is).
   DEEPSTOCK_HD void state_columns(int64_t b) const {
     const T s = scale[b];
-    const T inv = positive_finite(s) ? T(1) / s : T(0) / T(0);
+    const T inv = positive_finite(s) ? T(1) / s : quiet_nan<T>();
     T* r = row(b);
     r[0] = on_hand[b] * inv;
     const T* p = pipeline + b * slots();

@@ -5,7 +5,7 @@
 // cpu/ops_cpu.cpp and cuda/ops_cuda.cu instantiate it and register the results.
 #pragma once
 
-#include "deepstock/launch.h"
+#include "deepstock/checks.h"
 
 namespace deepstock {
 

@@ -50,7 +50,7 @@ struct ProjectionView {
     const T cap = max_order[b * max_order_stride];
     // max_order may be +inf (no cap) but not negative or NaN.
     if (!(cap >= T(0))) {
-      order[b] = cap - cap;  // NaN
+      order[b] = quiet_nan<T>();
       return kBadMaxOrder;
     }
     order[b] = clamp_order(unclamped(b), cap);
@@ -71,7 +71,7 @@ struct ProjectionBackwardView {
     const T cap = forward.max_order[b * forward.max_order_stride];
     const int64_t m = forward.num_features;
     if (!(cap >= T(0))) {  // the forward's check; the gradients are NaN
-      const T nan = cap - cap;
+      const T nan = quiet_nan<T>();
       if (grad_target) grad_target[b] = nan;
       if (grad_inventory_position) grad_inventory_position[b] = nan;
       for (int64_t j = 0; j < m; ++j) {

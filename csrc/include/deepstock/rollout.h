@@ -138,7 +138,7 @@ struct RolloutView {
     const T components[3] = {c.holding, c.penalty, c.ordering};
     const T values[4] = {totals.sold, totals.short_units, totals.stockout_days,
                          totals.holding_units};
-    const T nan = T(0) / T(0);
+    const T nan = quiet_nan<T>();
     for (int j = 0; j < 3; ++j) cost[b * 3 + j] = err ? nan : components[j];
     for (int j = 0; j < 4; ++j) stats[b * 4 + j] = err ? nan : values[j];
     average_cost[b] = err ? nan : c.total() / static_cast<T>(horizon - warmup);

@@ -1,5 +1,5 @@
-// Argument checks and output allocation shared by the CPU and CUDA launchers (launch.h).
-#include "deepstock/launch.h"
+// Argument checks and output allocation shared by the CPU and CUDA launchers (checks.h).
+#include "deepstock/checks.h"
 
 #include <atomic>
 #include <sstream>
