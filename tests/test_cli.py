@@ -63,8 +63,12 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
                              str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = out / "base" / "checkpoint.pt"
     deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.005)
+
+    def trained() -> int:  # epochs in the newest checkpoint (the first one is written at 0)
+        return load_file(checkpoint)["done"] if checkpoint.exists() else 0
+
+    while trained() == 0 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = load_file(checkpoint)["done"]

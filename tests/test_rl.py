@@ -3,6 +3,7 @@ small instance."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib
 import math
@@ -198,9 +199,10 @@ def loop(tmp_path, iterate, healthy, **kw):
 def test_an_unhealthy_run_stopped_early_writes_no_checkpoint(tmp_path):
     result = loop(tmp_path, lambda i: 0.0, healthy=lambda: False, time_budget=1e-9)
     assert result.stopped == "diverged" and "not finite before epoch 1" in result.message
-    assert not (tmp_path / "checkpoint.pt").exists()
-    result = loop(tmp_path, lambda i: 0.0, healthy=lambda: True, time_budget=1e-9)
-    assert result.stopped == "time_budget" and (tmp_path / "checkpoint.pt").exists()
+    assert load_file(tmp_path / "checkpoint.pt")["done"] == 0  # only the initial one
+    result = loop(tmp_path / "healthy", lambda i: 0.0, healthy=lambda: True, time_budget=1e-9)
+    assert result.stopped == "time_budget"
+    assert load_file(tmp_path / "healthy" / "checkpoint.pt")["done"] == 1
 
 
 def test_an_op_error_after_a_non_finite_loss_is_divergence(tmp_path):
@@ -294,3 +296,16 @@ def run_resumed(algo, tmp_path):
     train, config = TINY[algo]
     return train(SMALL, PolicyConfig(hidden=(16,)), config(), out_dir=tmp_path, resume=True,
                  progress=False)
+
+
+def test_a_full_disk_stops_the_run_before_any_training(tmp_path, monkeypatch):
+    from deepstock_fast.trainers import common
+
+    def no_space(obj, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(common, "atomic_save", no_space)
+    iterations = []
+    with pytest.raises(common.OutputDirError, match="checkpoint.pt: No space left on device"):
+        loop(tmp_path, lambda i: iterations.append(i) or 0.0, healthy=lambda: True)
+    assert iterations == []  # the first checkpoint is written before the first iteration

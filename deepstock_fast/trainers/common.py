@@ -368,6 +368,11 @@ def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_e
         history.append({"iteration": 0, "train": None, "validation_cost": value,
                         "best_validation_cost": value, "seconds": elapsed(),
                         "cpu_seconds": cpu_elapsed()})
+        try:  # a first checkpoint before any training: a full disk shows now, not minutes later
+            save(None)
+        except OSError as e:
+            raise OutputDirError(f"cannot write the checkpoint {checkpoint}: "
+                                 f"{e.strerror or e}") from None
 
     bar = Progress(label, total, enabled=progress)
     at_once = False  # stopped by a second Ctrl-C
