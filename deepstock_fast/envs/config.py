@@ -2,9 +2,10 @@
 
 :class:`InstanceConfig` holds numbers, strings, lists and dicts only, so ``to_dict`` /
 ``from_dict`` round-trip through JSON or YAML. Invalid settings raise ``ValueError`` naming the
-field when the config is built, not later inside an environment. Named instances:
-``InstanceConfig.from_name("zipkin:L=2,p=9")`` or ``"paper:setting=2"``, with any field
-overridable in the same string (``"zipkin:L=4,p=39,num_skus=256,horizon=400"``).
+field when the config is built, not later inside an environment. Named instances (the families
+of :mod:`deepstock_fast.envs.instances`): ``InstanceConfig.from_name("zipkin:L=2,p=9")`` or
+``"paper:setting=2"``, with any field overridable in the same string
+(``"zipkin:L=4,p=39,num_skus=256,horizon=400"``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from .. import demand as demand_lib
 from ..checks import (boolean, choice, fail, integer, is_number, names, number, optional,
                       per_sku)
+from .instances import FAMILIES
 
 #: The demand features the Coeff regularization weighs (docs/METHOD.md): trailing means over 28 and 7
 #: days, noisy forward means over 7 and 28 days (forecast proxies), and a constant 1.
@@ -247,17 +249,9 @@ class InstanceConfig:
 
     @classmethod
     def from_name(cls, name: str) -> "InstanceConfig":
-        """``zipkin:L=<1..4>,p=<4|9|19|39>`` (Zipkin 2008: lost sales, Poisson(5), h = 1, P = 1,
-        horizon 200 days of which 50 warm-up, trailing-mean features for the Coeff heads only,
-        the observation is the state) or ``paper:setting=<1..4>`` (the DeepStock paper's synthetic
-        settings: backlog, L = 1, P = 2, h = 0.1, p = 0.9, max order 100, a finite horizon of
-        30 days with the first 4 — L + P rounded up to a whole review period — left out).
-        Setting 4 (i.i.d. Normal(100, sigma) demand, sigma observed) is a repeated newsvendor
-        instead: its benchmark, mean + 1.2816 sigma, is the critical-fractile level for one day
-        of demand, and an order of at most 100 per 2-day review period cannot serve about 200
-        units of demand; so setting 4 orders every day (P = 1) with lead time 0, a cap of 300
-        per order (10 sigma above the mean at the largest sigma) and 1 day left out (L + P).
-        Other ``key=value`` pairs set fields."""
+        """``<family>:key=value,...``: a family of :data:`instances.FAMILIES` (``zipkin:L=2,p=9``,
+        ``paper:setting=2``; each family's docstring says what it is) with its parameters; the
+        other ``key=value`` pairs set fields."""
         family, _, args = name.partition(":")
         params = {}
         for item in filter(None, args.split(",")):
@@ -265,43 +259,16 @@ class InstanceConfig:
             if not eq:
                 raise ValueError(f"instance {name!r}: expected key=value, got {item!r}")
             params[key.strip()] = parse_value(value.strip())
-        if family == "zipkin":
-            lead, penalty = params.pop("L", None), params.pop("p", None)
-            if lead not in (1, 2, 3, 4) or penalty not in (4, 9, 19, 39):
-                raise ValueError(f"instance {name!r}: zipkin needs L in 1..4 and p in "
-                                 "{4, 9, 19, 39}")
-            # No forecast features: they would carry information about future demand that the
-            # published optimum does not have. The trailing means stay out of the observation:
-            # of i.i.d. demand they say nothing, and as inputs they cost DS about 0.5% (L = 1,
-            # p = 4); the Coeff heads still weigh them.
-            base = dict(lead_time=lead, penalty_cost=float(penalty), holding_cost=1.0,
-                        lost_sales=True, review_period=1, horizon=200, warmup=50,
-                        demand={"kind": "poisson", "rate": 5.0}, obs_scale=5.0,
-                        features=("trailing_28", "trailing_7", "constant"),
-                        observe_features=False)
-        elif family == "paper":
-            setting = params.pop("setting", None)
-            settings = {
-                1: dict(num_skus=10, demand={"kind": "paper_independent"},
-                        extra_observations=("day",)),
-                2: dict(num_skus=20, demand={"kind": "paper_ar1"},
-                        extra_observations=("yesterday",)),
-                3: dict(num_skus=10, demand={"kind": "paper_ar1"},
-                        extra_observations=("yesterday",)),
-                4: dict(num_skus=10, demand={"kind": "paper_iid_normal"},
-                        extra_observations=("std",), lead_time=0, review_period=1, warmup=1,
-                        max_order=300.0),
-            }
-            if setting not in settings:
-                raise ValueError(f"instance {name!r}: paper needs setting in 1..4")
-            base = dict(dict(lead_time=1, review_period=2, horizon=30, warmup=4,
-                             holding_cost=0.1, penalty_cost=0.9, lost_sales=False,
-                             max_order=100.0, finite_horizon=True), **settings[setting])
-        else:
-            raise ValueError(f"unknown instance family {family!r} in {name!r}; use 'zipkin:...' "
-                             "or 'paper:...', or a config file")
-        base.update(params)
-        return cls.from_dict(base)
+        if family not in FAMILIES:
+            known = ", ".join(f"'{f}:...'" for f in FAMILIES)
+            raise ValueError(f"unknown instance family {family!r} in {name!r}; use one of "
+                             f"{known}, or a config file")
+        try:
+            fields = FAMILIES[family](params)
+        except ValueError as e:
+            raise ValueError(f"instance {name!r}: {e}") from None
+        fields.update(params)
+        return cls.from_dict(fields)
 
 
 _missing = {f.name for f in dataclasses.fields(InstanceConfig)} ^ set(_FIELD_CHECKS)
