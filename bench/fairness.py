@@ -32,12 +32,9 @@ from deepstock_fast import compare, optimum  # noqa: E402
 from deepstock_fast.envs import InstanceConfig  # noqa: E402
 from deepstock_fast.evaluation import evaluate  # noqa: E402
 from deepstock_fast.policies import PolicyConfig  # noqa: E402
-from deepstock_fast.trainers import (DDPGConfig, DSConfig, PPOConfig, train_ddpg,  # noqa: E402
-                                     train_ds, train_ppo)
+from deepstock_fast.trainers import TRAINERS  # noqa: E402
 
 INSTANCES = ("zipkin:L=2,p=9", "zipkin:L=4,p=39", "paper:setting=1", "paper:setting=2")
-ALGOS = {"ds": (DSConfig, train_ds, (64, 64)), "ppo": (PPOConfig, train_ppo, (256, 256)),
-         "ddpg": (DDPGConfig, train_ddpg, (64, 64))}
 #: Far from every training and validation stream of seeds 0..999.
 TEST_SEED = 987_654_321
 
@@ -61,7 +58,7 @@ def run_row(name: str, algo: str, seed: int, args) -> dict:
     instance = InstanceConfig.from_name(name)
     zipkin = name.startswith("zipkin")
     test = test_instance(instance, zipkin)
-    cls, train, hidden = ALGOS[algo]
+    cls, train, hidden = TRAINERS[algo]
     budget = {"epochs": args.ds_epochs} if algo == "ds" else {"total_steps": args.rl_steps}
     config = cls(seed=seed, **budget)
     row = dict(instance=name, algo=algo, seed=seed, config=dataclasses.asdict(config))
@@ -107,7 +104,7 @@ def summary(rows: list[dict]) -> list[dict]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--instances", nargs="+", default=list(INSTANCES))
-    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=sorted(ALGOS))
+    parser.add_argument("--algos", nargs="+", default=list(TRAINERS), choices=sorted(TRAINERS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--ds-epochs", type=int, default=200)
     parser.add_argument("--rl-steps", type=int, default=100_000,

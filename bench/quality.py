@@ -30,9 +30,10 @@ from common import machine, table, write_results  # noqa: E402
 from deepstock_fast import compare, optimum  # noqa: E402
 from deepstock_fast.envs import InstanceConfig, InventoryEnv  # noqa: E402
 from deepstock_fast.evaluation import evaluate, paired_gap  # noqa: E402
-from deepstock_fast.cli import TRAINERS, UsageError, parse_settings  # noqa: E402
+from deepstock_fast.cli import UsageError, parse_settings  # noqa: E402
 from deepstock_fast.policies import PolicyConfig  # noqa: E402
 from deepstock_fast.seeding import stream  # noqa: E402
+from deepstock_fast.trainers import TRAINERS  # noqa: E402
 
 ALL = [(L, p) for L in (1, 2, 3, 4) for p in (4, 9, 19, 39)]
 

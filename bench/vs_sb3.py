@@ -33,8 +33,12 @@ import torch  # noqa: E402
 from deepstock_fast import optimum  # noqa: E402
 from deepstock_fast.envs import InstanceConfig, InventoryEnv  # noqa: E402
 from deepstock_fast.policies import PolicyConfig  # noqa: E402
-from deepstock_fast.trainers import PPOConfig, train_ppo  # noqa: E402
+from deepstock_fast.trainers import TRAINERS, PPOConfig, train_ppo  # noqa: E402
 from deepstock_fast.seeding import stream  # noqa: E402
+
+#: The actor's widths, ours (PPO's default) and SB3's; both critics are as wide
+#: (PPOConfig.critic_hidden).
+HIDDEN = TRAINERS["ppo"].hidden
 
 
 def main(argv=None) -> int:
@@ -82,7 +86,7 @@ def main(argv=None) -> int:
               flush=True)
 
     for head in ("none", "base"):
-        _, result = train_ppo(instance, PolicyConfig(head=head, hidden=(256, 256)), config,
+        _, result = train_ppo(instance, PolicyConfig(head=head, hidden=HIDDEN), config,
                               label=f"ours+{head}")
         summarise(f"deepstock_fast PPO + {head}",
                   [(h["seconds"], h["validation_cost"]) for h in result.history],
@@ -97,7 +101,7 @@ def main(argv=None) -> int:
                 gamma=config.gamma, gae_lambda=config.gae_lambda, clip_range=config.clip,
                 ent_coef=config.ent_coef, vf_coef=config.vf_coef, seed=args.seed,
                 max_grad_norm=config.max_grad_norm, device="cpu",
-                policy_kwargs=dict(net_arch=[256, 256]), verbose=0)
+                policy_kwargs=dict(net_arch=list(HIDDEN)), verbose=0)
     curve, cap = [], float(instance.max_order)
 
     def sb3_policy(state):

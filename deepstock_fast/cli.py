@@ -28,12 +28,9 @@ from .evaluation import evaluate, paired_gap
 from .policies import HEADS, Policy, PolicyConfig, load_file
 from .report import machine, table
 from .envs.config import parse_value
-from .trainers import DDPGConfig, DSConfig, PPOConfig, train_ddpg, train_ds, train_ppo
+from .trainers import TRAINERS, DSConfig, PPOConfig
 from .trainers.common import OutputDirError, output_dir
 
-#: algo -> (hyperparameter dataclass, trainer, default hidden widths)
-TRAINERS = {"ds": (DSConfig, train_ds, (64, 64)), "ppo": (PPOConfig, train_ppo, (256, 256)),
-            "ddpg": (DDPGConfig, train_ddpg, (64, 64))}
 ALGOS = tuple(TRAINERS)
 #: command-line flag -> hyperparameter field (each applies to the algos whose config has it)
 FLAGS = {"epochs": "epochs", "steps": "total_steps", "batch_size": "batch_size", "lr": "lr",

@@ -8,23 +8,26 @@ from __future__ import annotations
 import torch
 
 from . import baselines, optimum, seeding
+from .demand import DEMAND_KINDS, DemandProcess
 from .envs import InstanceConfig, InventoryEnv
 from .evaluation import held_out_env
 
-_IID_KINDS = ("poisson", "normal", "uniform_int", "geometric")
-#: Demand kinds whose SKUs are trajectories drawn from one distribution (the paper's settings):
-#: a test may draw as many as it likes.
-_DRAWN_KINDS = ("paper_independent", "paper_ar1", "paper_iid_normal")
 #: Test trajectories of an instance whose SKUs are draws, at least (10x the paper's 100).
 TEST_TRAJECTORIES = 1000
 
 
+def demand_kind(instance: InstanceConfig) -> type[DemandProcess]:
+    """The class of the instance's demand kind (its flags say what its SKUs are)."""
+    return DEMAND_KINDS[instance.demand["kind"]]
+
+
 def identical_skus(instance: InstanceConfig) -> bool:
-    """True when every SKU has the same parameters and demand distribution."""
+    """True when every SKU has the same parameters and demand distribution (an ``iid`` demand
+    kind of :data:`~deepstock_fast.demand.DEMAND_KINDS` with shared parameters)."""
     scalar = all(not isinstance(getattr(instance, n), list)
                  for n in ("lead_time", "holding_cost", "penalty_cost", "order_cost"))
     demand = instance.demand
-    return scalar and demand["kind"] in _IID_KINDS and not any(
+    return scalar and demand_kind(instance).iid and not any(
         isinstance(v, list) for k, v in demand.items() if k != "kind")
 
 
@@ -40,7 +43,8 @@ def held_out_instance(instance: InstanceConfig, skus: int | None = None,
     """The instance every policy is costed on, unless given: 1024 SKUs over 1000 days when the
     SKUs are identical copies (a long-run average); at least :data:`TEST_TRAJECTORIES`
     trajectories of the instance's own horizon when its SKUs are draws from one distribution
-    (the paper's settings); else the instance's own SKUs and horizon."""
+    (a ``drawn`` demand kind: the paper's settings); else the instance's own SKUs and
+    horizon."""
     identical = identical_skus(instance)
     P = instance.review_period
     if horizon is None:
@@ -48,7 +52,7 @@ def held_out_instance(instance: InstanceConfig, skus: int | None = None,
         horizon = max(instance.horizon, -(-1000 // P) * P) if long_run else instance.horizon
     if skus is None:
         skus = (1024 if identical else max(instance.num_skus, TEST_TRAJECTORIES)
-                if instance.demand["kind"] in _DRAWN_KINDS else instance.num_skus)
+                if demand_kind(instance).drawn else instance.num_skus)
     return instance.replace(num_skus=skus, horizon=horizon,
                             warmup=instance.warmup if warmup is None else warmup)
 

@@ -7,6 +7,12 @@ zero, as the paper's generators do (``max(0, .)``).
 
 The paper's synthetic settings (docs/METHOD.md) are reproduced as documented there; where
 the summary leaves a detail open, the choice is stated on the class.
+
+:data:`DEMAND_KINDS` maps each config kind (``{"kind": "poisson", "rate": 5.0}``) to its class;
+a class joins it with ``@register("name")`` and says there which parameters it takes
+(``params``, ``optional_params``: name -> check), how a config builds it (``from_spec``) and
+what kind of SKUs it makes (``iid``, ``drawn``, ``has_std``). Configs, their checks and the
+reference costs (``compare``) read nothing else.
 """
 
 from __future__ import annotations
@@ -21,14 +27,21 @@ import re
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from . import checks
+
 #: Largest demand quantity (a per-day mean, a replayed value) the package accepts: costs of a
 #: whole episode then stay finite even in float32.
 MAX_QUANTITY = 1e9
+MAX_POISSON_RATE = 1e6    # the inverse-CDF table of a rate has about rate entries
+_QUANTITY = checks.number(0, MAX_QUANTITY)
+_SIGNED_QUANTITY = checks.number(-MAX_QUANTITY, MAX_QUANTITY)
+_SEED = checks.integer(0, 2**63 - 1)
 
 
 def _per_sku(value, num_skus: int, name: str, device) -> Tensor:
@@ -45,9 +58,57 @@ def _check_days(days: int, paths: int) -> None:
         raise ValueError(f"days and paths must be >= 1, got days={days}, paths={paths}")
 
 
+class DemandProcess:
+    """What a config needs to know of a demand kind, as class attributes (the processes
+    themselves are dataclasses with ``num_skus`` and ``sample``):
+
+    - ``kind``: its name in configs (set by :func:`register`);
+    - ``params`` / ``optional_params``: parameter -> check(name, value), required / optional
+      (:mod:`deepstock_fast.checks`; a per-SKU parameter takes one value or a list);
+    - ``iid``: every SKU draws i.i.d. days from one distribution, so SKUs with the same
+      parameters are identical copies (a long-run test may use as many as it likes);
+    - ``drawn``: the SKUs are trajectories drawn from one distribution (the paper's settings),
+      so a test may draw as many as it likes;
+    - ``has_std``: a per-SKU std or sigma (the ``std`` extra observation).
+    """
+
+    kind: ClassVar[str]
+    params: ClassVar[dict] = {}
+    optional_params: ClassVar[dict] = {}
+    iid: ClassVar[bool] = False
+    drawn: ClassVar[bool] = False
+    has_std: ClassVar[bool] = False
+
+    @classmethod
+    def from_spec(cls, spec: dict, num_skus: int, days: int, device) -> "DemandProcess":
+        """The process of a config's checked ``demand`` parameters (``spec``, without "kind")
+        for ``num_skus`` SKUs on ``device``; ``days``: the days of an episode."""
+        return cls(**spec, num_skus=num_skus, device=device)
+
+
+#: Demand kind (a config's ``demand["kind"]``) -> its class.
+DEMAND_KINDS: dict[str, type[DemandProcess]] = {}
+
+
+def register(kind: str):
+    """Class decorator: ``kind`` in a config's ``demand`` means this :class:`DemandProcess`."""
+    def add(cls: type[DemandProcess]) -> type[DemandProcess]:
+        if kind in DEMAND_KINDS:
+            raise ValueError(f"demand kind {kind!r} is registered already "
+                             f"({DEMAND_KINDS[kind].__name__})")
+        cls.kind = kind
+        DEMAND_KINDS[kind] = cls
+        return cls
+    return add
+
+
+@register("poisson")
 @dataclass
-class Poisson:
+class Poisson(DemandProcess):
     """Poisson(rate) demand per day."""
+
+    params = {"rate": checks.per_sku(checks.number(0, MAX_POISSON_RATE))}
+    iid = True
 
     rate: Tensor | float
     num_skus: int = 1
@@ -83,9 +144,15 @@ class Poisson:
         return u.copy_(k).view(self.num_skus, paths, days)  # into u's memory: no fresh tensor
 
 
+@register("normal")
 @dataclass
-class Normal:
+class Normal(DemandProcess):
     """Normal(mean, std) demand per day, negative draws set to 0, optionally rounded."""
+
+    params = {"mean": checks.per_sku(_SIGNED_QUANTITY), "std": checks.per_sku(_QUANTITY)}
+    optional_params = {"round": checks.boolean}
+    iid = True
+    has_std = True
 
     mean: Tensor | float
     std: Tensor | float
@@ -107,9 +174,14 @@ class Normal:
         return d.round() if self.round else d
 
 
+@register("uniform_int")
 @dataclass
-class UniformInt:
+class UniformInt(DemandProcess):
     """Integer demand uniform on low, low + 1, ..., high - 1."""
+
+    params = {"low": checks.per_sku(checks.number(0, MAX_QUANTITY, whole=True)),
+              "high": checks.per_sku(checks.number(1, MAX_QUANTITY, whole=True))}
+    iid = True
 
     low: Tensor | float
     high: Tensor | float
@@ -131,9 +203,13 @@ class UniformInt:
             self.high.view(-1, 1, 1) - 1)
 
 
+@register("geometric")
 @dataclass
-class Geometric:
+class Geometric(DemandProcess):
     """Geometric demand on 0, 1, 2, ... with the given mean: P(k) = p (1 - p)^k, p = 1/(1+mean)."""
+
+    params = {"mean": checks.per_sku(checks.number(0, MAX_QUANTITY, open_low=True))}
+    iid = True
 
     mean: Tensor | float
     num_skus: int = 1
@@ -152,8 +228,9 @@ class Geometric:
         return torch.floor(torch.log1p(-u) / torch.log(q))
 
 
+@register("paper_independent")
 @dataclass
-class PaperIndependent:
+class PaperIndependent(DemandProcess):
     """The paper's setting 1: each day t of the horizon has a low value, clip(N(10, 4)), and
     demand on day t is uniform on the integers low_t .. low_t + 4 for every SKU and path.
 
@@ -162,11 +239,18 @@ class PaperIndependent:
     shared by all trajectories, so that the day index is the informative feature.
     """
 
+    optional_params = {"instance_seed": _SEED}
+    drawn = True
+
     horizon: int
     num_skus: int = 1
     instance_seed: int = 0
     device: str | torch.device = "cpu"
     lows: Tensor = field(init=False)
+
+    @classmethod
+    def from_spec(cls, spec, num_skus, days, device) -> "PaperIndependent":
+        return cls(days, num_skus, spec.get("instance_seed", 0), device)
 
     def __post_init__(self):
         g = torch.Generator().manual_seed(self.instance_seed)
@@ -182,13 +266,18 @@ class PaperIndependent:
         return self.lows[:days] + torch.floor(5 * u)
 
 
+@register("ar1")
 @dataclass
-class AR1:
+class AR1(DemandProcess):
     """d_t = max(0, phi d_{t-1} + (1 - phi) base + eps_t), eps_t ~ N(0, sigma^2), d_0 = base.
 
     The paper's settings 2 and 3 draw per trajectory phi ~ U(0.3, 0.9), base ~ U(5, 10),
     sigma ~ U(2, 8): :meth:`paper`.
     """
+
+    params = {"phi": checks.per_sku(checks.number(-1, 1, open_low=True, open_high=True)),
+              "base": checks.per_sku(_SIGNED_QUANTITY), "sigma": checks.per_sku(_QUANTITY)}
+    has_std = True
 
     phi: Tensor | float
     base: Tensor | float
@@ -221,22 +310,75 @@ class AR1:
         return torch.stack(out, dim=2)
 
 
-def paper_iid_normal(num_skus: int, *, generator: torch.Generator, device="cpu") -> Normal:
+@register("paper_ar1")
+class PaperAR1(AR1):
+    """The paper's settings 2 and 3: :meth:`AR1.paper`'s parameters drawn from
+    ``instance_seed``."""
+
+    params = {}
+    optional_params = {"instance_seed": _SEED}
+    drawn = True
+
+    @classmethod
+    def from_spec(cls, spec, num_skus, days, device) -> "PaperAR1":
+        g = torch.Generator().manual_seed(spec.get("instance_seed", 0))
+        return cls.paper(num_skus, generator=g, device=device)
+
+
+@register("paper_iid_normal")
+class PaperIIDNormal(Normal):
+    """The paper's setting 4: :func:`paper_iid_normal`'s sigmas drawn from ``instance_seed``."""
+
+    params = {}
+    optional_params = {"instance_seed": _SEED}
+    iid = False  # sigma differs per SKU
+    drawn = True
+
+    @classmethod
+    def from_spec(cls, spec, num_skus, days, device) -> "PaperIIDNormal":
+        g = torch.Generator().manual_seed(spec.get("instance_seed", 0))
+        return paper_iid_normal(num_skus, generator=g, device=device)
+
+
+def paper_iid_normal(num_skus: int, *, generator: torch.Generator,
+                     device="cpu") -> PaperIIDNormal:
     """The paper's setting 4: Normal(100, sigma) per day with sigma ~ U(5, 20) per SKU."""
     sigma = 5 + 15 * torch.rand(num_skus, generator=generator, dtype=torch.float64)
-    return Normal(100.0, sigma, num_skus, device=device)
+    return PaperIIDNormal(100.0, sigma, num_skus, device=device)
 
 
+@register("replay")
 @dataclass
-class Replay:
+class Replay(DemandProcess):
     """Given demand history [S, D] replayed as is (from a tensor, NumPy array, CSV or Parquet).
 
     ``sample`` returns the first ``days`` days of the history (one path; the generator is not
     used). :meth:`split` cuts the history in time into train / validation / test parts. Values
-    must be finite, >= 0 and <= ``MAX_QUANTITY``.
+    must be finite, >= 0 and <= ``MAX_QUANTITY``. In a config: ``path`` (a file, with optional
+    ``header`` and ``id_column``: :meth:`from_file`) or ``history`` (rows of numbers, one per
+    SKU).
     """
 
+    optional_params = {"path": checks.path, "history": checks.history,
+                       "header": checks.optional(checks.boolean),
+                       "id_column": checks.optional(checks.boolean)}
+
     history: Tensor
+
+    @classmethod
+    def from_spec(cls, spec, num_skus, days, device) -> "Replay":
+        """The history as given (its SKUs and days are checked against the config's there)."""
+        if ("path" in spec) == ("history" in spec):
+            raise ValueError("needs exactly one of 'path' or 'history'")
+        if "history" in spec:
+            extra = [k for k in ("header", "id_column") if k in spec]
+            if extra:
+                raise ValueError(f"{extra} apply to a 'path', not a 'history'")
+            process = cls(torch.as_tensor(spec["history"], dtype=torch.float64))
+        else:
+            process = cls.from_file(spec["path"], header=spec.get("header"),
+                                    id_column=spec.get("id_column"))
+        return cls._trusted(process.history.to(device))
 
     def __post_init__(self):
         h = torch.as_tensor(self.history, dtype=torch.float64)

@@ -8,7 +8,8 @@ f = the Coeff features in demand units, ``net`` the MLP's pre-projection output:
     both:  order = clamp(net . f - IP, 0, max_order)              (a Coeff-shaped level, then Base)
 Every projection is a native op (``base_stock_order``, ``coeff_order``, ``coeff_base_stock_order``)
 with its own backward. ``Policy(state)`` is the deterministic action; stochastic trainers perturb
-the pre-projection output (``raw``) and call ``project``.
+the pre-projection output (``raw``) and call ``project``. :data:`HEADS` holds each head's rules
+(output size, projection, initial output, bounds); a new head is one more entry there.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pathlib
 import pickle
 import tempfile
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +30,6 @@ from .envs.config import InstanceConfig
 from .envs.simulate import SimState
 from .ops import base_stock_order, coeff_base_stock_order, coeff_order
 
-HEADS = ("none", "base", "coeff", "both")
 ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh}
 
 
@@ -46,7 +47,7 @@ class PolicyConfig:
     def __post_init__(self):
         self.hidden = tuple(int(h) for h in self.hidden)
         if self.head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+            raise ValueError(f"head must be one of {tuple(HEADS)}, got {self.head!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got "
                              f"{self.activation!r}")
@@ -59,18 +60,15 @@ class PolicyConfig:
                                  f"{self.output_bounds}")
 
 
-def initial_output(head: str, instance: InstanceConfig) -> list[float]:
-    """A sensible starting point for each head, in the units of its output: none orders the mean
-    demand of a review period; base targets the mean demand over lead time + review period + 1
-    day; coeff / both put the same multiples on the 28-day trailing mean (or the first demand
-    feature; the constant's coefficient if there is none)."""
+def _cover(instance: InstanceConfig) -> float:
+    """The mean demand over lead time + review period + 1 day, in units of the SKU's scale."""
     leads = instance.lead_time if isinstance(instance.lead_time, list) else [instance.lead_time]
-    cover = sum(leads) / len(leads) + instance.review_period + 1
-    if head == "none":
-        return [float(instance.review_period)]
-    if head == "base":
-        return [float(cover)]
-    multiple = float(instance.review_period if head == "coeff" else cover)
+    return float(sum(leads) / len(leads) + instance.review_period + 1)
+
+
+def _on_features(multiple: float, instance: InstanceConfig) -> list[float]:
+    """Coefficients that put ``multiple`` on the 28-day trailing mean (or the first demand
+    feature; the constant's coefficient if there is none)."""
     out = [0.0] * len(instance.features)
     quantity = [i for i, f in enumerate(instance.features) if f != "constant"]
     if quantity:
@@ -82,6 +80,60 @@ def initial_output(head: str, instance: InstanceConfig) -> list[float]:
     return out
 
 
+@dataclass(frozen=True)
+class Head:
+    """One regularization head: what the network outputs and how that becomes an order.
+
+    per_feature: one output per Coeff feature (else one output).
+    project(raw [B, k], state, cap) -> orders [B], clipped to [0, cap].
+    initial(instance) -> the starting pre-projection output (k values, in its units).
+    signed: its outputs may be negative (coefficients); bounded outputs then get
+        (-top, top) instead of (0, top) (:func:`default_bounds`).
+    """
+
+    per_feature: bool
+    project: Callable[[Tensor, SimState, float], Tensor]
+    initial: Callable[[InstanceConfig], list[float]]
+    signed: bool
+
+
+#: head name -> :class:`Head`; ``PolicyConfig.head``, the CLI's ``--head`` and the tests take
+#: their names from here.
+HEADS: dict[str, Head] = {
+    "none": Head(
+        per_feature=False,
+        project=lambda raw, s, cap: base_stock_order(raw[:, 0] * s.scale,
+                                                     torch.zeros_like(s.on_hand), cap),
+        initial=lambda inst: [float(inst.review_period)],  # the mean demand of a review period
+        signed=False),
+    "base": Head(
+        per_feature=False,
+        project=lambda raw, s, cap: base_stock_order(raw[:, 0] * s.scale,
+                                                     s.inventory_position, cap),
+        initial=lambda inst: [_cover(inst)],
+        signed=False),
+    "coeff": Head(
+        per_feature=True,
+        project=lambda raw, s, cap: coeff_order(raw, s.features, cap),
+        initial=lambda inst: _on_features(float(inst.review_period), inst),
+        signed=True),
+    "both": Head(
+        per_feature=True,
+        project=lambda raw, s, cap: coeff_base_stock_order(raw, s.features,
+                                                           s.inventory_position, cap),
+        initial=lambda inst: _on_features(_cover(inst), inst),
+        signed=True),
+}
+
+
+def initial_output(head: str, instance: InstanceConfig) -> list[float]:
+    """A sensible starting point for each head, in the units of its output: none orders the mean
+    demand of a review period; base targets the mean demand over lead time + review period + 1
+    day; coeff / both put the same multiples on the 28-day trailing mean (or the first demand
+    feature; the constant's coefficient if there is none)."""
+    return HEADS[head].initial(instance)
+
+
 def default_bounds(head: str, instance: InstanceConfig) -> tuple[float, float]:
     """A range for bounded outputs (DDPG's) that gives every head the same reachable policies:
     with C = the mean demand over lead time + review period + 1 day in units of the SKU's
@@ -91,8 +143,8 @@ def default_bounds(head: str, instance: InstanceConfig) -> tuple[float, float]:
     feature). Bounds that differ by head made the heads' comparison one of their bounds: with
     none's orders capped at twice the initial order and base's levels at twice the initial level,
     the best policy under none's cap cost 68% more than the best base-stock policy."""
-    top = 3.0 * initial_output("base", instance)[0]
-    return (0.0, top) if head in ("base", "none") else (-top, top)
+    top = 3.0 * _cover(instance)
+    return (-top, top) if HEADS[head].signed else (0.0, top)
 
 
 def mlp(sizes: list[int], activation: str, final_activation: bool = False) -> nn.Sequential:
@@ -121,7 +173,7 @@ class Policy(nn.Module):
         self.obs_names = list(obs_names)
         self.features = tuple(features)
         self.max_order = max_order
-        out = 1 if config.head in ("none", "base") else len(self.features)
+        out = len(self.features) if HEADS[config.head].per_feature else 1
         if out == 0:
             raise ValueError(f"head {config.head!r} needs at least one feature in the instance")
         n = len(self.obs_names)
@@ -172,14 +224,7 @@ class Policy(nn.Module):
         """Orders [B] from the pre-projection output [B, k] through the head's projection."""
         raw = raw.to(state.on_hand.dtype)
         cap = self.max_order if self.max_order is not None else math.inf
-        head = self.config.head
-        if head == "none":
-            return base_stock_order(raw[:, 0] * state.scale, torch.zeros_like(state.on_hand), cap)
-        if head == "base":
-            return base_stock_order(raw[:, 0] * state.scale, state.inventory_position, cap)
-        if head == "coeff":
-            return coeff_order(raw, state.features, cap)
-        return coeff_base_stock_order(raw, state.features, state.inventory_position, cap)
+        return HEADS[self.config.head].project(raw, state, cap)
 
     def forward(self, state: SimState) -> Tensor:
         """The deterministic action: orders [B] for a :class:`SimState` (``env.state()``)."""

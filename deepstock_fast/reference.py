@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from .ops import EnvStepResult, RolloutResult, StepResult, initial_state
+from .ops import POLICIES, EnvStepResult, RolloutResult, StepResult, initial_state
 
 
 def _per_env(value, like: Tensor) -> Tensor:
@@ -79,18 +79,24 @@ def coeff_base_stock_order(coeff, features, inventory_position, max_order=math.i
     return clamp_order((coeff * features).sum(dim=1) - inventory_position, max_order)
 
 
+#: policy of :data:`deepstock_fast.ops.POLICIES` -> order(ip [B], first param [B], params [B or 1, n])
+_CLASSICAL = {
+    "base_stock": lambda ip, a, params: clamp_order(a - ip, math.inf),
+    "capped_base_stock": lambda ip, a, params: clamp_order(a - ip, params[:, 1].expand_as(ip)),
+    "constant": lambda ip, a, params: a.clone(),
+    "s_S": lambda ip, a, params: torch.where(ip <= a, params[:, 1].expand_as(ip) - ip,
+                                             torch.zeros_like(ip)),
+}
+if list(_CLASSICAL) != list(POLICIES):  # every policy of the native op has its reference
+    raise ImportError(f"reference policies {list(_CLASSICAL)} differ from ops.POLICIES "
+                      f"{list(POLICIES)}")
+
+
 def classical_order(policy: str, ip: Tensor, params: Tensor) -> Tensor:
     """Order of a classical policy at inventory position ip [B]; params [B, n] or [1, n]."""
-    a = params[:, 0].expand_as(ip)
-    if policy == "base_stock":
-        return clamp_order(a - ip, math.inf)
-    if policy == "capped_base_stock":
-        return clamp_order(a - ip, params[:, 1].expand_as(ip))
-    if policy == "constant":
-        return a.clone()
-    if policy == "s_S":
-        return torch.where(ip <= a, params[:, 1].expand_as(ip) - ip, torch.zeros_like(ip))
-    raise ValueError(f"unknown policy {policy!r}")
+    if policy not in _CLASSICAL:
+        raise ValueError(f"policy must be one of {list(POLICIES)}, got {policy!r}")
+    return _CLASSICAL[policy](ip, params[:, 0].expand_as(ip), params)
 
 
 def observation(on_hand, pipeline, exogenous, scale) -> Tensor:

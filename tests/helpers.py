@@ -3,6 +3,7 @@ import each other)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -51,3 +52,15 @@ def _counting(chosen: settings):
         return chosen(count(test))
 
     return apply
+
+
+@contextlib.contextmanager
+def restored(registry: dict):
+    """A registry (a dict filled by a ``register`` decorator) that a test may add to; its
+    entries as they were come back afterwards."""
+    saved = dict(registry)
+    try:
+        yield registry
+    finally:
+        registry.clear()
+        registry.update(saved)

@@ -19,9 +19,11 @@ import torch
 import deepstock_fast as ds
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-OPS = ["inventory_step", "inventory_step_backward", "base_stock_order", "base_stock_order_backward",
-       "coeff_order", "coeff_order_backward", "coeff_base_stock_order",
-       "coeff_base_stock_order_backward", "observation", "rollout"]
+#: Every op of csrc/ops.cpp's TORCH_LIBRARY(deepstock, ...), as the dispatcher knows them.
+OPS = sorted(name.split("::", 1)[1] for name in torch._C._dispatch_get_all_op_names()
+             if name.startswith("deepstock::"))
+#: Ops without a CUDA kernel: the dynamic program is CPU work by nature.
+CPU_ONLY = {"lost_sales_dp"}
 
 
 def test_build_info():
@@ -34,16 +36,23 @@ def test_build_info():
     assert info["cuda_kernels"] == bool(info["cuda_arch_list"])
 
 
-def test_dp_registered_for_cpu():
-    # The dynamic program is CPU work by nature: no CUDA kernel.
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("deepstock::lost_sales_dp", "CPU")
+def test_op_list_is_the_dispatchers():
+    assert {"inventory_step", "env_step", "rollout", "lost_sales_dp"} <= set(OPS)
+    assert CPU_ONLY <= set(OPS)
 
 
 @pytest.mark.parametrize("op", OPS)
 def test_registered(op):
-    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"deepstock::{op}", "CPU")
-    if ds.build_info()["cuda_kernels"]:
-        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"deepstock::{op}", "CUDA")
+    name = f"deepstock::{op}"
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
+    if ds.build_info()["cuda_kernels"] and op not in CPU_ONLY:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
+    # a fake kernel (deepstock_fast/ops.py): torch.compile and meta tensors
+    assert torch._library.simple_registry.singleton.find(name).fake_impl.kernel is not None
+    # an op with a backward op is differentiable through register_autograd (observation's
+    # backward is written in Python; env_step's autograd says it is not differentiable)
+    if f"{op}_backward" in OPS:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "Autograd")
 
 
 NVCC = shutil.which("nvcc")

@@ -265,3 +265,29 @@ def test_replay_parquet(tmp_path):
 def test_bad_inputs(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+# ---- the registry ----------------------------------------------------------------------------------
+def test_registry_flags():
+    # compare.identical_skus and held_out_instance read these flags (once hand lists there)
+    kinds = demand.DEMAND_KINDS
+    assert {k for k, c in kinds.items() if c.iid} == {"poisson", "normal", "uniform_int",
+                                                      "geometric"}
+    assert {k for k, c in kinds.items() if c.drawn} == {"paper_independent", "paper_ar1",
+                                                        "paper_iid_normal"}
+    assert {k for k, c in kinds.items() if c.has_std} == {"normal", "ar1", "paper_ar1",
+                                                          "paper_iid_normal"}
+    assert all(c.kind == k for k, c in kinds.items())
+    with pytest.raises(ValueError, match="demand kind 'poisson' is registered already"):
+        demand.register("poisson")(demand.Poisson)
+
+
+def test_paper_kinds_draw_as_their_generators():
+    # from_spec of the paper's kinds gives the parameters the documented generators draw
+    ar1 = demand.DEMAND_KINDS["paper_ar1"].from_spec({"instance_seed": 3}, 50, 30, "cpu")
+    want = demand.AR1.paper(50, generator=gen(3))
+    assert torch.equal(ar1.phi, want.phi) and torch.equal(ar1.sigma, want.sigma)
+    normal = demand.DEMAND_KINDS["paper_iid_normal"].from_spec({}, 50, 30, "cpu")
+    assert torch.equal(normal.std, demand.paper_iid_normal(50, generator=gen(0)).std)
+    lows = demand.DEMAND_KINDS["paper_independent"].from_spec({"instance_seed": 2}, 4, 30, "cpu")
+    assert torch.equal(lows.lows, demand.PaperIndependent(30, 4, 2).lows)

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 import deepstock_fast as ds
-from deepstock_fast import reference
-from deepstock_fast.envs import InstanceConfig, InventoryEnv, demand_features
+from deepstock_fast import checks, compare, reference
+from deepstock_fast import demand as demand_lib
+from deepstock_fast.envs import InstanceConfig, InventoryEnv, demand_features, instances
 from deepstock_fast.metrics import aggregate, business_metrics
 
 from conftest import requires_cuda
+from helpers import restored
 
 SMALL = dict(num_skus=16, lead_time=[0, 1, 2, 3] * 4, review_period=2, horizon=12, warmup=4,
              holding_cost=1.0, penalty_cost=[4.0, 9.0] * 8, order_cost=0.5, max_order=30.0,
@@ -354,3 +358,60 @@ def test_env_runs_on_cuda():
     out = run(env, base_stock(12.0), env.num_epochs)
     assert obs.is_cuda and out[-1][1].is_cuda and out[-1][2].all()
     assert math.isfinite(env.last_metrics.average_cost.mean().item())
+
+
+def test_registered_demand_kind_reaches_configs_and_references():
+    with restored(demand_lib.DEMAND_KINDS):
+        @demand_lib.register("fixed")
+        @dataclass
+        class Fixed(demand_lib.DemandProcess):
+            """``level`` units every day."""
+
+            params = {"level": checks.per_sku(checks.number(0, 100))}
+            iid = True
+            level: float
+            num_skus: int = 1
+            device: str = "cpu"
+
+            def sample(self, days, *, generator, paths=1):
+                return torch.full((self.num_skus, paths, days), float(self.level),
+                                  dtype=torch.float64)
+
+        config = InstanceConfig(num_skus=3, horizon=20, demand={"kind": "fixed", "level": 4.0})
+        assert isinstance(config.demand_process("cpu"), Fixed)
+        assert compare.identical_skus(config)  # iid: a long-run test on 1024 copies
+        assert compare.held_out_instance(config).num_skus == 1024
+        env = InventoryEnv(config, seed=0)
+        assert torch.all(env.sample_episode().demand == 4)
+        with pytest.raises(ValueError, match=re.escape("demand.level must be a finite number in "
+                                                       "[0, 100], got -1.0")):
+            InstanceConfig(demand={"kind": "fixed", "level": -1.0})
+        with pytest.raises(ValueError, match="needs \\['level'\\]"):
+            InstanceConfig(demand={"kind": "fixed"})
+        with pytest.raises(ValueError, match="'fixed'"):  # unknown kinds list the registered
+            InstanceConfig(demand={"kind": "nowhere"})
+    with pytest.raises(ValueError, match="demand must be a dict with 'kind' in"):
+        InstanceConfig(demand={"kind": "fixed", "level": 4.0})
+
+
+def test_registered_instance_family():
+    with restored(instances.FAMILIES):
+        @instances.register("fixed_lead")
+        def fixed_lead(params):
+            lead = params.pop("L", None)
+            if lead not in (0, 1, 2):
+                raise ValueError("fixed_lead needs L in 0..2")
+            return dict(lead_time=lead, horizon=40, lost_sales=False)
+
+        config = InstanceConfig.from_name("fixed_lead:L=2,num_skus=3")
+        assert (config.lead_time, config.horizon, config.num_skus) == (2, 40, 3)
+        with pytest.raises(ValueError, match=re.escape("instance 'fixed_lead:L=5': fixed_lead "
+                                                       "needs L in 0..2")):
+            InstanceConfig.from_name("fixed_lead:L=5")
+        with pytest.raises(ValueError, match="use one of 'zipkin:...', 'paper:...', "
+                                             "'fixed_lead:...', or a config file"):
+            InstanceConfig.from_name("nowhere:x=1")
+        with pytest.raises(ValueError, match="'zipkin' is registered already"):
+            instances.register("zipkin")(fixed_lead)
+    with pytest.raises(ValueError, match="unknown instance family 'fixed_lead'"):
+        InstanceConfig.from_name("fixed_lead:L=2")

@@ -18,6 +18,7 @@ from hypothesis import given, strategies as st
 import deepstock_fast as ds
 from deepstock_fast import demand as demand_lib
 from deepstock_fast.envs import InstanceConfig, InventoryEnv
+from deepstock_fast.demand import DEMAND_KINDS
 from deepstock_fast.envs.config import COEFF_FEATURES, EXTRA_OBSERVATIONS, INITIAL_STATES
 
 from helpers import fuzz_settings
@@ -82,6 +83,13 @@ DEMAND_PARAMS = {
         st.lists(st.floats(0, 1e3), min_size=days, max_size=days), min_size=SKUS,
         max_size=SKUS))},
 }
+
+
+def test_every_demand_kind_is_fuzzed():
+    # a demand kind registered in deepstock_fast.demand needs its strategies here
+    assert {k: set(c.params) | set(c.optional_params) for k, c in DEMAND_KINDS.items()} == {
+        k: set(v) | ({"path", "header", "id_column"} if k == "replay" else set())
+        for k, v in DEMAND_PARAMS.items()}
 
 
 @st.composite

@@ -10,12 +10,15 @@ import re
 import pytest
 import torch
 from conftest import best_constant_order_cost
+from helpers import restored
 
 import deepstock_fast as ds
 from deepstock_fast import seeding
 from deepstock_fast.envs import InstanceConfig, InventoryEnv
 from deepstock_fast.evaluation import evaluate
-from deepstock_fast.policies import HEADS, Policy, PolicyConfig, initial_output, load_file
+from deepstock_fast import cli
+from deepstock_fast.policies import (HEADS, Head, Policy, PolicyConfig, default_bounds,
+                                     initial_output, load_file)
 from deepstock_fast.trainers import DSConfig, train_ds
 
 SMALL = "zipkin:L=1,p=9,horizon=60,warmup=10"
@@ -236,3 +239,28 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
     assert state["done"] == 10  # the last scheduled checkpoint before the NaN
     assert all(torch.isfinite(p).all() for p in policy.parameters())
     assert (tmp_path / "policy.pt").exists()
+
+
+def test_a_head_is_one_table_entry():
+    # a head added to HEADS works in Policy, its bounds, PolicyConfig and the CLI's --head
+    with restored(HEADS):
+        HEADS["half_base"] = Head(
+            per_feature=False,
+            project=lambda raw, s, cap: ds.base_stock_order(0.5 * raw[:, 0] * s.scale,
+                                                            s.inventory_position, cap),
+            initial=lambda instance: [2 * x for x in HEADS["base"].initial(instance)],
+            signed=False)
+        env, policy = make("half_base", max_order=12.0)
+        state = env.state()
+        raw = policy.raw(state.obs)
+        assert raw.shape == (32, 1)
+        target = 0.5 * raw[:, 0].to(state.scale.dtype) * state.scale
+        torch.testing.assert_close(policy(state),
+                                   (target - state.inventory_position).clamp(0, 12.0))
+        instance = InstanceConfig.from_name(SMALL)
+        assert default_bounds("half_base", instance) == default_bounds("base", instance)
+        assert policy.config.initial_output == [2 * initial_output("base", instance)[0]]
+        assert cli._heads("base,half_base") == ["base", "half_base"]
+    with pytest.raises(ValueError, match=re.escape("head must be one of ('none', 'base', "
+                                                   "'coeff', 'both'), got 'half_base'")):
+        PolicyConfig(head="half_base")

@@ -13,12 +13,14 @@ import signal
 import pytest
 import torch
 from conftest import best_constant_order_cost
+from helpers import restored
 
+from deepstock_fast import cli
 from deepstock_fast.envs import InstanceConfig, InventoryEnv
 from deepstock_fast.evaluation import evaluate
 from deepstock_fast.policies import Policy, PolicyConfig, load_file
-from deepstock_fast.trainers import (DDPGConfig, DSConfig, PPOConfig, train_ddpg, train_ds,
-                                     train_ppo)
+from deepstock_fast.trainers import (TRAINERS, DDPGConfig, DSConfig, PPOConfig, register,
+                                     train_ddpg, train_ds, train_ppo)
 from deepstock_fast.trainers.common import Setup
 
 SMALL = "zipkin:L=1,p=9,horizon=40,warmup=10"
@@ -309,3 +311,30 @@ def test_a_full_disk_stops_the_run_before_any_training(tmp_path, monkeypatch):
     with pytest.raises(common.OutputDirError, match="checkpoint.pt: No space left on device"):
         loop(tmp_path, lambda i: iterations.append(i) or 0.0, healthy=lambda: True)
     assert iterations == []  # the first checkpoint is written before the first iteration
+
+
+def test_trainer_registry():
+    assert list(TRAINERS) == list(cli.ALGOS) == ["ds", "ppo", "ddpg"]
+    assert set(TINY) == set(TRAINERS)
+    assert cli.TRAINERS is TRAINERS  # the command line (and bench/) read this one table
+    for name, (config, train, hidden) in TRAINERS.items():
+        assert train is TINY[name][0] and config is type(TINY[name][1]())
+    assert TRAINERS["ppo"].hidden == (256, 256) and TRAINERS["ds"].hidden == (64, 64)
+    with restored(TRAINERS):
+        @register("ds_again", DSConfig, hidden=(8,))
+        def train_again(*args, **kwargs):
+            return train_ds(*args, **kwargs)
+
+        assert TRAINERS["ds_again"] == (DSConfig, train_again, (8,))
+        with pytest.raises(ValueError, match="trainer 'ds' is registered already"):
+            register("ds", DSConfig, hidden=(8,))(train_again)
+    assert "ds_again" not in TRAINERS
+
+
+@pytest.mark.parametrize("algo", ["ds", "ppo", "ddpg"])
+def test_default_widths_come_from_the_registry(algo, monkeypatch):
+    monkeypatch.setitem(TRAINERS, algo, TRAINERS[algo]._replace(hidden=(8,)))
+    train, config = TINY[algo]
+    policy, _ = train(SMALL, None, config(total_steps=512) if algo != "ds" else config(epochs=2),
+                      progress=False)
+    assert policy.config.hidden == (8,)

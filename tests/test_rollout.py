@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -104,3 +106,20 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.deepstock.rollout.default,
                           (kw["on_hand"], kw["pipeline"], lead, demand, "s_S", params, 2, 3, h, p,
                            c, True))
+
+
+def test_policy_names_agree_with_the_native_op():
+    # ops.POLICIES is the list: the native op takes each with its columns, refuses others by the
+    # same names, and the reference has each.
+    demand = torch.full((2, 6), 3.0, dtype=torch.float64)
+    for policy, columns in ds.POLICIES.items():
+        params = torch.tensor([[1.0, 2.0][:len(columns)]], dtype=torch.float64)
+        assert_rollout_close(ds.rollout(demand, policy, params, 1),
+                             reference.rollout(demand, policy, params, 1))
+    params = torch.tensor([[1.0]], dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=re.escape(f"policy must be one of "
+                                                     f"{', '.join(ds.POLICIES)}; got 'nope'")):
+        ds.rollout(demand, "nope", params, 1)
+    with pytest.raises(ValueError, match=re.escape(f"policy must be one of "
+                                                   f"{list(ds.POLICIES)}, got 'nope'")):
+        reference.classical_order("nope", torch.zeros(2, dtype=torch.float64), params)

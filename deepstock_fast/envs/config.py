@@ -2,22 +2,23 @@
 
 :class:`InstanceConfig` holds numbers, strings, lists and dicts only, so ``to_dict`` /
 ``from_dict`` round-trip through JSON or YAML. Invalid settings raise ``ValueError`` naming the
-field when the config is built, not later inside an environment. Named instances:
-``InstanceConfig.from_name("zipkin:L=2,p=9")`` or ``"paper:setting=2"``, with any field
-overridable in the same string (``"zipkin:L=4,p=39,num_skus=256,horizon=400"``).
+field when the config is built, not later inside an environment. Named instances (the families
+of :mod:`deepstock_fast.envs.instances`): ``InstanceConfig.from_name("zipkin:L=2,p=9")`` or
+``"paper:setting=2"``, with any field overridable in the same string
+(``"zipkin:L=4,p=39,num_skus=256,horizon=400"``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from .. import demand as demand_lib
+from ..checks import (boolean, choice, fail, integer, is_number, names, number, optional,
+                      per_sku)
+from .instances import FAMILIES
 
 #: The demand features the Coeff regularization weighs (docs/METHOD.md): trailing means over 28 and 7
 #: days, noisy forward means over 7 and 28 days (forecast proxies), and a constant 1.
@@ -31,159 +32,30 @@ MAX_SKUS = 2**26
 MAX_DAYS = 10**5          # lead times, horizons, history windows
 MAX_COST = 1e9            # per unit: costs of a whole episode stay finite in float32
 MAX_QUANTITY = demand_lib.MAX_QUANTITY
-MAX_POISSON_RATE = 1e6    # the inverse-CDF table of a rate has about rate entries
+MAX_POISSON_RATE = demand_lib.MAX_POISSON_RATE
 MIN_OBS_SCALE = 1e-6      # observations / scale stay finite in float32
-
-
-# ---- value checks: each raises ValueError("<name> must be <what>, got <value>") -----------------
-def _show(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 120 else text[:100] + " ..."
-
-
-def _fail(name: str, want: str, value):
-    raise ValueError(f"{name} must be {want}, got {_show(value)}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)  # a bool is an int in Python
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(low: int, high: int):
-    def check(name, v):
-        if not (_is_int(v) and low <= v <= high):
-            _fail(name, check.want, v)
-    check.want = f"an int in {low}..{high}"
-    return check
-
-
-def _number(low: float, high: float, *, open_low=False, open_high=False, whole=False):
-    def check(name, v):
-        if not (_is_number(v) and (low < v if open_low else low <= v)
-                and (v < high if open_high else v <= high)
-                and (not whole or float(v).is_integer())):
-            _fail(name, check.want, v)
-    interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-    check.want = f"a finite {'whole ' if whole else ''}number in {interval}"
-    return check
-
-
-def _boolean(name, v):
-    if not isinstance(v, bool):  # "no" would be truthy
-        _fail(name, _boolean.want, v)
-
-
-_boolean.want = "true or false"
-
-
-def _choice(options: tuple):
-    def check(name, v):
-        if not (isinstance(v, str) and v in options):
-            _fail(name, f"one of {options}", v)
-    return check
-
-
-def _optional(inner):
-    def check(name, v):
-        if v is not None:
-            try:
-                inner(name, v)
-            except ValueError:
-                _fail(name, f"None or {inner.want}", v)
-    return check
-
-
-def _per_sku(inner):
-    """One value for all SKUs or a list (tuple) of them; the length is checked against num_skus
-    with the other fields."""
-    def check(name, v):
-        if isinstance(v, (list, tuple)):
-            if not v:
-                _fail(name, "a value or a non-empty list of num_skus values", v)
-            for i, item in enumerate(v):
-                inner(f"{name}[{i}]", item)
-        else:
-            inner(name, v)
-    return check
-
-
-def _names(known: tuple):
-    def check(name, v):
-        if not (isinstance(v, (list, tuple)) and all(isinstance(x, str) and x in known for x in v)
-                and len(set(v)) == len(v)):
-            unknown = [x for x in v if x not in known] if isinstance(v, (list, tuple)) else v
-            _fail(name, f"a list of distinct names from {known} (unknown: {_show(unknown)})", v)
-    return check
 
 
 def _obs_scale(name, v):
     if v != "history":
-        _number(MIN_OBS_SCALE, MAX_QUANTITY)(name, v) if _is_number(v) else _fail(
+        number(MIN_OBS_SCALE, MAX_QUANTITY)(name, v) if is_number(v) else fail(
             name, f"'history' or a finite number in [{MIN_OBS_SCALE:g}, {MAX_QUANTITY:g}]", v)
 
 
-def _path(name, v):
-    if not (isinstance(v, (str, os.PathLike)) and str(v)):
-        _fail(name, "a file path (str)", v)
-
-
-def _history(name, v):
-    """[[day values of SKU 0], [...], ...]: plain lists of numbers (or a 2-d numeric array)."""
-    if isinstance(v, (torch.Tensor, np.ndarray)):
-        if v.dtype in (torch.bool, np.bool_) or v.ndim != 2:
-            _fail(name, "a 2-d array of numbers [SKU, day]", f"{v.dtype} array of shape "
-                  f"{tuple(v.shape)}")
-        return
-    if not (isinstance(v, (list, tuple)) and v and all(isinstance(r, (list, tuple)) for r in v)):
-        _fail(name, "a non-empty list of rows [[day values of SKU 0], ...]", v)
-    width = len(v[0])
-    for i, row in enumerate(v):
-        if len(row) != width or not row:
-            _fail(f"{name}[{i}]", f"a non-empty row of {width} values like row 0", row)
-        if not all(_is_number(x) for x in row):  # numbers only: no bools, None or strings
-            j = next(j for j, x in enumerate(row) if not _is_number(x))
-            _fail(f"{name}[{i}][{j}]", "a finite number", row[j])
-
-
-_SEED = _int(0, 2**63 - 1)
-_QUANTITY = _number(0, MAX_QUANTITY)
-# kind -> (constructor, required parameters, optional parameters), parameter -> check
-_DEMAND_KINDS = {
-    "poisson": (demand_lib.Poisson, {"rate": _per_sku(_number(0, MAX_POISSON_RATE))}, {}),
-    "normal": (demand_lib.Normal, {"mean": _per_sku(_number(-MAX_QUANTITY, MAX_QUANTITY)),
-                                   "std": _per_sku(_QUANTITY)}, {"round": _boolean}),
-    "uniform_int": (demand_lib.UniformInt, {"low": _per_sku(_number(0, MAX_QUANTITY, whole=True)),
-                                            "high": _per_sku(_number(1, MAX_QUANTITY, whole=True))},
-                    {}),
-    "geometric": (demand_lib.Geometric, {"mean": _per_sku(_number(0, MAX_QUANTITY,
-                                                                   open_low=True))}, {}),
-    "ar1": (demand_lib.AR1, {"phi": _per_sku(_number(-1, 1, open_low=True, open_high=True)),
-                             "base": _per_sku(_number(-MAX_QUANTITY, MAX_QUANTITY)),
-                             "sigma": _per_sku(_QUANTITY)}, {}),
-    "paper_independent": (None, {}, {"instance_seed": _SEED}),
-    "paper_ar1": (None, {}, {"instance_seed": _SEED}),
-    "paper_iid_normal": (None, {}, {"instance_seed": _SEED}),
-    "replay": (None, {}, {"path": _path, "history": _history, "header": _optional(_boolean),
-                          "id_column": _optional(_boolean)}),
-}
-#: Demand kinds with a per-SKU standard deviation (the ``std`` extra observation).
-_KINDS_WITH_STD = ("normal", "ar1", "paper_ar1", "paper_iid_normal")
-
-
 def _demand(name, v):
-    if not (isinstance(v, dict) and isinstance(v.get("kind"), str) and v["kind"] in _DEMAND_KINDS):
-        _fail(name, f"a dict with 'kind' in {sorted(_DEMAND_KINDS)}", v)
-    _, required, optional = _DEMAND_KINDS[v["kind"]]
+    """A dict {"kind": one of demand.DEMAND_KINDS, **its parameters}, each parameter checked by
+    its class's check as ``demand.<parameter>``."""
+    kinds = demand_lib.DEMAND_KINDS
+    if not (isinstance(v, dict) and isinstance(v.get("kind"), str) and v["kind"] in kinds):
+        fail(name, f"a dict with 'kind' in {sorted(kinds)}", v)
+    cls = kinds[v["kind"]]
+    required, optional_ = cls.params, cls.optional_params
     missing = [k for k in required if k not in v]
-    unknown = [k for k in v if k != "kind" and k not in required and k not in optional]
+    unknown = [k for k in v if k != "kind" and k not in required and k not in optional_]
     if missing or unknown:
         raise ValueError(f"demand kind {v['kind']!r} needs {list(required)} (optional "
-                         f"{list(optional)}); missing {missing}, unknown {unknown}")
-    for key, check in {**required, **optional}.items():
+                         f"{list(optional_)}); missing {missing}, unknown {unknown}")
+    for key, check in {**required, **optional_}.items():
         if key in v:
             check(f"demand.{key}", v[key])
 
@@ -191,28 +63,28 @@ def _demand(name, v):
 #: InstanceConfig field -> check of its value alone (relations between fields: _validate).
 #: Every field needs an entry: a field without one fails at import.
 _FIELD_CHECKS = {
-    "num_skus": _int(1, MAX_SKUS),
-    "lead_time": _per_sku(_int(0, MAX_DAYS)),
-    "review_period": _int(1, MAX_DAYS),
-    "horizon": _int(1, MAX_DAYS),
-    "warmup": _int(0, MAX_DAYS),
-    "holding_cost": _per_sku(_number(0, MAX_COST)),
-    "penalty_cost": _per_sku(_number(0, MAX_COST)),
-    "order_cost": _per_sku(_number(0, MAX_COST)),
-    "lost_sales": _boolean,
-    "finite_horizon": _boolean,
-    "max_order": _optional(_number(0, MAX_QUANTITY, open_low=True)),
-    "max_lead_time": _optional(_int(0, MAX_DAYS)),
-    "initial_state": _choice(INITIAL_STATES),
+    "num_skus": integer(1, MAX_SKUS),
+    "lead_time": per_sku(integer(0, MAX_DAYS)),
+    "review_period": integer(1, MAX_DAYS),
+    "horizon": integer(1, MAX_DAYS),
+    "warmup": integer(0, MAX_DAYS),
+    "holding_cost": per_sku(number(0, MAX_COST)),
+    "penalty_cost": per_sku(number(0, MAX_COST)),
+    "order_cost": per_sku(number(0, MAX_COST)),
+    "lost_sales": boolean,
+    "finite_horizon": boolean,
+    "max_order": optional(number(0, MAX_QUANTITY, open_low=True)),
+    "max_lead_time": optional(integer(0, MAX_DAYS)),
+    "initial_state": choice(INITIAL_STATES),
     "demand": _demand,
-    "features": _names(COEFF_FEATURES),
-    "observe_features": _boolean,
-    "extra_observations": _names(EXTRA_OBSERVATIONS),
-    "observed_demand_days": _int(0, MAX_DAYS),
-    "history_days": _int(0, MAX_DAYS),
-    "forecast_noise_std": _QUANTITY,
+    "features": names(COEFF_FEATURES),
+    "observe_features": boolean,
+    "extra_observations": names(EXTRA_OBSERVATIONS),
+    "observed_demand_days": integer(0, MAX_DAYS),
+    "history_days": integer(0, MAX_DAYS),
+    "forecast_noise_std": number(0, MAX_QUANTITY),
     "obs_scale": _obs_scale,
-    "dtype": _choice(("float32", "float64")),
+    "dtype": choice(("float32", "float64")),
 }
 
 
@@ -225,11 +97,10 @@ class InstanceConfig:
     """B SKUs, each an independent single-item inventory system (docs/METHOD.md, "The decision problem").
 
     Per-SKU fields (``lead_time`` and the three costs) take one value for all SKUs or a list of
-    ``num_skus`` values. ``demand`` is a dict ``{"kind": ..., **parameters}``; kinds and their
-    parameters: poisson(rate), normal(mean, std, round=False), uniform_int(low, high),
-    geometric(mean), ar1(phi, base, sigma), paper_independent(instance_seed=0),
-    paper_ar1(instance_seed=0), paper_iid_normal(instance_seed=0), replay(path=... or
-    history=[[...], ...] with one row per SKU). Parameters may be lists (per SKU).
+    ``num_skus`` values. ``demand`` is a dict ``{"kind": ..., **parameters}``: a kind of
+    :data:`deepstock_fast.demand.DEMAND_KINDS` (poisson, normal, ar1, the paper's settings,
+    replay, ...) with the parameters its class takes (``params``, ``optional_params``, described
+    in the class's docstring); per-SKU parameters may be lists.
     """
 
     num_skus: int = 1
@@ -302,9 +173,10 @@ class InstanceConfig:
              f"observed_demand_days = {self.observed_demand_days} exceeds history_days = "
              f"{self.history_days}")
         kind = self.demand["kind"]
-        need("std" not in self.extra_observations or kind in _KINDS_WITH_STD,
+        with_std = tuple(k for k, c in demand_lib.DEMAND_KINDS.items() if c.has_std)
+        need("std" not in self.extra_observations or kind in with_std,
              f"extra observation 'std' needs a demand process with a std or sigma parameter "
-             f"({_KINDS_WITH_STD}); {kind!r} has none")
+             f"({with_std}); {kind!r} has none")
         for key, value in self.demand.items():
             if isinstance(value, (list, tuple)) and key != "history":
                 need(len(value) in (1, self.num_skus),
@@ -350,31 +222,9 @@ class InstanceConfig:
         parsed once per process: :func:`deepstock_fast.demand.read_history`)."""
         spec = dict(self.demand)
         kind = spec.pop("kind")
-        make = _DEMAND_KINDS[kind][0]
-        seed = spec.get("instance_seed", 0)
-        if kind == "paper_independent":
-            return demand_lib.PaperIndependent(self.days_per_episode, self.num_skus, seed, device)
-        if kind == "paper_ar1":
-            g = torch.Generator().manual_seed(seed)
-            return demand_lib.AR1.paper(self.num_skus, generator=g, device=device)
-        if kind == "paper_iid_normal":
-            g = torch.Generator().manual_seed(seed)
-            return demand_lib.paper_iid_normal(self.num_skus, generator=g, device=device)
         try:
-            if kind == "replay":
-                if ("path" in spec) == ("history" in spec):
-                    raise ValueError("needs exactly one of 'path' or 'history'")
-                if "history" in spec:
-                    extra = [k for k in ("header", "id_column") if k in spec]
-                    if extra:
-                        raise ValueError(f"{extra} apply to a 'path', not a 'history'")
-                    process = demand_lib.Replay(torch.as_tensor(spec["history"],
-                                                                dtype=torch.float64))
-                else:
-                    process = demand_lib.Replay.from_file(
-                        spec["path"], header=spec.get("header"), id_column=spec.get("id_column"))
-                return demand_lib.Replay._trusted(process.history.to(device))
-            return make(**spec, num_skus=self.num_skus, device=device)
+            return demand_lib.DEMAND_KINDS[kind].from_spec(spec, self.num_skus,
+                                                           self.days_per_episode, device)
         except ValueError as e:
             raise ValueError(f"demand ({kind}): {e}") from None
 
@@ -399,17 +249,9 @@ class InstanceConfig:
 
     @classmethod
     def from_name(cls, name: str) -> "InstanceConfig":
-        """``zipkin:L=<1..4>,p=<4|9|19|39>`` (Zipkin 2008: lost sales, Poisson(5), h = 1, P = 1,
-        horizon 200 days of which 50 warm-up, trailing-mean features for the Coeff heads only,
-        the observation is the state) or ``paper:setting=<1..4>`` (the DeepStock paper's synthetic
-        settings: backlog, L = 1, P = 2, h = 0.1, p = 0.9, max order 100, a finite horizon of
-        30 days with the first 4 — L + P rounded up to a whole review period — left out).
-        Setting 4 (i.i.d. Normal(100, sigma) demand, sigma observed) is a repeated newsvendor
-        instead: its benchmark, mean + 1.2816 sigma, is the critical-fractile level for one day
-        of demand, and an order of at most 100 per 2-day review period cannot serve about 200
-        units of demand; so setting 4 orders every day (P = 1) with lead time 0, a cap of 300
-        per order (10 sigma above the mean at the largest sigma) and 1 day left out (L + P).
-        Other ``key=value`` pairs set fields."""
+        """``<family>:key=value,...``: a family of :data:`instances.FAMILIES` (``zipkin:L=2,p=9``,
+        ``paper:setting=2``; each family's docstring says what it is) with its parameters; the
+        other ``key=value`` pairs set fields."""
         family, _, args = name.partition(":")
         params = {}
         for item in filter(None, args.split(",")):
@@ -417,43 +259,16 @@ class InstanceConfig:
             if not eq:
                 raise ValueError(f"instance {name!r}: expected key=value, got {item!r}")
             params[key.strip()] = parse_value(value.strip())
-        if family == "zipkin":
-            lead, penalty = params.pop("L", None), params.pop("p", None)
-            if lead not in (1, 2, 3, 4) or penalty not in (4, 9, 19, 39):
-                raise ValueError(f"instance {name!r}: zipkin needs L in 1..4 and p in "
-                                 "{4, 9, 19, 39}")
-            # No forecast features: they would carry information about future demand that the
-            # published optimum does not have. The trailing means stay out of the observation:
-            # of i.i.d. demand they say nothing, and as inputs they cost DS about 0.5% (L = 1,
-            # p = 4); the Coeff heads still weigh them.
-            base = dict(lead_time=lead, penalty_cost=float(penalty), holding_cost=1.0,
-                        lost_sales=True, review_period=1, horizon=200, warmup=50,
-                        demand={"kind": "poisson", "rate": 5.0}, obs_scale=5.0,
-                        features=("trailing_28", "trailing_7", "constant"),
-                        observe_features=False)
-        elif family == "paper":
-            setting = params.pop("setting", None)
-            settings = {
-                1: dict(num_skus=10, demand={"kind": "paper_independent"},
-                        extra_observations=("day",)),
-                2: dict(num_skus=20, demand={"kind": "paper_ar1"},
-                        extra_observations=("yesterday",)),
-                3: dict(num_skus=10, demand={"kind": "paper_ar1"},
-                        extra_observations=("yesterday",)),
-                4: dict(num_skus=10, demand={"kind": "paper_iid_normal"},
-                        extra_observations=("std",), lead_time=0, review_period=1, warmup=1,
-                        max_order=300.0),
-            }
-            if setting not in settings:
-                raise ValueError(f"instance {name!r}: paper needs setting in 1..4")
-            base = dict(dict(lead_time=1, review_period=2, horizon=30, warmup=4,
-                             holding_cost=0.1, penalty_cost=0.9, lost_sales=False,
-                             max_order=100.0, finite_horizon=True), **settings[setting])
-        else:
-            raise ValueError(f"unknown instance family {family!r} in {name!r}; use 'zipkin:...' "
-                             "or 'paper:...', or a config file")
-        base.update(params)
-        return cls.from_dict(base)
+        if family not in FAMILIES:
+            known = ", ".join(f"'{f}:...'" for f in FAMILIES)
+            raise ValueError(f"unknown instance family {family!r} in {name!r}; use one of "
+                             f"{known}, or a config file")
+        try:
+            fields = FAMILIES[family](params)
+        except ValueError as e:
+            raise ValueError(f"instance {name!r}: {e}") from None
+        fields.update(params)
+        return cls.from_dict(fields)
 
 
 _missing = {f.name for f in dataclasses.fields(InstanceConfig)} ^ set(_FIELD_CHECKS)

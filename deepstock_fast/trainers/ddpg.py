@@ -29,6 +29,7 @@ from torch import nn
 from .. import seeding
 from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig, default_bounds, mlp
+from . import TRAINERS, register
 from .common import (DISCOUNT, NON_NEGATIVE, SEEDS, Range, RunResult, Scalars, check_fields,
                      objective_reward, reward_scale, run_loop, setup)
 
@@ -108,6 +109,7 @@ class ReplayBuffer(nn.Module):
                 self.terminal[idx])
 
 
+@register("ddpg", DDPGConfig, hidden=(64, 64))
 def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
                config: DDPGConfig | None = None, *, device: str | torch.device = "cpu",
                out_dir: str | pathlib.Path | None = None, resume: bool = False,
@@ -115,7 +117,7 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
     """Trains a regularized policy with DDPG; returns (the best policy, the run's record)."""
     if isinstance(instance, str):
         instance = InstanceConfig.from_name(instance)
-    policy_config = policy_config or PolicyConfig()
+    policy_config = policy_config or PolicyConfig(hidden=TRAINERS["ddpg"].hidden)
     if policy_config.output_bounds is None:  # DDPG needs bounded actions
         policy_config = dataclasses.replace(
             policy_config, output_bounds=default_bounds(policy_config.head, instance))

@@ -24,6 +24,7 @@ import torch
 
 from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig
+from . import TRAINERS, register
 from .common import (NON_NEGATIVE, SEEDS, Diverged, Range, RunResult, check_fields, run_loop,
                      setup)
 
@@ -52,6 +53,7 @@ class DSConfig:
         check_fields(self, lr_factor=Range(0.0, 1.0, open_low=True, open_high=True),
                      min_lr=NON_NEGATIVE, seed=SEEDS)
 
+@register("ds", DSConfig, hidden=(64, 64))
 def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
              config: DSConfig | None = None, *, device: str | torch.device = "cpu",
              out_dir: str | pathlib.Path | None = None, resume: bool = False,
@@ -61,7 +63,7 @@ def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None 
     With ``out_dir``, writes ``checkpoint.pt`` (resumable) and ``policy.pt`` (the best policy);
     ``resume=True`` continues from ``out_dir/checkpoint.pt``.
     """
-    policy_config = policy_config or PolicyConfig()
+    policy_config = policy_config or PolicyConfig(hidden=TRAINERS["ds"].hidden)
     config = config or DSConfig()
     run = setup(instance, policy_config, train_skus=config.batch_size,
                 validation_skus=config.validation_skus, seed=config.seed, device=device)

@@ -25,6 +25,7 @@ from torch import nn
 from .. import seeding
 from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig, mlp
+from . import TRAINERS, register
 from .common import (DISCOUNT, NON_NEGATIVE, SEEDS, UNIT, Range, RunResult, Scalars,
                      check_fields, objective_reward, reward_scale, run_loop, setup)
 
@@ -84,12 +85,13 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, next_value: torch.Tensor,
     return advantages
 
 
+@register("ppo", PPOConfig, hidden=(256, 256))
 def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
               config: PPOConfig | None = None, *, device: str | torch.device = "cpu",
               out_dir: str | pathlib.Path | None = None, resume: bool = False,
               progress: bool = True, label: str = "PPO") -> tuple[Policy, RunResult]:
     """Trains a regularized policy with PPO; returns (the best policy, the run's record)."""
-    policy_config = policy_config or PolicyConfig(hidden=(256, 256))
+    policy_config = policy_config or PolicyConfig(hidden=TRAINERS["ppo"].hidden)
     config = config or PPOConfig()
     run = setup(instance, policy_config, train_skus=config.num_envs,
                 validation_skus=config.validation_skus, seed=config.seed, device=device,

@@ -19,14 +19,18 @@ enum class Policy : int {
   kMinMax = 3,           // (s, S):   order S - IP when IP <= s, else 0
 };
 
+// Both switches name every policy and have no default, so the compiler (-Wswitch) flags a policy
+// added to the enum but not here. A code that is no Policy fails valid_policy: the rollout
+// reports it as a bad policy instead of simulating another one.
 template <typename T>
 DEEPSTOCK_HD T classical_order(Policy policy, T ip, T a, T b) {
   switch (policy) {
     case Policy::kBaseStock: return clamp_order(a - ip, T(1) / T(0));
     case Policy::kCappedBaseStock: return clamp_order(a - ip, b);
     case Policy::kConstant: return a;
-    default: return ip <= a ? b - ip : T(0);
+    case Policy::kMinMax: return ip <= a ? b - ip : T(0);
   }
+  return T(0) / T(0);
 }
 
 template <typename T>
@@ -35,8 +39,9 @@ DEEPSTOCK_HD bool valid_policy(Policy policy, T a, T b) {
     case Policy::kBaseStock: return finite(a);
     case Policy::kCappedBaseStock: return finite(a) && nonneg_finite(b);
     case Policy::kConstant: return nonneg_finite(a);
-    default: return finite(a) && finite(b) && a <= b;
+    case Policy::kMinMax: return finite(a) && finite(b) && a <= b;
   }
+  return false;
 }
 
 // The pipeline kept in a fixed-size array of N >= max lead slots. Every index is a compile-time

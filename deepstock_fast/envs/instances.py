@@ -1,0 +1,72 @@
+"""Named instance families: ``InstanceConfig.from_name("<family>:key=value,...")``.
+
+A family is a function ``params -> dict of InstanceConfig fields`` registered with
+``@register("<family>")``. It takes the parameters it defines out of ``params`` (``L`` and ``p``
+for zipkin) and raises ``ValueError`` when they are wrong; the parameters it leaves set fields
+of the config it returns (``zipkin:L=4,p=39,num_skus=256``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+#: family name -> function(params) -> InstanceConfig fields
+FAMILIES: dict[str, Callable[[dict], dict]] = {}
+
+
+def register(family: str):
+    """Function decorator: ``<family>:...`` names the instances this function describes."""
+    def add(fields: Callable[[dict], dict]) -> Callable[[dict], dict]:
+        if family in FAMILIES:
+            raise ValueError(f"instance family {family!r} is registered already")
+        FAMILIES[family] = fields
+        return fields
+    return add
+
+
+@register("zipkin")
+def zipkin(params: dict) -> dict:
+    """``zipkin:L=<1..4>,p=<4|9|19|39>`` (Zipkin 2008): lost sales, Poisson(5), h = 1, P = 1,
+    horizon 200 days of which 50 warm-up, trailing-mean features for the Coeff heads only, the
+    observation is the state."""
+    lead, penalty = params.pop("L", None), params.pop("p", None)
+    if lead not in (1, 2, 3, 4) or penalty not in (4, 9, 19, 39):
+        raise ValueError("zipkin needs L in 1..4 and p in {4, 9, 19, 39}")
+    # No forecast features: they would carry information about future demand that the
+    # published optimum does not have. The trailing means stay out of the observation:
+    # of i.i.d. demand they say nothing, and as inputs they cost DS about 0.5% (L = 1,
+    # p = 4); the Coeff heads still weigh them.
+    return dict(lead_time=lead, penalty_cost=float(penalty), holding_cost=1.0,
+                lost_sales=True, review_period=1, horizon=200, warmup=50,
+                demand={"kind": "poisson", "rate": 5.0}, obs_scale=5.0,
+                features=("trailing_28", "trailing_7", "constant"),
+                observe_features=False)
+
+
+@register("paper")
+def paper(params: dict) -> dict:
+    """``paper:setting=<1..4>``: the DeepStock paper's synthetic settings: backlog, L = 1, P = 2,
+    h = 0.1, p = 0.9, max order 100, a finite horizon of 30 days with the first 4 — L + P
+    rounded up to a whole review period — left out. Setting 4 (i.i.d. Normal(100, sigma)
+    demand, sigma observed) is a repeated newsvendor instead: its benchmark, mean + 1.2816
+    sigma, is the critical-fractile level for one day of demand, and an order of at most 100
+    per 2-day review period cannot serve about 200 units of demand; so setting 4 orders every
+    day (P = 1) with lead time 0, a cap of 300 per order (10 sigma above the mean at the
+    largest sigma) and 1 day left out (L + P)."""
+    setting = params.pop("setting", None)
+    settings = {
+        1: dict(num_skus=10, demand={"kind": "paper_independent"},
+                extra_observations=("day",)),
+        2: dict(num_skus=20, demand={"kind": "paper_ar1"},
+                extra_observations=("yesterday",)),
+        3: dict(num_skus=10, demand={"kind": "paper_ar1"},
+                extra_observations=("yesterday",)),
+        4: dict(num_skus=10, demand={"kind": "paper_iid_normal"},
+                extra_observations=("std",), lead_time=0, review_period=1, warmup=1,
+                max_order=300.0),
+    }
+    if setting not in settings:
+        raise ValueError("paper needs setting in 1..4")
+    return dict(dict(lead_time=1, review_period=2, horizon=30, warmup=4,
+                     holding_cost=0.1, penalty_cost=0.9, lost_sales=False,
+                     max_order=100.0, finite_horizon=True), **settings[setting])
