@@ -23,7 +23,7 @@ from deepstock_fast.trainers.common import Setup
 SMALL = "zipkin:L=1,p=9,horizon=40,warmup=10"
 TINY = {
     "ppo": (train_ppo, lambda **kw: PPOConfig(**{
-        **dict(total_steps=2048, num_envs=16, n_steps=256, batch_size=64, epochs=2,
+        **dict(total_steps=2048, num_envs=16, n_steps=256, batch_size=64, update_epochs=2,
                validation_skus=32, eval_every=2, checkpoint_every=2, critic_hidden=(16,)),
         **kw})),
     "ddpg": (train_ddpg, lambda **kw: DDPGConfig(**{
@@ -116,7 +116,7 @@ def test_config_errors():
     (PPOConfig, "gae_lambda", 1.5, r"PPOConfig.gae_lambda must be in \[0, 1\]"),
     (PPOConfig, "gamma", 0, r"PPOConfig.gamma must be in \(0, 1\]"),
     (PPOConfig, "critic_hidden", (16, True), "PPOConfig.critic_hidden must be one or more"),
-    (PPOConfig, "epochs", 2.0, "PPOConfig.epochs must be an int"),
+    (PPOConfig, "update_epochs", 2.0, "PPOConfig.update_epochs must be an int"),
     (DDPGConfig, "learning_starts", -1, "DDPGConfig.learning_starts must be >= 0"),
     (DDPGConfig, "exploration_noise", math.nan, "DDPGConfig.exploration_noise must be finite"),
     (DDPGConfig, "critic_hidden", (), "DDPGConfig.critic_hidden must be one or more"),
@@ -137,8 +137,8 @@ def test_short_run_beats_random_and_constant_orders(algo):
     instance = InstanceConfig.from_name(SMALL)
     train, config = TINY[algo]
     if algo == "ppo":
-        cfg = config(total_steps=40_000, num_envs=64, n_steps=1024, batch_size=256, epochs=5,
-                     eval_every=4, critic_hidden=(64, 64))
+        cfg = config(total_steps=40_000, num_envs=64, n_steps=1024, batch_size=256,
+                     update_epochs=5, eval_every=4, critic_hidden=(64, 64))
     else:
         cfg = config(total_steps=40_000, num_envs=64, batch_size=256, learning_starts=2000,
                      gradient_steps=8, buffer_size=40_000, eval_every=50,

@@ -7,7 +7,7 @@ networks and environment stay on one device; an iteration collects ``n_steps`` t
 (``n_steps / num_envs`` steps of every SKU), computes GAE advantages (at the horizon, the value of the
 final observation is bootstrapped when the episode is truncated, a long-run problem cut short,
 and not when it terminates, a ``finite_horizon`` instance, whose warm-up days' costs are not
-counted either), then runs ``epochs`` passes
+counted either), then runs ``update_epochs`` passes
 of clipped-objective minibatch updates with a value loss and an entropy bonus. The learning rate
 decays linearly to ``lr_final``. Validation, early stopping, checkpoints, resume and divergence
 handling are those of :func:`~deepstock_fast.trainers.common.run_loop`.
@@ -37,7 +37,7 @@ class PPOConfig:
     num_envs: int = 64                # SKUs stepped together
     n_steps: int = 2048               # transitions per rollout (n_steps / num_envs per SKU)
     batch_size: int = 256             # minibatch
-    epochs: int = 5                   # passes over each rollout (10: 2% gap in twice the time)
+    update_epochs: int = 5            # passes over each rollout (10: 2% gap in twice the time)
     lr: float = 1e-3
     lr_final: float = 1e-4            # linear decay target
     clip: float = 0.2
@@ -147,7 +147,7 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
         old_logp = torch.stack(logp_buf).flatten()
         adv, ret = advantages.flatten(), returns.flatten()
         n = obs.shape[0]
-        for _ in range(config.epochs):
+        for _ in range(config.update_epochs):
             order = torch.randperm(n, generator=minibatches, device=env.device)
             for lo in range(0, n, config.batch_size):
                 idx = order[lo:lo + config.batch_size]
