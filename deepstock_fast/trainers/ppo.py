@@ -87,7 +87,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, next_value: torch.Tensor,
 def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
               config: PPOConfig | None = None, *, device: str | torch.device = "cpu",
               out_dir: str | pathlib.Path | None = None, resume: bool = False,
-              progress: bool = True, label: str = "PPO") -> tuple[Policy, RunResult]:
+              progress: bool = True, label: str = "PPO",
+              callbacks=()) -> tuple[Policy, RunResult]:
     """Trains a regularized policy with PPO; returns (the best policy, the run's record)."""
     policy_config = policy_config or PolicyConfig(hidden=(256, 256))
     config = config or PPOConfig()
@@ -178,7 +179,7 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
         generators={"noise": noise, "minibatches": minibatches}, identity={"algo": "ppo", "instance": instance.to_dict(),
                                  "config": dataclasses.asdict(config),
                                  "policy_config": dataclasses.asdict(policy.config)},
-        out_dir=out_dir, resume=resume, progress=progress, unit="update",
+        out_dir=out_dir, resume=resume, progress=progress, callbacks=callbacks, unit="update",
         healthy=lambda: bool(finite))
     return policy, result
 
