@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import pathlib
 import time
 
@@ -11,7 +12,10 @@ import torch
 
 from deepstock_fast.report import machine, table  # noqa: F401  (re-exported)
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+#: Where results go: DEEPSTOCK_BENCH_OUT (``deepstock bench --out DIR`` sets it), else
+#: bench/results/ of the source tree.
+RESULTS = pathlib.Path(os.environ.get("DEEPSTOCK_BENCH_OUT")
+                       or pathlib.Path(__file__).resolve().parent / "results")
 
 
 def sync(device: str) -> None:
@@ -42,7 +46,7 @@ def seconds_per_call(fn, device: str, min_time: float = 0.25, rounds: int = 3) -
 def write_results(name: str, payload: dict, path: pathlib.Path | None = None) -> pathlib.Path:
     """Write ``payload`` to a new timestamped file, or over ``path`` (a long benchmark rewrites
     its file after each row, so that a crash or Ctrl-C keeps what was measured)."""
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     if path is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = RESULTS / f"{name}-{payload['machine']['device']}-{stamp}.json"

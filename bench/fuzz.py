@@ -134,7 +134,7 @@ def main() -> int:
           ", ".join(f"{k} {v}" for k, v in summary.items() if k not in ("cases", "seconds")))
     if code not in (0, "timeout") and not outcomes:
         print(output[-4000:], file=sys.stderr)
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"fuzz-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(
         dict(machine=machine(), files=files, summary=summary, tests=records,

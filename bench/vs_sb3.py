@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     vec = make_vec_env(lambda: GymnasiumEnv(single), n_envs=args.sb3_envs, seed=args.seed)
     lr = lambda progress: config.lr_final + (config.lr - config.lr_final) * progress  # noqa
     model = PPO("MlpPolicy", vec, n_steps=config.n_steps // args.sb3_envs,
-                batch_size=config.batch_size, n_epochs=config.epochs, learning_rate=lr,
+                batch_size=config.batch_size, n_epochs=config.update_epochs, learning_rate=lr,
                 gamma=config.gamma, gae_lambda=config.gae_lambda, clip_range=config.clip,
                 ent_coef=config.ent_coef, vf_coef=config.vf_coef, seed=args.seed,
                 max_grad_norm=config.max_grad_norm, device="cpu",

@@ -18,7 +18,7 @@ import sys
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # also under `python -P`
-from common import RESULTS, machine, table, write_results  # noqa: E402
+from common import machine, table, write_results  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     lines = [header, "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(format(r[k], f) for k, _, f in COLUMNS) + " |" for r in rows]
     markdown.write_text("\n".join(lines) + "\n")
-    print(f"wrote {path} and {markdown.relative_to(RESULTS.parent.parent)}")
+    print(f"wrote {path} and {markdown}")
     return 0 if matched == len(rows) else 1
 
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.metadata
 import json
+import os
 import pathlib
 import re
 import runpy
+import shutil
 import sys
 import traceback
 
@@ -26,10 +29,10 @@ from . import build_info, compare, seeding
 from .envs import InstanceConfig
 from .evaluation import evaluate, paired_gap
 from .policies import HEADS, Policy, PolicyConfig, load_file
-from .report import machine, table
+from .report import learning_curve, machine, policy_plot, table
 from .envs.config import parse_value
 from .trainers import TRAINERS, DSConfig, PPOConfig
-from .trainers.common import OutputDirError, output_dir
+from .trainers.common import RUN_FILES, OutputDirError, TensorBoard, output_dir
 
 ALGOS = tuple(TRAINERS)
 #: command-line flag -> hyperparameter field (each applies to the algos whose config has it)
@@ -180,13 +183,54 @@ def cmd_train(args) -> int:
     instance = load_instance(args.instance)
     config = algo_config(args)
     out = pathlib.Path(args.out or f"runs/{_slug(args.instance)}-{args.algo}")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: continue the run in "
+                         "--out, or replace it")
     if args.resume and not out.is_dir():
         raise UsageError(f"--resume: no checkpoint in {out} (the directory does not exist)")
+    if args.tensorboard:
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise UsageError("--tensorboard needs the tensorboard package: pip install "
+                             "'deepstock_fast[tensorboard]'") from None
     try:
         with output_dir(out):
+            found = run_outputs(out)
+            if found and not args.resume:
+                if not args.overwrite:
+                    raise UsageError(
+                        f"--out {out} already holds a run ({', '.join(found[:3])}"
+                        f"{', ...' if len(found) > 3 else ''}): pass --resume to continue it, "
+                        "--overwrite to replace it, or choose another --out")
+                clear_run(out)
             return _train(args, instance, config, out)
     except OutputDirError as e:
         raise UsageError(f"--out: {e}") from None
+
+
+#: What ``deepstock train`` writes into a run directory, besides each head's RUN_FILES.
+TOP_FILES = ("results.json", "learning_curve.png")
+
+
+def _ours(out: pathlib.Path) -> list[pathlib.Path]:
+    """The files and folders of a previous run in ``out``: results and plot at the top, and
+    each head's checkpoint, policy, metrics and TensorBoard events."""
+    found = [out / name for name in TOP_FILES]
+    for head in HEADS:
+        found += [out / head / name for name in (*RUN_FILES, "tensorboard")]
+    return [path for path in found if path.exists()]
+
+
+def run_outputs(out: pathlib.Path) -> list[str]:
+    """The outputs of a previous run in ``out``, relative to it (empty: none)."""
+    return [str(path.relative_to(out)) for path in _ours(out)]
+
+
+def clear_run(out: pathlib.Path) -> None:
+    """Removes a previous run's outputs from ``out`` (--overwrite); anything else stays."""
+    for path in _ours(out):
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _train(args, instance, config, out: pathlib.Path) -> int:
@@ -199,9 +243,11 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
     runs = {}
     for head in args.head:
         policy_config = PolicyConfig(head=head, hidden=hidden, activation=args.activation)
+        callbacks = [TensorBoard(out / head / "tensorboard")] if args.tensorboard else []
         policy, result = train(instance, policy_config, config, device=args.device,
                                out_dir=out / head, resume=args.resume,
-                               progress=not args.no_progress, label=f"{args.algo}+{head}")
+                               progress=not args.no_progress, label=f"{args.algo}+{head}",
+                               callbacks=callbacks)
         if result.stopped == "diverged":
             print(f"deepstock train: error: {args.algo}+{head}: {result.message}",
                   file=sys.stderr)
@@ -245,7 +291,13 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
                "comparison": rows, "references_failed": failed,
                "machine": machine(args.device)}
     (out / "results.json").write_text(json.dumps(payload, indent=1))
-    _plot(runs, references, out / "learning_curve.png", args.instance)
+    try:
+        learning_curve({head: result.history for head, (_, result, _) in runs.items()},
+                       rows[0].get("baseline"), _baseline_cost(rows), out / "learning_curve.png",
+                       title=f"{args.algo.upper()} on {args.instance}",
+                       unit=next(iter(runs.values()))[1].unit)
+    except ImportError:
+        print("(no learning-curve PNG: pip install matplotlib)", file=sys.stderr)
     print(f"wrote {out / 'results.json'}", file=sys.stderr)
     return 0
 
@@ -285,35 +337,10 @@ def _comparison(algo, runs, references, failed: dict) -> list[dict]:
     return rows
 
 
-def _plot(runs, references, path: pathlib.Path, title: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(no learning-curve PNG: pip install matplotlib)", file=sys.stderr)
-        return
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    unit = "iteration"
-    for head, (_, result, _) in runs.items():
-        x = [h["iteration"] for h in result.history]
-        ax.plot(x, [h["validation_cost"] for h in result.history], label=f"{head}")
-        unit = result.unit
-    for r in references:
-        if r["cost"] is not None and r["policy"] in ("DP optimum", "best base-stock",
-                                                     "best capped base-stock"):
-            ax.axhline(r["cost"], linestyle="--", linewidth=1, label=r["policy"], color={
-                "DP optimum": "black", "best base-stock": "grey",
-                "best capped base-stock": "tab:olive"}[r["policy"]])
-    costs = [h["validation_cost"] for _, res, _ in runs.values() for h in res.history]
-    if costs:
-        low = min(costs + [r["cost"] for r in references if r["cost"] is not None])
-        ax.set_ylim(low * 0.99, min(max(costs), low * 1.3))
-    ax.set(xlabel=unit, ylabel="validation cost per SKU-day", title=title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _baseline_cost(rows: list[dict]) -> float | None:
+    """The cost of the rows' common baseline (the reference of their gaps), or None."""
+    name = rows[0].get("baseline") if rows else None
+    return next((r["cost"] for r in rows if r["policy"] == name), None)
 
 
 # ---- eval, baselines, bench -------------------------------------------------------------------
@@ -345,6 +372,14 @@ def cmd_eval(args) -> int:
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps({"instance": test.to_dict(), **row,
                                                        "machine": machine(args.device)}, indent=1))
+    if args.plot:
+        try:
+            reference = policy_plot(policy, instance, args.plot, seed=args.seed,
+                                    device=args.device)
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'deepstock_fast[plot]'") \
+                from None
+        print(f"wrote {args.plot} (the policy next to the {reference})", file=sys.stderr)
     return 0
 
 
@@ -361,19 +396,61 @@ def cmd_baselines(args) -> int:
 BENCHES = ("throughput", "env_step", "zipkin", "baselines", "quality")
 
 
+def bench_dir() -> pathlib.Path:
+    """Where the benchmark scripts are: ``DEEPSTOCK_BENCH_DIR``, else the source checkout's
+    bench/ next to this package (present for an editable install only)."""
+    return pathlib.Path(os.environ.get("DEEPSTOCK_BENCH_DIR")
+                        or pathlib.Path(__file__).resolve().parents[1] / "bench")
+
+
 def cmd_bench(args) -> int:
-    script = pathlib.Path(__file__).resolve().parents[1] / "bench" / f"{args.name}.py"
-    if not script.exists():
-        raise UsageError(f"{script} not found: the benchmarks live in the source checkout's "
-                         "bench/ directory (install with pip install -e .)")
+    """Runs ``bench/<name>.py`` with the remaining arguments; its JSON goes to ``--out``
+    (passed on to the script as the ``DEEPSTOCK_BENCH_OUT`` environment variable)."""
+    script = bench_dir() / f"{args.name}.py"
+    if not script.is_file():
+        raise UsageError(f"the benchmark scripts are not installed ({script} not found): they "
+                         "ship with the source tree; run deepstock bench from a checkout "
+                         "installed with pip install -e ., or set DEEPSTOCK_BENCH_DIR to its "
+                         "bench/ directory")
+    os.environ["DEEPSTOCK_BENCH_OUT"] = str(pathlib.Path(args.out).resolve())
     sys.argv = [str(script), *args.rest]
     runpy.run_path(str(script), run_name="__main__")
     return 0
 
 
 # ---- the parser -------------------------------------------------------------------------------
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, except where there is none to show (a switch, a default of
+    None) or the help already says it."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default is None \
+                or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _defaults(field: str) -> str:
+    """``(default: DS x, PPO y)``: the field's default in each algo's config that has it."""
+    values = [f"{algo.upper()} {f.default}" for algo in ALGOS
+              for f in dataclasses.fields(TRAINERS[algo][0]) if f.name == field]
+    return f"(default: {', '.join(values)})"
+
+
+def version() -> str:
+    """The package's version and what it runs on, in one line."""
+    info = build_info()
+    cuda = info.get("cuda_version") or torch.version.cuda
+    kernels = "CUDA kernels" if info.get("cuda_kernels") else "no CUDA kernels"
+    return (f"deepstock {importlib.metadata.version('deepstock_fast')} (torch "
+            f"{info['torch_version']}, CUDA {cuda or 'none'}, {kernels})")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="deepstock", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="deepstock", description=__doc__.split("\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--version", action="version", version=version(),
+                   help="show the package version, torch and CUDA, then exit")
     sub = p.add_subparsers(dest="command", required=True)
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true",
@@ -382,71 +459,109 @@ def parser() -> argparse.ArgumentParser:
     def common(q, instance_required=True):
         q.add_argument("--instance", required=instance_required,
                        help="a name (zipkin:L=2,p=9, paper:setting=2, with key=value overrides) "
-                            "or a JSON/YAML instance config file")
-        q.add_argument("--device", type=_device, default="cpu")
-        q.add_argument("--seed", type=int, default=0)
+                            "or a JSON/YAML instance config file" + (
+                                "" if instance_required else
+                                " (default: the instance saved with the policy)"))
+        q.add_argument("--device", type=_device, default="cpu", help="cpu or cuda[:N]")
+        q.add_argument("--seed", type=int, default=0,
+                       help="the run's seed: training, validation and test streams derive "
+                            "from it")
 
-    t = sub.add_parser("train", parents=[debug],
+    def test_episode(q, prefix=""):
+        q.add_argument(f"--{prefix}skus", type=_positive(int), default=None,
+                       help="SKUs of the test episode (default: 1024 for identical SKUs, at "
+                            "least 1000 draws for the paper's settings, else the instance's)")
+        q.add_argument(f"--{prefix}horizon", type=_positive(int), default=None,
+                       help="days of the test episode (default: 1000 for identical SKUs, "
+                            "else the instance's horizon)")
+        q.add_argument(f"--{prefix}warmup", type=int, default=None,
+                       help="days of the test episode not counted (default: the instance's)")
+
+    t = sub.add_parser("train", parents=[debug], formatter_class=HelpFormatter,
                        help="train regularized policies and compare them with the optimum and "
                             "classical baselines")
     common(t)
-    t.add_argument("--algo", choices=ALGOS, default="ds")
+    t.add_argument("--algo", choices=ALGOS, default="ds", help="the trainer")
     t.add_argument("--head", type=_heads, default=["base"],
-                   help=f"comma-separated regularization heads among {', '.join(HEADS)}")
+                   help=f"comma-separated regularization heads among {', '.join(HEADS)} "
+                        "(default: base)")
     t.add_argument("--epochs", type=_positive(int), default=None,
-                   help=f"DS: epochs (default {DSConfig.epochs})")
+                   help=f"DS: training epochs {_defaults('epochs')}")
     t.add_argument("--steps", type=_positive(int), default=None,
-                   help=f"PPO, DDPG: environment transitions (default {PPOConfig.total_steps})")
+                   help=f"PPO, DDPG: environment transitions, config field total_steps "
+                        f"{_defaults('total_steps')}")
     t.add_argument("--batch-size", type=_positive(int), default=None,
-                   help="DS: SKU trajectories per gradient step; PPO, DDPG: minibatch")
+                   help="samples per gradient step: DS SKU trajectories, PPO and DDPG "
+                        f"transitions per minibatch {_defaults('batch_size')}")
     t.add_argument("--num-envs", type=_positive(int), default=None,
-                   help="PPO, DDPG: SKUs stepped together")
-    t.add_argument("--lr", type=_positive(float), default=None)
+                   help=f"PPO, DDPG: SKUs stepped together {_defaults('num_envs')}")
+    t.add_argument("--lr", type=_positive(float), default=None,
+                   help=f"(initial) learning rate {_defaults('lr')}")
     t.add_argument("--hidden", type=_widths, default=None,
-                   help="actor widths, e.g. 64,64 (default: 64,64; PPO 256,256)")
-    t.add_argument("--activation", choices=("elu", "relu", "tanh"), default="elu")
+                   help="actor widths, e.g. 64,64 (default: "
+                        f"{'; '.join(f'{a.upper()} ' + ','.join(map(str, TRAINERS[a][2])) for a in ALGOS)})")
+    t.add_argument("--activation", choices=("elu", "relu", "tanh"), default="elu",
+                   help="the actor's activation")
     t.add_argument("--eval-every", type=_positive(int), default=None,
-                   help="iterations (DS epochs, PPO updates, DDPG steps) between validations")
+                   help="iterations (DS epochs, PPO updates, DDPG steps) between validations "
+                        f"{_defaults('eval_every')}")
     t.add_argument("--patience", type=_positive(int), default=None,
-                   help="evaluations without improvement before stopping")
-    t.add_argument("--validation-skus", type=_positive(int), default=None)
+                   help=f"validations without improvement before stopping "
+                        f"{_defaults('patience')}")
+    t.add_argument("--validation-skus", type=_positive(int), default=None,
+                   help=f"SKUs of the fixed validation episode {_defaults('validation_skus')}")
     t.add_argument("--fixed-train-set", action="store_true",
                    help="DS: train on one fixed episode (small-data settings)")
-    t.add_argument("--checkpoint-every", type=_positive(int), default=None)
+    t.add_argument("--checkpoint-every", type=_positive(int), default=None,
+                   help=f"iterations between checkpoints {_defaults('checkpoint_every')}")
     t.add_argument("--time-budget", type=_positive(float), default=None,
-                   help="seconds of training per head")
+                   help="seconds of training per head (default: no limit)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other hyperparameter of the algo's config, e.g. --set tau=0.01")
-    t.add_argument("--test-skus", type=_positive(int), default=None)
-    t.add_argument("--test-horizon", type=_positive(int), default=None)
-    t.add_argument("--test-warmup", type=int, default=None)
-    t.add_argument("--out", default=None, help="output directory (default runs/<instance>-<algo>)")
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
-    t.add_argument("--no-progress", action="store_true")
+                   help="any other hyperparameter of the algo's config, e.g. --set tau=0.01 "
+                        "or --set update_epochs=10 (PPO's passes per rollout); repeatable "
+                        "(default: none)")
+    test_episode(t, "test-")
+    t.add_argument("--out", default=None,
+                   help="output directory (default: runs/<instance>-<algo>)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoints; it may change only "
+                        "the budget: --epochs, --steps, --time-budget, --patience")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace a previous run's outputs in --out (without it, a directory "
+                        "holding one is refused)")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard events to --out/<head>/tensorboard (needs "
+                        "the tensorboard package)")
+    t.add_argument("--no-progress", action="store_true",
+                   help="no progress display (a bar on a terminal, a line every 30 s in a log)")
     t.set_defaults(run=cmd_train, parser=t)
 
-    e = sub.add_parser("eval", parents=[debug],
+    e = sub.add_parser("eval", parents=[debug], formatter_class=HelpFormatter,
                        help="cost and business metrics of a saved policy")
     common(e, instance_required=False)
     e.add_argument("--policy", required=True, help="a policy.pt written by deepstock train")
-    e.add_argument("--skus", type=_positive(int), default=None)
-    e.add_argument("--horizon", type=_positive(int), default=None)
-    e.add_argument("--warmup", type=int, default=None)
-    e.add_argument("--json", default=None, help="also write the result to this JSON file")
+    test_episode(e)
+    e.add_argument("--json", default=None, help="also write the result to this JSON file (default: none)")
+    e.add_argument("--plot", default=None, metavar="FILE",
+                   help="also plot the policy (order against inventory position) next to the "
+                        "optimal DP policy, or the best base-stock policy, to this PNG "
+                        "(default: none)")
     e.set_defaults(run=cmd_eval, parser=e)
 
-    b = sub.add_parser("baselines", parents=[debug],
+    b = sub.add_parser("baselines", parents=[debug], formatter_class=HelpFormatter,
                        help="the DP optimum (where it applies), best base-stock and capped "
                             "base-stock policies of an instance")
     common(b)
-    b.add_argument("--skus", type=_positive(int), default=None)
-    b.add_argument("--horizon", type=_positive(int), default=None)
-    b.add_argument("--warmup", type=int, default=None)
+    test_episode(b)
     b.set_defaults(run=cmd_baselines, parser=b)
 
-    r = sub.add_parser("bench", parents=[debug], help="run one of the benchmarks in bench/")
-    r.add_argument("name", choices=BENCHES)
-    r.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    r = sub.add_parser("bench", parents=[debug], formatter_class=HelpFormatter,
+                       help="run one of the benchmarks of the source tree's bench/")
+    r.add_argument("--out", default="bench-results",
+                   help="directory for the benchmark's JSON results")
+    r.add_argument("name", choices=BENCHES, help="the benchmark")
+    r.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="arguments for the benchmark (see deepstock bench NAME --help)")
     r.set_defaults(run=cmd_bench, parser=r)
     return p
 

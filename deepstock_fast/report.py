@@ -49,3 +49,102 @@ def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend (ImportError without matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def learning_curve(histories: dict[str, list[dict]], reference: str | None,
+                   reference_cost: float | None, path, *, title: str,
+                   unit: str = "iteration") -> None:
+    """Writes the learning curves of a run's policies (``histories``: label -> the run's
+    history) to ``path``: the validation cost's gap in percent to ``reference`` (log scale;
+    symmetric log where a policy validates below it) against seconds and against iterations,
+    in two panels. Without a reference cost, the validation cost itself. ImportError without
+    matplotlib."""
+    plt = _pyplot()
+    gap = reference_cost is not None and reference_cost > 0
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    values = []
+    for label, history in histories.items():
+        costs = [h["validation_cost"] for h in history]
+        y = [100 * (c - reference_cost) / reference_cost for c in costs] if gap else costs
+        values += y
+        axes[0].plot([h["seconds"] for h in history], y, label=label)
+        axes[1].plot([h["iteration"] for h in history], y, label=label)
+    scale = "log" if values and min(values) > 0 else "symlog"
+    for ax, x in zip(axes, ("seconds", unit)):
+        ax.set_yscale(scale, **({} if scale == "log" else {"linthresh": 0.1}))
+        ax.set_xlabel(x)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel(f"validation gap % to {reference}" if gap
+                       else "validation cost per SKU-day")
+    axes[1].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def policy_plot(policy, instance, path, *, seed: int = 0, device="cpu", skus: int = 64) -> str:
+    """Writes a policy plot to ``path``: the order against the inventory position at the states
+    of one episode of ``instance`` (``skus`` SKUs, from ``seed``'s test stream) under
+    ``policy``, next to the order of the optimal DP policy at the same states where the DP
+    applies (a Zipkin-type instance), else of the best base-stock policy (a level per SKU
+    searched on that episode's demand). Returns the reference's name. ImportError without
+    matplotlib."""
+    from . import baselines, compare, optimum, seeding
+    from .envs import InventoryEnv
+
+    plt = _pyplot()
+    instance = instance.replace(num_skus=skus)
+    env = InventoryEnv(instance, device, seed=seeding.stream(seed, "test"))
+    episode = env.sample_episode()
+    seen = []
+
+    def act(state):
+        order = policy(state)
+        seen.append((state.on_hand, state.pipeline, state.inventory_position, order))
+        return order
+
+    env.simulate(act, episode)
+    on_hand, pipeline, position, order = (torch.cat([s[i].double() for s in seen])
+                                          for i in range(4))
+    if compare.dp_applies(instance):
+        name = "optimal DP policy"
+        sol = optimum.solve_lost_sales(optimum.poisson_pmf(float(instance.demand["rate"])),
+                                       instance.lead_time, instance.holding_cost,
+                                       instance.penalty_cost, instance.order_cost,
+                                       review_period=instance.review_period)
+        y = (on_hand + pipeline[:, 0]).round()
+        rest = pipeline[:, 1:].round()
+        keep = (y + rest.sum(1) <= sol.max_position) & (y >= 0)
+        position, order, y, rest = position[keep], order[keep], y[keep], rest[keep]
+        reference = sol.order(y, rest).double()
+    else:
+        name = "best base-stock policy"
+        lead = instance.per_sku_tensor("lead_time", device, torch.int64)
+        fitted, _ = baselines.fit("base_stock", episode.demand.double(), lead,
+                                  on_hand=episode.on_hand.double(),
+                                  pipeline=episode.pipeline.double(),
+                                  **compare._costing(instance, device))
+        level = fitted.params[:, 0].repeat(len(seen))
+        cap = instance.max_order if instance.max_order is not None else float("inf")
+        reference = (level - position).clamp(0, cap)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.scatter(position.cpu(), reference.cpu(), s=8, alpha=0.4, color="black", label=name)
+    ax.scatter(position.cpu(), order.cpu(), s=8, alpha=0.4, color="tab:blue",
+               label=f"policy ({policy.config.head} head)")
+    ax.set(xlabel="inventory position (on hand + pipeline)", ylabel="order",
+           title=f"orders at {len(position)} states of one episode")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return name

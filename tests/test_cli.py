@@ -3,8 +3,11 @@ clear errors for bad arguments."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.metadata
 import json
 import os
+import pathlib
 import pickle
 import signal
 import subprocess
@@ -259,6 +262,105 @@ def test_stale_temporaries_are_removed_and_results_survive_failed_references(
 
     monkeypatch.setattr(cli.compare, "reference_rows", lambda *a, **k: [
         {"policy": "best base-stock", "cost": 0.0, "note": ""}])
-    assert run_cli(["train", *QUICK, "--out", tmp_path], capsys)[0] == 0
+    assert run_cli(["train", *QUICK, "--out", tmp_path, "--overwrite"], capsys)[0] == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["references_failed"] == {"gap_pct": "the best base-stock's cost is 0"}
+
+
+def test_version_is_one_line_with_torch_and_cuda(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.count("\n") == 1
+    assert out.startswith(f"deepstock {importlib.metadata.version('deepstock_fast')} (torch "
+                          f"{torch.__version__}, CUDA ")
+
+
+def test_every_flag_has_help_that_shows_its_default():
+    parser = cli.parser()
+    commands = parser._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            assert action.help, (name, action.dest)
+            if action.option_strings and action.nargs != 0 and not action.required:
+                assert "default" in formatter._get_help_string(action), (name, action.dest)
+    help_text = commands["train"].format_help()
+    assert "--epochs EPOCHS       DS: training epochs (default: DS 400)" in help_text
+    assert "(default: 0)" in " ".join(commands["train"].format_help().split())
+    fields = {f.name for f in dataclasses.fields(cli.PPOConfig)}
+    assert "update_epochs" in fields and "epochs" not in fields  # one meaning per name
+
+
+def test_a_run_directory_is_not_overwritten_silently(tmp_path, capsys):
+    assert run_cli(["train", *QUICK, "--out", tmp_path], capsys)[0] == 0
+    (tmp_path / "notes.txt").write_text("mine")
+    before = (tmp_path / "base" / "policy.pt").read_bytes()
+    line = one_error_line(*run_cli(["train", *QUICK, "--out", tmp_path], capsys))
+    assert f"--out {tmp_path} already holds a run (results.json" in line
+    assert "--resume" in line and "--overwrite" in line
+    assert (tmp_path / "base" / "policy.pt").read_bytes() == before
+    line = one_error_line(*run_cli(["train", *QUICK, "--out", tmp_path, "--resume",
+                                    "--overwrite"], capsys))
+    assert "--resume and --overwrite exclude each other" in line
+    (tmp_path / "base" / "checkpoint.pt").write_bytes(b"spoilt")  # replaced, never read
+    assert run_cli(["train", *QUICK, "--out", tmp_path, "--overwrite"], capsys)[0] == 0
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert load_file(tmp_path / "base" / "checkpoint.pt")["done"] == 5
+
+
+def test_resume_may_extend_the_budget_and_names_other_changes(tmp_path, capsys):
+    assert run_cli(["train", *QUICK, "--out", tmp_path], capsys)[0] == 0
+    assert run_cli(["train", *QUICK, "--out", tmp_path, "--resume", "--epochs", "10"],
+                   capsys)[0] == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["runs"]["base"]["result"]["iterations"] == 10
+    rows = (tmp_path / "base" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,train,validation_cost,best_validation_cost,lr")
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "5", "10"]
+    line = one_error_line(*run_cli(["train", *QUICK, "--out", tmp_path, "--resume", "--epochs",
+                                    "10", "--lr", "0.01"], capsys))
+    assert "config.lr: 0.003 there, 0.01 here" in line and "may change only epochs" in line
+
+
+def test_train_plots_the_gap_and_eval_plots_the_policy(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    assert run_cli(["train", *QUICK, "--out", tmp_path], capsys)[0] == 0
+    assert (tmp_path / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    code, err = run_cli(["eval", "--policy", tmp_path / "base" / "policy.pt", "--skus", "16",
+                         "--plot", tmp_path / "policy.png"], capsys)
+    assert code == 0 and "next to the optimal DP policy" in err
+    assert (tmp_path / "policy.png").read_bytes()[:4] == b"\x89PNG"
+    code, err = run_cli(["eval", "--policy", tmp_path / "base" / "policy.pt", "--skus", "16",
+                         "--instance", "zipkin:L=1,p=4,horizon=40,warmup=10,max_order=9",
+                         "--plot", tmp_path / "capped.png"], capsys)
+    assert code == 0 and "next to the best base-stock policy" in err
+
+
+def test_tensorboard_flag_writes_events(tmp_path, capsys):
+    pytest.importorskip("torch.utils.tensorboard")
+    assert run_cli(["train", *QUICK, "--out", tmp_path, "--tensorboard"], capsys)[0] == 0
+    assert list((tmp_path / "base" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_bench_writes_to_out_and_refuses_clearly_without_the_scripts(tmp_path, monkeypatch,
+                                                                      capsys):
+    monkeypatch.setenv("DEEPSTOCK_BENCH_DIR", str(tmp_path / "installed"))
+    line = one_error_line(*run_cli(["bench", "zipkin"], capsys), "bench")
+    assert "the benchmark scripts are not installed" in line and "pip install -e ." in line
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "zipkin.py").write_text(
+        "import os, pathlib, sys\n"
+        "pathlib.Path(os.environ['DEEPSTOCK_BENCH_OUT'], 'args').write_text(' '.join(sys.argv[1:]))\n")
+    monkeypatch.setenv("DEEPSTOCK_BENCH_DIR", str(scripts))
+    monkeypatch.delenv("DEEPSTOCK_BENCH_OUT", raising=False)
+    (tmp_path / "out").mkdir()
+    assert run_cli(["bench", "--out", tmp_path / "out", "zipkin", "--quick"], capsys)[0] == 0
+    assert (tmp_path / "out" / "args").read_text() == "--quick"
+    bench = pathlib.Path(__file__).resolve().parents[1] / "bench"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import common; "
+            "print(common.write_results('x', {'machine': {'device': 'cpu'}}))")
+    r = subprocess.run([sys.executable, "-c", code, str(bench)], capture_output=True, text=True,
+                       env={**os.environ, "DEEPSTOCK_BENCH_OUT": str(tmp_path / "new" / "dir")})
+    assert r.returncode == 0 and r.stdout.startswith(str(tmp_path / "new" / "dir" / "x-cpu-"))

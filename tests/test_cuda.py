@@ -149,7 +149,7 @@ def test_trainers_run_on_cuda(algo):
     train, config = {
         "ds": (train_ds, DSConfig(epochs=6, batch_size=16, validation_skus=32, eval_every=2)),
         "ppo": (train_ppo, PPOConfig(total_steps=2048, num_envs=16, n_steps=256, batch_size=64,
-                                     epochs=2, validation_skus=32, eval_every=2)),
+                                     update_epochs=2, validation_skus=32, eval_every=2)),
         "ddpg": (train_ddpg, DDPGConfig(total_steps=1024, num_envs=16, batch_size=32,
                                         learning_starts=64, gradient_steps=2, validation_skus=32,
                                         eval_every=16, buffer_size=512)),

@@ -69,7 +69,7 @@ def test_ppo_does_not_bootstrap_or_count_warmup_on_a_finite_horizon(monkeypatch)
 
     monkeypatch.setattr(InventoryEnv, "step", recording_step)
     policy, _ = train_ppo(name, PolicyConfig(hidden=(8,)), PPOConfig(
-        total_steps=120, num_envs=8, n_steps=120, batch_size=40, epochs=1, eval_every=1,
+        total_steps=120, num_envs=8, n_steps=120, batch_size=40, update_epochs=1, eval_every=1,
         validation_skus=8, critic_hidden=(8,)), progress=False)
     rewards, dones = seen[0]
     epochs = instance.horizon // instance.review_period

@@ -210,7 +210,7 @@ def test_resuming_a_finished_run_does_not_train_further(tmp_path):
 def test_resume_refuses_other_hyperparameters(tmp_path):
     train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=5), out_dir=tmp_path,
              progress=False)
-    with pytest.raises(ValueError, match="another instance or other hyperparameters"):
+    with pytest.raises(ValueError, match=r"other settings: config.lr: 0.003 there, 0.1 here"):
         train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=5, lr=0.1), out_dir=tmp_path,
                  resume=True, progress=False)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):

@@ -6,9 +6,11 @@ from __future__ import annotations
 import errno
 import functools
 import importlib
+import io
 import math
 import os
 import signal
+import sys
 
 import pytest
 import torch
@@ -26,7 +28,7 @@ from deepstock_fast.trainers.common import Setup
 SMALL = "zipkin:L=1,p=9,horizon=40,warmup=10"
 TINY = {
     "ppo": (train_ppo, lambda **kw: PPOConfig(**{
-        **dict(total_steps=2048, num_envs=16, n_steps=256, batch_size=64, epochs=2,
+        **dict(total_steps=2048, num_envs=16, n_steps=256, batch_size=64, update_epochs=2,
                validation_skus=32, eval_every=2, checkpoint_every=2, critic_hidden=(16,)),
         **kw})),
     "ddpg": (train_ddpg, lambda **kw: DDPGConfig(**{
@@ -39,10 +41,10 @@ TINY = {
 }
 
 
-def run(algo, tmp_path=None, **kw):
+def run(algo, tmp_path=None, callbacks=(), **kw):
     train, config = TINY[algo]
     return train(SMALL, PolicyConfig(hidden=(16,)), config(**kw), out_dir=tmp_path,
-                 progress=False)
+                 progress=False, callbacks=callbacks)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "ddpg"])
@@ -119,7 +121,7 @@ def test_config_errors():
     (PPOConfig, "gae_lambda", 1.5, r"PPOConfig.gae_lambda must be in \[0, 1\]"),
     (PPOConfig, "gamma", 0, r"PPOConfig.gamma must be in \(0, 1\]"),
     (PPOConfig, "critic_hidden", (16, True), "PPOConfig.critic_hidden must be one or more"),
-    (PPOConfig, "epochs", 2.0, "PPOConfig.epochs must be an int"),
+    (PPOConfig, "update_epochs", 2.0, "PPOConfig.update_epochs must be an int"),
     (DDPGConfig, "learning_starts", -1, "DDPGConfig.learning_starts must be >= 0"),
     (DDPGConfig, "exploration_noise", math.nan, "DDPGConfig.exploration_noise must be finite"),
     (DDPGConfig, "critic_hidden", (), "DDPGConfig.critic_hidden must be one or more"),
@@ -140,8 +142,8 @@ def test_short_run_beats_random_and_constant_orders(algo):
     instance = InstanceConfig.from_name(SMALL)
     train, config = TINY[algo]
     if algo == "ppo":
-        cfg = config(total_steps=40_000, num_envs=64, n_steps=1024, batch_size=256, epochs=5,
-                     eval_every=4, critic_hidden=(64, 64))
+        cfg = config(total_steps=40_000, num_envs=64, n_steps=1024, batch_size=256,
+                     update_epochs=5, eval_every=4, critic_hidden=(64, 64))
     else:
         cfg = config(total_steps=40_000, num_envs=64, batch_size=256, learning_starts=2000,
                      gradient_steps=8, buffer_size=40_000, eval_every=50,
@@ -338,3 +340,107 @@ def test_default_widths_come_from_the_registry(algo, monkeypatch):
     policy, _ = train(SMALL, None, config(total_steps=512) if algo != "ds" else config(epochs=2),
                       progress=False)
     assert policy.config.hidden == (8,)
+
+
+def test_metrics_csv_and_callbacks_see_every_validation(tmp_path):
+    import csv
+
+    from deepstock_fast.trainers.common import METRICS
+
+    seen = []
+    _, result = run("ds", tmp_path, callbacks=[seen.append])
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == METRICS and len(rows) == len(result.history) == len(seen) == 3
+    assert [int(r["iteration"]) for r in rows] == [0, 5, 10] == [m["iteration"] for m in seen]
+    assert seen == result.history and seen[1]["lr"] == 3e-3 and seen[0]["train"] is None
+    assert float(rows[2]["validation_cost"]) == seen[2]["validation_cost"]
+
+
+@pytest.mark.parametrize("algo", ["ds", "ppo"])
+@pytest.mark.parametrize("how", ["returns True", "raises StopIteration"])
+def test_a_callback_stops_the_run_cleanly_and_resume_goes_on(algo, how, tmp_path):
+    def enough(metrics):
+        if metrics["iteration"] > 0:
+            if how == "returns True":
+                return True
+            raise StopIteration
+
+    _, result = run(algo, tmp_path, callbacks=[enough])
+    first = result.history[1]["iteration"]
+    assert result.stopped == "callback" and result.iterations == first
+    assert result.message.startswith(f"stopped by callback enough at {result.unit} {first}")
+    assert (tmp_path / "policy.pt").exists()
+    _, resumed = run_resumed(algo, tmp_path)
+    assert resumed.stopped == "completed" and resumed.iterations > first
+
+
+@pytest.mark.parametrize("algo", ["ds", "ppo", "ddpg"])
+def test_resume_with_a_larger_budget_continues_a_finished_run(algo, tmp_path):
+    train, config = TINY[algo]
+    budget = "epochs" if algo == "ds" else "total_steps"
+    small = {budget: getattr(config(), budget) // 2}
+    _, first = run(algo, tmp_path, **small)
+    assert first.stopped == "completed"
+    _, again = train(SMALL, PolicyConfig(hidden=(16,)), config(**small), out_dir=tmp_path,
+                     resume=True, progress=False)
+    assert again.iterations == first.iterations and "resumed a finished run" in again.message
+    _, longer = train(SMALL, PolicyConfig(hidden=(16,)), config(patience=50), out_dir=tmp_path,
+                      resume=True, progress=False)
+    assert longer.stopped == "completed" and longer.iterations == 2 * first.iterations
+    assert longer.history[:len(first.history)] == first.history
+
+
+def test_resume_refuses_other_settings_naming_each_field(tmp_path):
+    run("ppo", tmp_path)
+    train, config = TINY["ppo"]
+    with pytest.raises(ValueError, match=r"config\.lr: 0\.001 there, 0\.01 here; "
+                                         r"config\.n_steps: 256 there, 128 here"):
+        train(SMALL, PolicyConfig(hidden=(16,)), config(lr=0.01, n_steps=128),
+              out_dir=tmp_path, resume=True, progress=False)
+    # a checkpoint written before update_epochs was named so (PPO's epochs)
+    state = load_file(tmp_path / "checkpoint.pt")
+    state["identity"]["config"]["epochs"] = state["identity"]["config"].pop("update_epochs")
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"config\.epochs: 2 there, not a field here; "
+                                         r"config\.update_epochs: not a field there, 2 here"):
+        run_resumed("ppo", tmp_path)
+
+
+def test_time_budget_may_be_lifted_on_resume(tmp_path):
+    _, part = run("ds", tmp_path, time_budget=1e-9)
+    assert part.stopped == "time_budget" and part.iterations == 1
+    policy, result = run_resumed("ds", tmp_path)
+    assert result.stopped == "completed"
+    same_run("ds", policy, result)
+
+
+def test_tensorboard_callback_writes_events(tmp_path):
+    pytest.importorskip("torch.utils.tensorboard")
+    from deepstock_fast.trainers.common import TensorBoard
+
+    run("ds", tmp_path, callbacks=[TensorBoard(tmp_path / "tb")])
+    events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and b"validation_cost" in events[0].read_bytes()
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_in_a_log_and_on_a_terminal(tmp_path, monkeypatch, capsys):
+    # a log: the first line and the last, not one per validation
+    loop(tmp_path / "log", lambda i: 0.5, healthy=None, total=40, eval_every=1, patience=99,
+         progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "40/40" in lines[-1] and "epoch/s" in lines[-1], lines
+    assert "valid 1.0000" in lines[-1]
+    loop(tmp_path / "quiet", lambda i: 0.5, healthy=None, total=40, eval_every=1, patience=99)
+    assert capsys.readouterr().err == ""
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    loop(tmp_path / "tty", lambda i: 0.5, healthy=None, total=40, eval_every=1, patience=99,
+         progress=True)
+    text = terminal.getvalue()
+    assert "\r" in text and "40/40" in text and "|" in text and "<" in text  # bar, ETA

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import csv
 import dataclasses
 import errno
 import fcntl
@@ -28,7 +29,14 @@ from ..ops import base_stock_order
 from ..policies import (TEMPORARY_SUFFIX, Policy, PolicyConfig, atomic_save, initial_output,
                         load_file)
 
-STOP_REASONS = ("completed", "early_stopped", "time_budget", "diverged", "interrupted")
+STOP_REASONS = ("completed", "early_stopped", "time_budget", "diverged", "interrupted",
+                "callback")
+#: Hyperparameters that only say when a run ends: a resumed run may change them (e.g. to train
+#: a finished run further); any other change of the instance or hyperparameters is refused.
+BUDGET_FIELDS = ("epochs", "total_steps", "time_budget", "patience")
+#: Columns of ``metrics.csv``: one row per validation, the keys of the dict callbacks get.
+METRICS = ("iteration", "train", "validation_cost", "best_validation_cost", "lr", "seconds",
+           "cpu_seconds")
 
 
 class Diverged(RuntimeError):
@@ -40,7 +48,7 @@ class OutputDirError(RuntimeError):
 
 
 #: The files a run writes into its output directory (their stale temporaries are removed).
-RUN_FILES = ("checkpoint.pt", "policy.pt", "results.json")
+RUN_FILES = ("checkpoint.pt", "policy.pt", "results.json", "metrics.csv")
 LOCK_FILE = ".deepstock.lock"
 
 
@@ -241,46 +249,136 @@ class EarlyStopping:
 
 
 class Progress:
-    """One status line on stderr, redrawn at most every ``interval`` seconds (a new line each
-    time when stderr is not a terminal, e.g. in CI logs, then at most every 10 s)."""
+    """Progress on stderr with rate and ETA (tqdm's meter): on a terminal a bar redrawn at most
+    every ``interval`` seconds; elsewhere (a log file, CI) one line at most every
+    ``log_interval`` seconds and one at the end, so that a log stays short. Resumed runs start
+    at ``initial``, so that the rate counts this process's iterations only."""
 
-    def __init__(self, label: str, total: int, enabled: bool = True, interval: float = 0.5):
-        self.label, self.total, self.enabled = label, total, enabled
+    def __init__(self, label: str, total: int, enabled: bool = True, interval: float = 0.5,
+                 initial: int = 0, unit: str = "it", log_interval: float = 30.0):
+        self.label, self.total, self.enabled, self.unit = label, total, enabled, unit
+        self.initial, self.done, self.text = initial, initial, ""
         self.tty = sys.stderr.isatty()
-        self.interval = interval if self.tty else 10.0
+        self.interval = interval if self.tty else log_interval
         self.start = time.perf_counter()
         self.last = -math.inf
+        self.bar = None
+        if enabled and self.tty:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=initial, desc=label, unit=unit,
+                            file=sys.stderr, dynamic_ncols=True, mininterval=interval,
+                            leave=True)
 
     def update(self, done: int, text, force: bool = False) -> None:
         """``text``: a string, or a function making it (called only when the line is drawn, so
         that a device value is fetched only then)."""
         if not self.enabled:
             return
+        self.done, self.text = done, text
         now = time.perf_counter()
-        if not force and now - self.last < self.interval:
+        if not (force and self.tty) and now - self.last < self.interval:
             return
         self.last = now
-        text = text() if callable(text) else text
-        width = 20
-        filled = int(width * done / max(self.total, 1))
-        line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
-                f"{text} {now - self.start:.0f}s")
-        print(("\r" + line + "\033[K") if self.tty else line, end="" if self.tty else "\n",
-              file=sys.stderr, flush=True)
+        self._draw()
+
+    def _draw(self) -> None:
+        text = self.text() if callable(self.text) else self.text
+        if self.bar is not None:
+            self.bar.n = self.done
+            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.refresh()
+            return
+        from tqdm import tqdm
+        print(tqdm.format_meter(self.done, self.total, time.perf_counter() - self.start,
+                                prefix=self.label, postfix=text, unit=self.unit,
+                                initial=self.initial, ncols=0), file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self.enabled and self.tty:
-            print(file=sys.stderr)
+        """Draws the final state (in a log: the last line) and ends the bar."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self._draw()
+            self.bar.close()
+        elif self.text:
+            self._draw()
 
 
-FINISHED = ("completed", "early_stopped", "time_budget")
+#: Stop reasons of a run that its budget (or a callback) ended: resuming it goes on only when
+#: the resumed run's budget allows more.
+FINISHED = ("completed", "early_stopped", "time_budget", "callback")
+
+
+def identity_changes(saved, current: dict, path: str = "") -> list[str]:
+    """What differs between a checkpoint's identity and this run's, one ``field: value there,
+    value here`` item per field (dotted paths), leaving out :data:`BUDGET_FIELDS` of the
+    hyperparameters (``config.*``) when both have them."""
+    if not isinstance(saved, dict) or not isinstance(current, dict):
+        return [] if saved == current else [f"{path or 'identity'}: {saved!r} there, "
+                                            f"{current!r} here"]
+    changes = []
+    for key in sorted(set(saved) | set(current), key=str):
+        name = f"{path}.{key}" if path else str(key)
+        if key not in saved or key not in current:
+            there = f"{saved[key]!r}" if key in saved else "not a field"
+            here = f"{current[key]!r}" if key in current else "not a field"
+            changes.append(f"{name}: {there} there, {here} here")
+        elif not (path == "config" and key in BUDGET_FIELDS):
+            changes += identity_changes(saved[key], current[key], name)
+    return changes
+
+
+class MetricsCSV:
+    """``metrics.csv``: one row per validation, columns :data:`METRICS`. Written from the
+    run's history when the loop starts (a resumed run's file then matches its checkpoint),
+    then appended to."""
+
+    def __init__(self, path: pathlib.Path, history: list[dict]):
+        self.path = path
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(METRICS)
+            writer.writerows(self._row(entry) for entry in history)
+
+    @staticmethod
+    def _row(entry: dict) -> list:
+        return ["" if entry.get(k) is None else entry[k] for k in METRICS]
+
+    def append(self, entry: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow(self._row(entry))
+
+
+class TensorBoard:
+    """A callback that writes each validation's metrics as TensorBoard scalars (x: the
+    iteration) into ``log_dir``; needs ``torch.utils.tensorboard`` (``pip install
+    deepstock_fast[tensorboard]``). Events a killed run wrote after its last checkpoint are
+    purged when the resumed run writes its first."""
+
+    def __init__(self, log_dir):
+        from torch.utils.tensorboard import SummaryWriter  # ImportError without tensorboard
+        self.log_dir, self.writer_class, self.writer = str(log_dir), SummaryWriter, None
+
+    def __call__(self, metrics: dict) -> None:
+        step = metrics["iteration"]
+        if self.writer is None:
+            self.writer = self.writer_class(self.log_dir, purge_step=step)
+        for key in ("train", "validation_cost", "best_validation_cost", "lr"):
+            if metrics[key] is not None:
+                self.writer.add_scalar(key, metrics[key], step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
 
 def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, patience: int,
              checkpoint_every: int, time_budget: float | None, policy, stateful: dict,
              generators: dict, identity: dict, out_dir=None, resume: bool = False,
              progress: bool = True, on_validation=None, unit: str = "epoch",
-             healthy: Callable[[], bool] | None = None) -> RunResult:
+             healthy: Callable[[], bool] | None = None, callbacks=()) -> RunResult:
     """The loop every trainer runs: ``iterate(i)`` does one training iteration (an epoch, an
     environment step, a rollout and its update) and returns a number to display (a float or a
     0-d tensor, read from the device only when shown or recorded); every
@@ -290,11 +388,21 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
     (history entry 0) and competes for the best: a run never returns a policy that validates
     worse than the one it started from, and says so when it returns the initial one.
 
+    Every validation gives one history entry, a dict with the keys :data:`METRICS` (``lr``:
+    that of the first optimizer in ``stateful``, DDPG's actor's), appended to
+    ``out_dir/metrics.csv`` and passed (a copy) to each of ``callbacks`` in turn. A callback
+    that returns a true value or raises ``StopIteration`` stops the run there, cleanly, as
+    "callback" (checkpoint and best policy written; ``resume`` goes on); any other exception
+    propagates. Callbacks with a ``close()`` method are closed when the run ends.
+
     With ``out_dir``, the best policy is saved to ``out_dir/policy.pt`` at the end.
     Checkpoints (``out_dir/checkpoint.pt``, atomic) hold the ``state_dict`` of every object in
     ``stateful``, the state of every generator in ``generators``, the loop's counters and history,
     and ``identity`` (the instance and hyperparameters): ``resume=True`` refuses a checkpoint with
-    another identity, returns a finished run as it was, and continues an unfinished one exactly.
+    another identity (naming each field that differs), except for :data:`BUDGET_FIELDS` of
+    ``identity["config"]`` (``total``, ``time_budget`` and ``patience`` may differ), continues
+    an unfinished run exactly, and returns a finished run as it was unless the new budget
+    allows more, in which case it trains on.
     ``iterate`` raising :class:`Diverged` (or a NaN validation cost) stops the run, keeping the
     last checkpoint. Ctrl-C lets the current iteration (and its validation and checkpoint)
     finish, then writes a checkpoint of that consistent point and stops as "interrupted"; a
@@ -305,31 +413,51 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
     and when ``iterate`` raises a ``RuntimeError``: False stops the run as diverged, so a
     checkpoint never holds spoilt weights although losses are not checked at every iteration.
     """
-    with (output_dir(out_dir) if out_dir is not None else contextlib.nullcontext()), \
-            Interruption() as interruption:
-        return _loop(label=label, total=total, iterate=iterate, validate=validate,
-                     eval_every=eval_every, patience=patience, checkpoint_every=checkpoint_every,
-                     time_budget=time_budget, policy=policy, stateful=stateful,
-                     generators=generators, identity=identity, out_dir=out_dir, resume=resume,
-                     progress=progress, on_validation=on_validation, unit=unit, healthy=healthy,
-                     interruption=interruption)
+    try:
+        with (output_dir(out_dir) if out_dir is not None else contextlib.nullcontext()), \
+                Interruption() as interruption:
+            return _loop(label=label, total=total, iterate=iterate, validate=validate,
+                         eval_every=eval_every, patience=patience,
+                         checkpoint_every=checkpoint_every, time_budget=time_budget,
+                         policy=policy, stateful=stateful, generators=generators,
+                         identity=identity, out_dir=out_dir, resume=resume, progress=progress,
+                         on_validation=on_validation, unit=unit, healthy=healthy,
+                         interruption=interruption, callbacks=list(callbacks))
+    finally:
+        for callback in callbacks:
+            if callable(getattr(callback, "close", None)):
+                callback.close()
+
+
+def _callback_stop(callbacks: list, entry: dict) -> str | None:
+    """The name of the first callback that asks to stop after ``entry``, or None."""
+    for callback in callbacks:
+        name = getattr(callback, "__name__", type(callback).__name__)
+        try:
+            if callback(dict(entry)):
+                return name
+        except StopIteration:
+            return name
+    return None
 
 
 def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_every,
           time_budget, policy, stateful, generators, identity, out_dir, resume, progress,
-          on_validation, unit, healthy, interruption: Interruption) -> RunResult:
+          on_validation, unit, healthy, interruption: Interruption, callbacks) -> RunResult:
     """:func:`run_loop`'s body, inside its claim of ``out_dir`` and its SIGINT handler."""
     checkpoint = pathlib.Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
     stopper = EarlyStopping(patience, min_delta=1e-5)
     history: list[dict] = []
-    done, seconds_before, cpu_before, finished = 0, 0.0, 0.0, None
+    done, seconds_before, cpu_before, saved_stop = 0, 0.0, 0.0, None
     if resume:
         if checkpoint is None or not checkpoint.exists():
             raise FileNotFoundError(f"resume: no checkpoint at {checkpoint}")
         state = load_file(checkpoint, what="checkpoint")
-        if state.get("identity") != identity:
-            raise ValueError(f"resume: {checkpoint} was written by a run with another instance "
-                             "or other hyperparameters")
+        changes = identity_changes(state.get("identity"), identity)
+        if changes:
+            raise ValueError(f"resume: {checkpoint} was written with other settings: "
+                             f"{'; '.join(changes)} (a resumed run may change only "
+                             f"{', '.join(BUDGET_FIELDS)})")
         for name, obj in stateful.items():
             obj.load_state_dict(state["stateful"][name])
         for name, g in generators.items():
@@ -337,11 +465,36 @@ def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_e
         stopper.load_state_dict(state["stopper"])
         done, history = state["done"], state["history"]
         seconds_before, cpu_before = state["seconds"], state["cpu_seconds"]
-        finished = state["stopped"] if state["stopped"] in FINISHED else None
+        saved_stop = state["stopped"]
 
     start, cpu_start = time.perf_counter(), time.process_time()
     elapsed = lambda: seconds_before + time.perf_counter() - start  # noqa: E731
     cpu_elapsed = lambda: cpu_before + time.process_time() - cpu_start  # noqa: E731
+    optimizers = [o for o in stateful.values() if isinstance(o, torch.optim.Optimizer)]
+    metrics = MetricsCSV(pathlib.Path(out_dir) / "metrics.csv", history) \
+        if out_dir is not None else None
+
+    def record(train, value: float) -> str | None:
+        """Appends a validation's entry to the history and the metrics; a callback's name
+        when it asks to stop."""
+        entry = {"iteration": done, "train": train, "validation_cost": value,
+                 "best_validation_cost": stopper.best,
+                 "lr": optimizers[0].param_groups[0]["lr"] if optimizers else None,
+                 "seconds": elapsed(), "cpu_seconds": cpu_elapsed()}
+        history.append(entry)
+        if metrics is not None:
+            metrics.append(entry)
+        return _callback_stop(callbacks, entry)
+
+    def budget_end() -> tuple[str, str] | None:
+        """(reason, message) when the budget allows no more iterations, else None."""
+        if done >= total:
+            return "completed", f"all {total} {unit}s done"
+        if time_budget is not None and elapsed() >= time_budget:
+            return "time_budget", f"time budget of {time_budget:g}s used"
+        if stopper.should_stop:
+            return "early_stopped", f"no improvement in {patience} evaluations"
+        return None
 
     def save(stopped: str | None) -> None:
         if checkpoint is not None:
@@ -360,23 +513,27 @@ def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_e
         if healthy is not None and not healthy():
             raise Diverged(f"a loss or gradient was not finite before {unit} {iteration}")
 
+    stopped, message, finished = "completed", "", False
+    if saved_stop in FINISHED:  # finished then; a larger budget now lets it go on
+        end = budget_end()
+        if end is not None:
+            stopped, message, finished = end[0], f"resumed a finished run ({end[1]})", True
     if done == 0 and not history:  # the initial policy is the first candidate for the best
         value = float(validate())
         if not math.isfinite(value):
             raise Diverged(f"the initial policy's validation cost is {value}")
         stopper.update(value, 0, policy)
-        history.append({"iteration": 0, "train": None, "validation_cost": value,
-                        "best_validation_cost": value, "seconds": elapsed(),
-                        "cpu_seconds": cpu_elapsed()})
+        by = record(None, value)
+        if by is not None:
+            stopped, message, finished = "callback", f"stopped by callback {by} at {unit} 0", True
         try:  # a first checkpoint before any training: a full disk shows now, not minutes later
             save(None)
         except OSError as e:
             raise OutputDirError(f"cannot write the checkpoint {checkpoint}: "
                                  f"{e.strerror or e}") from None
 
-    bar = Progress(label, total, enabled=progress)
+    bar = Progress(label, total, enabled=progress, initial=done, unit=unit)
     at_once = False  # stopped by a second Ctrl-C
-    stopped, message = (finished, "resumed a finished run") if finished else ("completed", "")
     # On CUDA the ops then never wait for the host to check values: a NaN that reaches them
     # comes out as NaN costs, which the trainers' loss checks and the validation catch.
     with cuda_value_checks(False):
@@ -388,6 +545,7 @@ def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_e
                     check_healthy(done + 1)
                     raise
                 done += 1
+                by = None
                 if done % eval_every == 0 or done == total:
                     check_healthy(done)
                     shown = float(shown)
@@ -397,18 +555,19 @@ def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_e
                     stopper.update(value, done, policy)
                     if on_validation is not None:
                         on_validation(value)
-                    history.append({"iteration": done, "train": shown, "validation_cost": value,
-                                    "best_validation_cost": stopper.best, "seconds": elapsed(),
-                                    "cpu_seconds": cpu_elapsed()})
+                    by = record(shown, value)
                     bar.update(done, f"train {shown:.4f} valid {value:.4f} "
                                      f"(best {stopper.best:.4f})", force=True)
-                    if stopper.should_stop:
+                    if by is not None:
+                        stopped, message = "callback", f"stopped by callback {by} at {unit} {done}"
+                    elif stopper.should_stop:
                         stopped = "early_stopped"
                         message = f"no improvement in {patience} evaluations"
-                        break
                 else:
                     bar.update(done, lambda: f"train {float(shown):.4f} best valid "
                                              f"{stopper.best:.4f}")
+                if stopped in ("callback", "early_stopped"):
+                    break
                 if done % checkpoint_every == 0:
                     check_healthy(done)
                     save(None)

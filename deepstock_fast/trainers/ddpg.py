@@ -113,7 +113,8 @@ class ReplayBuffer(nn.Module):
 def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
                config: DDPGConfig | None = None, *, device: str | torch.device = "cpu",
                out_dir: str | pathlib.Path | None = None, resume: bool = False,
-               progress: bool = True, label: str = "DDPG") -> tuple[Policy, RunResult]:
+               progress: bool = True, label: str = "DDPG",
+               callbacks=()) -> tuple[Policy, RunResult]:
     """Trains a regularized policy with DDPG; returns (the best policy, the run's record)."""
     if isinstance(instance, str):
         instance = InstanceConfig.from_name(instance)
@@ -211,6 +212,6 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
         identity={"algo": "ddpg", "instance": instance.to_dict(),
                   "config": dataclasses.asdict(config),
                   "policy_config": dataclasses.asdict(actor.config)},
-        out_dir=out_dir, resume=resume, progress=progress, unit="step",
+        out_dir=out_dir, resume=resume, progress=progress, callbacks=callbacks, unit="step",
         healthy=lambda: bool(finite))
     return actor, result

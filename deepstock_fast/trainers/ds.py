@@ -57,11 +57,13 @@ class DSConfig:
 def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
              config: DSConfig | None = None, *, device: str | torch.device = "cpu",
              out_dir: str | pathlib.Path | None = None, resume: bool = False,
-             progress: bool = True, label: str = "DS") -> tuple[Policy, RunResult]:
+             progress: bool = True, label: str = "DS",
+             callbacks=()) -> tuple[Policy, RunResult]:
     """Trains a policy on ``instance`` and returns (the best policy, the run's record).
 
-    With ``out_dir``, writes ``checkpoint.pt`` (resumable) and ``policy.pt`` (the best policy);
-    ``resume=True`` continues from ``out_dir/checkpoint.pt``.
+    With ``out_dir``, writes ``checkpoint.pt`` (resumable), ``policy.pt`` (the best policy) and
+    ``metrics.csv``; ``resume=True`` continues from ``out_dir/checkpoint.pt``. ``callbacks`` get
+    each validation's metrics and may stop the run (:func:`~.common.run_loop`).
     """
     policy_config = policy_config or PolicyConfig(hidden=TRAINERS["ds"].hidden)
     config = config or DSConfig()
@@ -96,8 +98,8 @@ def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None 
         identity={"algo": "ds", "instance": instance.to_dict(),
                   "config": dataclasses.asdict(config),
                   "policy_config": dataclasses.asdict(policy.config)},
-        out_dir=out_dir, resume=resume, progress=progress, on_validation=scheduler.step,
-        healthy=lambda: healthy(policy))
+        out_dir=out_dir, resume=resume, progress=progress, callbacks=callbacks,
+        on_validation=scheduler.step, healthy=lambda: healthy(policy))
     return policy, result
 
 

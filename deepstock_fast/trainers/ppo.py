@@ -7,7 +7,7 @@ networks and environment stay on one device; an iteration collects ``n_steps`` t
 (``n_steps / num_envs`` steps of every SKU), computes GAE advantages (at the horizon, the value of the
 final observation is bootstrapped when the episode is truncated, a long-run problem cut short,
 and not when it terminates, a ``finite_horizon`` instance, whose warm-up days' costs are not
-counted either), then runs ``epochs`` passes
+counted either), then runs ``update_epochs`` passes
 of clipped-objective minibatch updates with a value loss and an entropy bonus. The learning rate
 decays linearly to ``lr_final``. Validation, early stopping, checkpoints, resume and divergence
 handling are those of :func:`~deepstock_fast.trainers.common.run_loop`.
@@ -38,7 +38,7 @@ class PPOConfig:
     num_envs: int = 64                # SKUs stepped together
     n_steps: int = 2048               # transitions per rollout (n_steps / num_envs per SKU)
     batch_size: int = 256             # minibatch
-    epochs: int = 5                   # passes over each rollout (10: 2% gap in twice the time)
+    update_epochs: int = 5            # passes over each rollout (10: 2% gap in twice the time)
     lr: float = 1e-3
     lr_final: float = 1e-4            # linear decay target
     clip: float = 0.2
@@ -89,7 +89,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, next_value: torch.Tensor,
 def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
               config: PPOConfig | None = None, *, device: str | torch.device = "cpu",
               out_dir: str | pathlib.Path | None = None, resume: bool = False,
-              progress: bool = True, label: str = "PPO") -> tuple[Policy, RunResult]:
+              progress: bool = True, label: str = "PPO",
+              callbacks=()) -> tuple[Policy, RunResult]:
     """Trains a regularized policy with PPO; returns (the best policy, the run's record)."""
     policy_config = policy_config or PolicyConfig(hidden=TRAINERS["ppo"].hidden)
     config = config or PPOConfig()
@@ -149,7 +150,7 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
         old_logp = torch.stack(logp_buf).flatten()
         adv, ret = advantages.flatten(), returns.flatten()
         n = obs.shape[0]
-        for _ in range(config.epochs):
+        for _ in range(config.update_epochs):
             order = torch.randperm(n, generator=minibatches, device=env.device)
             for lo in range(0, n, config.batch_size):
                 idx = order[lo:lo + config.batch_size]
@@ -180,7 +181,7 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
         generators={"noise": noise, "minibatches": minibatches}, identity={"algo": "ppo", "instance": instance.to_dict(),
                                  "config": dataclasses.asdict(config),
                                  "policy_config": dataclasses.asdict(policy.config)},
-        out_dir=out_dir, resume=resume, progress=progress, unit="update",
+        out_dir=out_dir, resume=resume, progress=progress, callbacks=callbacks, unit="update",
         healthy=lambda: bool(finite))
     return policy, result
 
