@@ -28,7 +28,8 @@ import torch
 from . import build_info, compare, seeding
 from .envs import InstanceConfig
 from .evaluation import evaluate, paired_gap
-from .policies import HEADS, Policy, PolicyConfig, load_file
+from .checkpoint import load_file
+from .policies import HEADS, Policy, PolicyConfig
 from .report import learning_curve, machine, policy_plot, table
 from .envs.config import parse_value
 from .trainers import TRAINERS, DSConfig, PPOConfig

@@ -17,15 +17,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import pathlib
-import pickle
-import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from .checkpoint import atomic_save, load_file
 from .envs.config import InstanceConfig
 from .envs.simulate import SimState
 from .ops import base_stock_order, coeff_base_stock_order, coeff_order
@@ -263,51 +261,3 @@ class Policy(nn.Module):
         if list(obs_names) != self.obs_names:
             raise ValueError(f"the policy reads observations {self.obs_names}; this instance "
                              f"gives {list(obs_names)}")
-
-
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same directory, then rename: a reader (or a crash)
-    never sees half a file."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=TEMPORARY_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-#: What :func:`atomic_save`'s temporaries are named: ``<name><random>.tmp`` next to the file.
-TEMPORARY_SUFFIX = ".tmp"
-
-
-def load_file(path: str | os.PathLike, map_location="cpu", what: str = "file") -> dict:
-    """A dict written by :func:`atomic_save` (a policy or a checkpoint), read with
-    ``torch.load(weights_only=True)``: only tensors and plain data are accepted, so a crafted
-    file cannot run code. Any unreadable file raises a ``ValueError`` naming it and saying why."""
-    path = pathlib.Path(path)
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except OSError as e:
-        raise ValueError(f"cannot read the {what} file {path}: {e.strerror or e}") from None
-    except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():
-            raise ValueError(f"refused to load the {what} file {path}: it holds Python objects "
-                             "other than tensors and plain data (not written by deepstock_fast, "
-                             "or tampered with); nothing in it was run") from None
-        raise ValueError(f"the {what} file {path} is corrupted: {_first_line(e)}") from None
-    except Exception as e:  # noqa: BLE001  (any parse failure of a damaged file)
-        raise ValueError(f"the {what} file {path} is truncated or corrupted "
-                         f"({type(e).__name__}: {_first_line(e)})") from None
-    if not isinstance(payload, dict):
-        raise ValueError(f"the {what} file {path} holds a {type(payload).__name__}, not the "
-                         "mapping deepstock_fast writes")
-    return payload
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else "no details"

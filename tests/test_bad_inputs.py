@@ -9,7 +9,7 @@ import torch
 
 import deepstock_fast as ds
 
-from conftest import step_inputs
+from helpers import step_inputs
 
 
 def good():

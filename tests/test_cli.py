@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from deepstock_fast import cli
-from deepstock_fast.policies import load_file
+from deepstock_fast.checkpoint import load_file
 from deepstock_fast.trainers.common import output_dir
 
 TINY = ["--instance", "zipkin:L=1,p=4,horizon=40,warmup=10", "--batch-size", "16",

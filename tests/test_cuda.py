@@ -12,7 +12,7 @@ import torch
 
 import deepstock_fast as ds
 
-from conftest import requires_cuda, step_args, step_inputs
+from helpers import env_step_args, requires_cuda, step_args, step_inputs
 
 pytestmark = requires_cuda
 
@@ -76,7 +76,6 @@ def test_projection_parity():
 
 @pytest.mark.parametrize("max_lead,days", [(0, 1), (2, 1), (4, 1), (7, 1), (3, 2)])
 def test_env_step_parity(max_lead, days):
-    from test_env_step import env_step_args
 
     for dtype in (torch.float32, torch.float64):
         args = env_step_args(batch=3001, max_lead=max_lead, days=days, dtype=dtype)
@@ -99,7 +98,6 @@ def test_opcheck_cuda():
          for shape in ((64,), (64, 3), (64, 5))]
     torch.library.opcheck(torch.ops.deepstock.observation.default,
                           (*x, torch.rand(64, device="cuda", dtype=torch.float64) + 0.5))
-    from test_env_step import env_step_args
 
     torch.library.opcheck(torch.ops.deepstock.env_step.default,
                           env_step_args(batch=64, device="cuda"))

@@ -9,21 +9,8 @@ import torch
 import deepstock_fast as ds
 from deepstock_fast import reference
 
-from conftest import step_args, step_inputs
+from helpers import env_step_args, step_inputs
 
-
-def env_step_args(batch=129, max_lead=3, days=1, dtype=torch.float64, lost_sales=True,
-                  accumulate=True, seed=0, device="cpu", per_env_costs=True):
-    """The positional argument tuple of torch.ops.deepstock.env_step."""
-    kw = step_inputs(batch=batch, max_lead=max_lead, days=days, dtype=dtype, seed=seed,
-                     lost_sales=lost_sales, per_env_costs=per_env_costs)
-    g = torch.Generator().manual_seed(seed + 1)
-    exogenous = torch.rand(batch, 5, generator=g, dtype=dtype) * 3
-    scale = torch.rand(batch, generator=g, dtype=dtype) * 4 + 0.5
-    cost_total = torch.rand(batch, 3, generator=g, dtype=dtype) * 50
-    stats_total = torch.rand(batch, 4, generator=g, dtype=dtype) * 50
-    args = (*step_args(kw), exogenous, scale, cost_total, stats_total, accumulate)
-    return tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
 
 
 @pytest.mark.parametrize("accumulate", [True, False])

@@ -17,7 +17,7 @@ from deepstock_fast import demand as demand_lib
 from deepstock_fast.envs import InstanceConfig, InventoryEnv, demand_features, instances
 from deepstock_fast.metrics import aggregate, business_metrics
 
-from conftest import requires_cuda
+from helpers import requires_cuda
 from helpers import restored
 
 SMALL = dict(num_skus=16, lead_time=[0, 1, 2, 3] * 4, review_period=2, horizon=12, warmup=4,

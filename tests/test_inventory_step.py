@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import deepstock_fast as ds
 from deepstock_fast import reference
 
-from conftest import step_args, step_inputs
+from helpers import step_args, step_inputs
 
 DIFFERENTIABLE = ("on_hand", "pipeline", "order", "holding_cost", "penalty_cost", "order_cost")
 
@@ -95,7 +95,7 @@ def test_baseline_loops_give_the_same_bits(tmp_path):
 import os, sys, torch
 import deepstock_fast as ds
 sys.path.insert(0, os.environ["TESTS_DIR"])
-from conftest import step_inputs
+from helpers import step_inputs
 out = []
 for max_lead in (1, 3, 4):
     kw = step_inputs(batch=1000, max_lead=max_lead, days=1, dtype=torch.float32,

@@ -1,27 +1,26 @@
-"""Regularized policy heads, save/load, the DS trainer (learning, resume, divergence)."""
+"""Regularized policy heads, save/load and damaged or malicious policy files."""
 
 from __future__ import annotations
 
-import math
 import pathlib
 import pickle
 import re
 
 import pytest
 import torch
-from conftest import best_constant_order_cost
 from helpers import restored
 
 import deepstock_fast as ds
-from deepstock_fast import seeding
 from deepstock_fast.envs import InstanceConfig, InventoryEnv
 from deepstock_fast.evaluation import evaluate
 from deepstock_fast import cli
+from deepstock_fast.checkpoint import load_file
 from deepstock_fast.policies import (HEADS, Head, Policy, PolicyConfig, default_bounds,
-                                     initial_output, load_file)
+                                     initial_output)
 from deepstock_fast.trainers import DSConfig, train_ds
 
 SMALL = "zipkin:L=1,p=9,horizon=60,warmup=10"
+QUICK = DSConfig(epochs=5, batch_size=32, validation_skus=64, eval_every=5, checkpoint_every=5)
 
 
 def make(head, instance=SMALL, max_order=None):
@@ -136,109 +135,14 @@ def test_damaged_and_malicious_policy_files_are_refused(tmp_path):
 
 
 def test_a_malicious_checkpoint_is_refused_on_resume(tmp_path):
-    train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=5), out_dir=tmp_path, progress=False)
+    train_ds(SMALL, PolicyConfig(hidden=(8,)), QUICK, out_dir=tmp_path, progress=False)
     state = load_file(tmp_path / "checkpoint.pt")
     state["history"].append(Payload(tmp_path / "MARKER"))
     torch.save(state, tmp_path / "checkpoint.pt")
     with pytest.raises(ValueError, match="refused to load the checkpoint file .*checkpoint.pt"):
-        train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=5), out_dir=tmp_path,
+        train_ds(SMALL, PolicyConfig(hidden=(8,)), QUICK, out_dir=tmp_path,
                  resume=True, progress=False)
     assert not (tmp_path / "MARKER").exists()
-
-
-def quick(epochs=40, **kw):
-    return DSConfig(epochs=epochs, batch_size=32, validation_skus=64, eval_every=5,
-                    checkpoint_every=5, **kw)
-
-
-def test_short_ds_run_beats_the_best_constant_order():
-    instance = InstanceConfig.from_name(SMALL)
-    policy, result = train_ds(instance, PolicyConfig(head="base", hidden=(16, 16)),
-                              quick(epochs=60, lr=1e-2), progress=False)
-    assert result.stopped in ("completed", "early_stopped") and result.iterations >= 10
-    test = instance.replace(num_skus=256, horizon=200)
-    trained = evaluate(policy, test, seed=5).average_cost
-    best_constant = best_constant_order_cost(test, 5, lead_time=1, penalty_cost=9.0, warmup=10)
-    assert trained < 0.9 * best_constant, (trained, best_constant)
-
-
-def test_validation_history_and_best_weights_kept():
-    policy, result = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=20),
-                              progress=False)
-    assert [h["iteration"] for h in result.history] == [0, 5, 10, 15, 20]  # 0: untrained
-    assert result.best_validation == min(h["validation_cost"] for h in result.history)
-    config = InstanceConfig.from_name(SMALL).replace(num_skus=64)
-    valid = InventoryEnv(config, seed=seeding.stream(0, "validation")).sample_episode()
-    with torch.no_grad():
-        again = InventoryEnv(config, seed=0).simulate(policy, valid).average_cost.mean()
-    assert float(again) == pytest.approx(result.best_validation, rel=1e-6)
-
-
-def test_resume_in_process_matches_an_uninterrupted_run(tmp_path):
-    full, full_result = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=30),
-                                 out_dir=tmp_path / "full", progress=False)
-    part, part_result = train_ds(SMALL, PolicyConfig(hidden=(8,)),
-                                 quick(epochs=30, time_budget=1e-9),  # stops after epoch 1
-                                 out_dir=tmp_path / "part", progress=False)
-    assert part_result.stopped == "time_budget" and part_result.iterations == 1
-    # resume needs the same hyperparameters: continue with the time budget lifted, as after an
-    # interruption (a finished run's checkpoint is not trained further)
-    state = load_file(tmp_path / "part" / "checkpoint.pt")
-    state["identity"]["config"]["time_budget"], state["stopped"] = None, None
-    torch.save(state, tmp_path / "part" / "checkpoint.pt")
-    resumed, resumed_result = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=30),
-                                       out_dir=tmp_path / "part", resume=True, progress=False)
-    assert resumed_result.iterations == 30
-    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
-        assert torch.equal(a, b)
-    assert resumed_result.history == [
-        {**h, "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"]}
-        for h, r in zip(full_result.history,
-                                                        resumed_result.history)]
-
-
-def test_resuming_a_finished_run_does_not_train_further(tmp_path):
-    first, r1 = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=10), out_dir=tmp_path,
-                         progress=False)
-    again, r2 = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=10), out_dir=tmp_path,
-                         resume=True, progress=False)
-    assert r2.iterations == 10 and r2.history == r1.history and r2.stopped == "completed"
-    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
-        assert torch.equal(a, b)
-
-
-def test_resume_refuses_other_hyperparameters(tmp_path):
-    train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=5), out_dir=tmp_path,
-             progress=False)
-    with pytest.raises(ValueError, match=r"other settings: config.lr: 0.003 there, 0.1 here"):
-        train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=5, lr=0.1), out_dir=tmp_path,
-                 resume=True, progress=False)
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=5), out_dir=tmp_path / "none",
-                 resume=True, progress=False)
-
-
-def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    calls = {"n": 0}
-    original = InventoryEnv.simulate
-
-    def poisoned(self, policy, episode=None, step=ds.inventory_step):
-        result = original(self, policy, episode, step)
-        if torch.is_grad_enabled():
-            calls["n"] += 1
-            if calls["n"] > 12:  # the 13th training epoch's loss is NaN
-                return result._replace(average_cost=result.average_cost * math.nan)
-        return result
-
-    monkeypatch.setattr(InventoryEnv, "simulate", poisoned)
-    policy, result = train_ds(SMALL, PolicyConfig(hidden=(8,)), quick(epochs=30),
-                              out_dir=tmp_path, progress=False)
-    assert result.stopped == "diverged" and "loss is nan at epoch 13" in result.message
-    assert "last good checkpoint" in result.message
-    state = load_file(tmp_path / "checkpoint.pt")
-    assert state["done"] == 10  # the last scheduled checkpoint before the NaN
-    assert all(torch.isfinite(p).all() for p in policy.parameters())
-    assert (tmp_path / "policy.pt").exists()
 
 
 def test_a_head_is_one_table_entry():

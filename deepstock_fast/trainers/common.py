@@ -24,10 +24,10 @@ import torch
 
 from .. import cuda_value_checks, seeding
 from ..compare import identical_skus
+from ..checkpoint import TEMPORARY_SUFFIX, atomic_save, load_file
 from ..envs import InstanceConfig, InventoryEnv
 from ..ops import base_stock_order
-from ..policies import (TEMPORARY_SUFFIX, Policy, PolicyConfig, atomic_save, initial_output,
-                        load_file)
+from ..policies import Policy, PolicyConfig, initial_output
 
 STOP_REASONS = ("completed", "early_stopped", "time_budget", "diverged", "interrupted",
                 "callback")

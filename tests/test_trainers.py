@@ -1,5 +1,5 @@
-"""PPO and DDPG: determinism, exact resume, the regularization heads in the loop, learning on a
-small instance."""
+"""The trainers (DS, PPO, DDPG) and their shared loop: determinism, learning on a small instance,
+exact resume (after a kill or Ctrl-C), divergence, configs, the registry, metrics and callbacks."""
 
 from __future__ import annotations
 
@@ -14,13 +14,15 @@ import sys
 
 import pytest
 import torch
-from conftest import best_constant_order_cost
+from helpers import best_constant_order_cost
 from helpers import restored
 
-from deepstock_fast import cli
+import deepstock_fast as ds
+from deepstock_fast import cli, seeding
 from deepstock_fast.envs import InstanceConfig, InventoryEnv
 from deepstock_fast.evaluation import evaluate
-from deepstock_fast.policies import Policy, PolicyConfig, load_file
+from deepstock_fast.checkpoint import load_file
+from deepstock_fast.policies import Policy, PolicyConfig
 from deepstock_fast.trainers import (TRAINERS, DDPGConfig, DSConfig, PPOConfig, register,
                                      train_ddpg, train_ds, train_ppo)
 from deepstock_fast.trainers.common import Setup
@@ -221,6 +223,15 @@ def test_an_op_error_after_a_non_finite_loss_is_divergence(tmp_path):
         loop(tmp_path, iterate, healthy=lambda: True)
 
 
+@pytest.fixture
+def ctrl_c_delivered():
+    """SIGINT handled as at an interactive prompt, also where the suite runs with SIGINT ignored
+    (a shell's background job, as some CI runners start it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def sigint_at(monkeypatch, owner, name: str, *calls: int) -> None:
     """Wraps ``owner.name`` so that its ``calls``-th calls (counted from 1) send SIGINT to this
     process, as Ctrl-C does, when their work is done but before they return (the iteration
@@ -266,7 +277,7 @@ INTERRUPTIONS = {
 @pytest.mark.parametrize("algo,owner,name,call", [
     (algo, *point) for algo, points in INTERRUPTIONS.items() for point in points])
 def test_ctrl_c_inside_an_iteration_resumes_exactly(algo, owner, name, call, tmp_path,
-                                                    monkeypatch):
+                                                    monkeypatch, ctrl_c_delivered):
     uninterrupted(algo)  # computed before the wrapping
     handler = signal.getsignal(signal.SIGINT)
     with monkeypatch.context() as m:
@@ -281,7 +292,8 @@ def test_ctrl_c_inside_an_iteration_resumes_exactly(algo, owner, name, call, tmp
     same_run(algo, policy, result)
 
 
-def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, monkeypatch,
+                                                                    ctrl_c_delivered):
     uninterrupted("ds")
     with monkeypatch.context() as m:  # both in epoch 7: the last checkpoint is epoch 5's
         # (simulate: the reference episode, the initial validation, epochs 1-5, validation)
@@ -444,3 +456,102 @@ def test_progress_in_a_log_and_on_a_terminal(tmp_path, monkeypatch, capsys):
          progress=True)
     text = terminal.getvalue()
     assert "\r" in text and "40/40" in text and "|" in text and "<" in text  # bar, ETA
+
+
+# ---- DS ------------------------------------------------------------------------------------
+DS_SMALL = "zipkin:L=1,p=9,horizon=60,warmup=10"
+
+
+def ds_quick(epochs=40, **kw):
+    return DSConfig(epochs=epochs, batch_size=32, validation_skus=64, eval_every=5,
+                    checkpoint_every=5, **kw)
+
+
+def test_ds_short_ds_run_beats_the_best_constant_order():
+    instance = InstanceConfig.from_name(DS_SMALL)
+    policy, result = train_ds(instance, PolicyConfig(head="base", hidden=(16, 16)),
+                              ds_quick(epochs=60, lr=1e-2), progress=False)
+    assert result.stopped in ("completed", "early_stopped") and result.iterations >= 10
+    test = instance.replace(num_skus=256, horizon=200)
+    trained = evaluate(policy, test, seed=5).average_cost
+    best_constant = best_constant_order_cost(test, 5, lead_time=1, penalty_cost=9.0, warmup=10)
+    assert trained < 0.9 * best_constant, (trained, best_constant)
+
+
+def test_ds_validation_history_and_best_weights_kept():
+    policy, result = train_ds(DS_SMALL, PolicyConfig(hidden=(8,)), ds_quick(epochs=20),
+                              progress=False)
+    assert [h["iteration"] for h in result.history] == [0, 5, 10, 15, 20]  # 0: untrained
+    assert result.best_validation == min(h["validation_cost"] for h in result.history)
+    config = InstanceConfig.from_name(DS_SMALL).replace(num_skus=64)
+    valid = InventoryEnv(config, seed=seeding.stream(0, "validation")).sample_episode()
+    with torch.no_grad():
+        again = InventoryEnv(config, seed=0).simulate(policy, valid).average_cost.mean()
+    assert float(again) == pytest.approx(result.best_validation, rel=1e-6)
+
+
+def test_ds_resume_in_process_matches_an_uninterrupted_run(tmp_path):
+    full, full_result = train_ds(DS_SMALL, PolicyConfig(hidden=(8,)), ds_quick(epochs=30),
+                                 out_dir=tmp_path / "full", progress=False)
+    part, part_result = train_ds(DS_SMALL, PolicyConfig(hidden=(8,)),
+                                 ds_quick(epochs=30, time_budget=1e-9),  # stops after epoch 1
+                                 out_dir=tmp_path / "part", progress=False)
+    assert part_result.stopped == "time_budget" and part_result.iterations == 1
+    # resume needs the same hyperparameters: continue with the time budget lifted, as after an
+    # interruption (a finished run's checkpoint is not trained further)
+    state = load_file(tmp_path / "part" / "checkpoint.pt")
+    state["identity"]["config"]["time_budget"], state["stopped"] = None, None
+    torch.save(state, tmp_path / "part" / "checkpoint.pt")
+    resumed, resumed_result = train_ds(DS_SMALL, PolicyConfig(hidden=(8,)), ds_quick(epochs=30),
+                                       out_dir=tmp_path / "part", resume=True, progress=False)
+    assert resumed_result.iterations == 30
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    assert resumed_result.history == [
+        {**h, "seconds": r["seconds"], "cpu_seconds": r["cpu_seconds"]}
+        for h, r in zip(full_result.history,
+                                                        resumed_result.history)]
+
+
+def test_ds_resuming_a_finished_run_does_not_train_further(tmp_path):
+    first, r1 = train_ds(DS_SMALL, PolicyConfig(hidden=(8,)), ds_quick(epochs=10), out_dir=tmp_path,
+                         progress=False)
+    again, r2 = train_ds(DS_SMALL, PolicyConfig(hidden=(8,)), ds_quick(epochs=10), out_dir=tmp_path,
+                         resume=True, progress=False)
+    assert r2.iterations == 10 and r2.history == r1.history and r2.stopped == "completed"
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_ds_resume_refuses_other_hyperparameters(tmp_path):
+    train_ds(DS_SMALL, PolicyConfig(hidden=(8,)), ds_quick(epochs=5), out_dir=tmp_path,
+             progress=False)
+    with pytest.raises(ValueError, match=r"other settings: config.lr: 0.003 there, 0.1 here"):
+        train_ds(DS_SMALL, PolicyConfig(hidden=(8,)), ds_quick(epochs=5, lr=0.1), out_dir=tmp_path,
+                 resume=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train_ds(DS_SMALL, PolicyConfig(hidden=(8,)), ds_quick(epochs=5), out_dir=tmp_path / "none",
+                 resume=True, progress=False)
+
+
+def test_ds_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = InventoryEnv.simulate
+
+    def poisoned(self, policy, episode=None, step=ds.inventory_step):
+        result = original(self, policy, episode, step)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] > 12:  # the 13th training epoch's loss is NaN
+                return result._replace(average_cost=result.average_cost * math.nan)
+        return result
+
+    monkeypatch.setattr(InventoryEnv, "simulate", poisoned)
+    policy, result = train_ds(DS_SMALL, PolicyConfig(hidden=(8,)), ds_quick(epochs=30),
+                              out_dir=tmp_path, progress=False)
+    assert result.stopped == "diverged" and "loss is nan at epoch 13" in result.message
+    assert "last good checkpoint" in result.message
+    state = load_file(tmp_path / "checkpoint.pt")
+    assert state["done"] == 10  # the last scheduled checkpoint before the NaN
+    assert all(torch.isfinite(p).all() for p in policy.parameters())
+    assert (tmp_path / "policy.pt").exists()
