@@ -33,9 +33,9 @@ def zipkin(params: dict) -> dict:
     if lead not in (1, 2, 3, 4) or penalty not in (4, 9, 19, 39):
         raise ValueError("zipkin needs L in 1..4 and p in {4, 9, 19, 39}")
     # No forecast features: they would carry information about future demand that the
-    # published optimum does not have. The trailing means stay out of the observation:
-    # of i.i.d. demand they say nothing, and as inputs they cost DS about 0.5% (L = 1,
-    # p = 4); the Coeff heads still weigh them.
+    # published optimum does not have. The trailing means stay out of the observation: of
+    # i.i.d. demand they say nothing, and as inputs they only add noise (docs/BENCHMARKS.md);
+    # the Coeff heads still weigh them.
     return dict(lead_time=lead, penalty_cost=float(penalty), holding_cost=1.0,
                 lost_sales=True, review_period=1, horizon=200, warmup=50,
                 demand={"kind": "poisson", "rate": 5.0}, obs_scale=5.0,

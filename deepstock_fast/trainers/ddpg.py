@@ -42,12 +42,11 @@ class DDPGConfig:
     (16 updates of 256 samples per 64 stored transitions: 64 sampled per stored transition,
     and 0.25 updates per transition where SB3 makes 1)."""
 
-    total_steps: int = 300_000        # environment transitions (SKU-periods); with 200k, one
-    # of four Base runs on L = 2, p = 9 / L = 4, p = 39 ended at +2.5% (all within 2% at 300k)
+    total_steps: int = 300_000        # environment transitions (SKU-periods; docs/BENCHMARKS.md)
     num_envs: int = 64
     lr: float = 1e-3
     lr_final: float = 1e-4            # linear decay target
-    tau: float = 1e-3                 # 5e-3 oscillated on L = 4, p = 39 (+2.7% vs +1.4%)
+    tau: float = 1e-3                 # the paper's lowest: larger ones oscillated
     gamma: float = 0.99
     batch_size: int = 256
     buffer_size: int = 100_000        # transitions

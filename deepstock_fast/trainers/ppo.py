@@ -38,7 +38,7 @@ class PPOConfig:
     num_envs: int = 64                # SKUs stepped together
     n_steps: int = 2048               # transitions per rollout (n_steps / num_envs per SKU)
     batch_size: int = 256             # minibatch
-    update_epochs: int = 5            # passes over each rollout (10: 2% gap in twice the time)
+    update_epochs: int = 5            # passes over each rollout (docs/BENCHMARKS.md)
     lr: float = 1e-3
     lr_final: float = 1e-4            # linear decay target
     clip: float = 0.2
