@@ -30,7 +30,7 @@ from common import machine, table, write_results  # noqa: E402
 from deepstock_fast import compare, optimum  # noqa: E402
 from deepstock_fast.envs import InstanceConfig, InventoryEnv  # noqa: E402
 from deepstock_fast.evaluation import evaluate, paired_gap  # noqa: E402
-from deepstock_fast.cli import UsageError, parse_settings  # noqa: E402
+from deepstock_fast.trainers import parse_settings  # noqa: E402
 from deepstock_fast.policies import PolicyConfig  # noqa: E402
 from deepstock_fast.seeding import stream  # noqa: E402
 from deepstock_fast.trainers import TRAINERS  # noqa: E402
@@ -69,8 +69,8 @@ def main(argv=None) -> int:
     try:  # a key may belong to any of the chosen algos' configs
         overrides = parse_settings(args.set, {f.name for a in args.algos
                                               for f in dataclasses.fields(TRAINERS[a][0])})
-    except UsageError as e:
-        parser.error(str(e))
+    except ValueError as e:
+        parser.error(f"--set {e}")
     cases = [] if args.instances == "none" else [
         (f"zipkin:L={L},p={p}", (L, p)) for L, p in instance_list(args.instances)]
     cases += [(f"paper:setting={k}", None) for k in args.paper]

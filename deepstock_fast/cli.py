@@ -31,8 +31,7 @@ from .evaluation import evaluate, paired_gap
 from .checkpoint import load_file
 from .policies import HEADS, Policy, PolicyConfig
 from .report import learning_curve, machine, policy_plot, table
-from .envs.config import parse_value
-from .trainers import TRAINERS, DSConfig, PPOConfig
+from .trainers import TRAINERS, DSConfig, PPOConfig, parse_settings
 from .trainers.common import RUN_FILES, OutputDirError, TensorBoard, output_dir
 
 ALGOS = tuple(TRAINERS)
@@ -52,40 +51,6 @@ USER_ERRORS = (ValueError, OSError, OutputDirError)
 
 
 # ---- argument helpers ------------------------------------------------------------------------
-def load_instance(text: str) -> InstanceConfig:
-    path = pathlib.Path(text)
-    if path.suffix in (".json", ".yaml", ".yml"):
-        if not path.exists():
-            raise UsageError(f"instance file {text} does not exist")
-        try:
-            raw = path.read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"cannot read the instance file {text}: {e}") from None
-        if path.suffix == ".json":
-            try:
-                data = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise UsageError(f"instance file {text} is not valid JSON: {e}") from None
-        else:
-            try:
-                import yaml
-            except ImportError:
-                raise UsageError("reading YAML needs PyYAML (pip install pyyaml); or use JSON")
-            try:
-                data = yaml.safe_load(raw)
-            except yaml.YAMLError as e:
-                raise UsageError(f"instance file {text} is not valid YAML: "
-                                 f"{' '.join(str(e).split())}") from None
-        if not isinstance(data, dict):
-            raise UsageError(f"{text} must hold a mapping of instance config fields, not a "
-                             f"{type(data).__name__}")
-        try:
-            return InstanceConfig.from_dict(data)
-        except (ValueError, TypeError, KeyError, AttributeError) as e:  # a bad field
-            raise UsageError(f"instance file {text}: {e}") from None
-    return InstanceConfig.from_name(text)
-
-
 def _widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(w) for w in text.split(","))
@@ -158,30 +123,17 @@ def algo_config(args):
         if "fixed_train_set" not in fields:
             raise UsageError(f"--fixed-train-set does not apply to --algo {args.algo}")
         values["fixed_train_set"] = True
-    values.update(parse_settings(args.set, fields))
+    try:
+        values.update(parse_settings(args.set, fields))
+    except ValueError as e:
+        raise UsageError(f"--set {e}") from None
     return cls(**values)
-
-
-def parse_settings(items: list[str], fields) -> dict:
-    """``--set`` items, KEY=VALUE with KEY among ``fields``, as config values: widths (keys
-    ending in ``hidden``) as int tuples, anything else as an instance field's value is read."""
-    values = {}
-    for item in items:
-        key, eq, text = item.partition("=")
-        if not eq or key not in fields:
-            raise UsageError(f"--set {item}: expected key=value with key among "
-                             f"{', '.join(sorted(fields))}")
-        try:
-            values[key] = _widths(text) if key.endswith("hidden") else parse_value(text)
-        except argparse.ArgumentTypeError as e:
-            raise UsageError(f"--set {item}: {e}") from None
-    return values
 
 
 def cmd_train(args) -> int:
     """Checks the arguments, then trains in the claimed output directory (written into by this
     run alone, checked writable before minutes of training)."""
-    instance = load_instance(args.instance)
+    instance = InstanceConfig.load(args.instance)
     config = algo_config(args)
     out = pathlib.Path(args.out or f"runs/{_slug(args.instance)}-{args.algo}")
     if args.resume and args.overwrite:
@@ -269,7 +221,9 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
         print(f"deepstock train: the references could not be costed: {failed['references']}",
               file=sys.stderr)
     failed.update({r["policy"]: r["note"] for r in references if r["cost"] is None})
-    rows = _comparison(args.algo, runs, references, failed)
+    rows = compare.comparison_rows(
+        {f"{args.algo} + {head}": (result, ev) for head, (_, result, ev) in runs.items()},
+        references, failed)
     print(table(rows, [("policy", "policy", "s"), ("cost", "cost / SKU-day", ".4f"),
                        ("cost_se", "+-", ".4f"),
                        ("gap_pct", f"gap % vs {rows[0].get('baseline') or '-'}", "+.2f"),
@@ -303,41 +257,6 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
     return 0
 
 
-def _comparison(algo, runs, references, failed: dict) -> list[dict]:
-    """Rows of the trained policies and the references, each with its cost and standard error
-    and its gap to the best available reference: paired (same test demand) against the DP's
-    optimal policy on the test episode or the best base-stock policy, or against the exact
-    optimal cost. Gaps only where that reference exists and costs more than 0 (else noted in
-    ``failed``)."""
-    rows = []
-    for head, (_, result, ev) in runs.items():
-        a = ev.aggregate
-        rows.append({"policy": f"{algo} + {head}", "cost": ev.average_cost,
-                     "cost_se": ev.average_cost_se, "per_sku": ev.per_sku.average_cost,
-                     "fill_rate": float(a.fill_rate), "stockout_rate": float(a.stockout_rate),
-                     "turnover_days": float(a.turnover_days), "seconds": result.seconds,
-                     "iterations": result.iterations})
-    rows += [dict(r) for r in references]
-    costed = {r["policy"]: r for r in rows if r["cost"] is not None}
-    base = next((costed[n] for n in ("DP policy, test episode", "best base-stock", "DP optimum")
-                 if n in costed), None)
-    if base is None or base["cost"] == 0:
-        failed["gap_pct"] = ("no baseline to compare with" if base is None
-                             else f"the {base['policy']}'s cost is 0")
-        base = None
-    for r in rows:
-        r["baseline"] = base["policy"] if base else None
-        if base is None or r["cost"] is None:
-            r["gap_pct"] = r["gap_se"] = None
-        elif base["per_sku"] is not None and r.get("per_sku") is not None:
-            r["gap_pct"], r["gap_se"] = paired_gap(r["per_sku"], base["per_sku"])
-        else:
-            r["gap_pct"], r["gap_se"] = 100 * (r["cost"] - base["cost"]) / base["cost"], None
-    for r in rows:
-        r.pop("per_sku", None)
-    return rows
-
-
 def _baseline_cost(rows: list[dict]) -> float | None:
     """The cost of the rows' common baseline (the reference of their gaps), or None."""
     name = rows[0].get("baseline") if rows else None
@@ -352,7 +271,7 @@ def cmd_eval(args) -> int:
     payload = load_file(path, map_location=args.device, what="policy")
     policy = Policy.from_payload(payload, path)
     if args.instance:
-        instance = load_instance(args.instance)
+        instance = InstanceConfig.load(args.instance)
     else:
         saved = payload.get("instance")
         if saved is None:
@@ -385,7 +304,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_baselines(args) -> int:
-    instance = load_instance(args.instance)
+    instance = InstanceConfig.load(args.instance)
     test = compare.held_out_instance(instance, args.skus, args.horizon, args.warmup)
     rows = compare.reference_rows(instance, test, seed=args.seed, device=args.device,
                                   progress=True)

@@ -10,7 +10,7 @@ import torch
 from . import baselines, optimum, seeding
 from .demand import DEMAND_KINDS, DemandProcess
 from .envs import InstanceConfig, InventoryEnv
-from .evaluation import held_out_env
+from .evaluation import held_out_env, paired_gap
 
 #: Test trajectories of an instance whose SKUs are draws, at least (10x the paper's 100).
 TEST_TRAJECTORIES = 1000
@@ -162,4 +162,39 @@ def reference_rows(instance: InstanceConfig, test_instance: InstanceConfig, *, s
     for kind, label in (("base_stock", "best base-stock"),
                         ("capped_base_stock", "best capped base-stock")):
         attempt(label, classical(kind, label))
+    return rows
+
+
+def comparison_rows(trained: dict, references: list[dict], failed: dict) -> list[dict]:
+    """Rows of trained policies ({label: (RunResult, Evaluation)}) and the references, each with its cost and standard error
+    and its gap to the best available reference: paired (same test demand) against the DP's
+    optimal policy on the test episode or the best base-stock policy, or against the exact
+    optimal cost. Gaps only where that reference exists and costs more than 0 (else noted in
+    ``failed``)."""
+    rows = []
+    for label, (result, ev) in trained.items():
+        a = ev.aggregate
+        rows.append({"policy": label, "cost": ev.average_cost,
+                     "cost_se": ev.average_cost_se, "per_sku": ev.per_sku.average_cost,
+                     "fill_rate": float(a.fill_rate), "stockout_rate": float(a.stockout_rate),
+                     "turnover_days": float(a.turnover_days), "seconds": result.seconds,
+                     "iterations": result.iterations})
+    rows += [dict(r) for r in references]
+    costed = {r["policy"]: r for r in rows if r["cost"] is not None}
+    base = next((costed[n] for n in ("DP policy, test episode", "best base-stock", "DP optimum")
+                 if n in costed), None)
+    if base is None or base["cost"] == 0:
+        failed["gap_pct"] = ("no baseline to compare with" if base is None
+                             else f"the {base['policy']}'s cost is 0")
+        base = None
+    for r in rows:
+        r["baseline"] = base["policy"] if base else None
+        if base is None or r["cost"] is None:
+            r["gap_pct"] = r["gap_se"] = None
+        elif base["per_sku"] is not None and r.get("per_sku") is not None:
+            r["gap_pct"], r["gap_se"] = paired_gap(r["per_sku"], base["per_sku"])
+        else:
+            r["gap_pct"], r["gap_se"] = 100 * (r["cost"] - base["cost"]) / base["cost"], None
+    for r in rows:
+        r.pop("per_sku", None)
     return rows

@@ -19,6 +19,7 @@ import torch
 
 from deepstock_fast import cli
 from deepstock_fast.checkpoint import load_file
+from deepstock_fast.envs import InstanceConfig
 from deepstock_fast.trainers.common import output_dir
 
 TINY = ["--instance", "zipkin:L=1,p=4,horizon=40,warmup=10", "--batch-size", "16",
@@ -121,11 +122,11 @@ def test_bad_arguments_give_clear_errors(args, message, capsys):
 def test_instance_files(tmp_path):
     path = tmp_path / "instance.json"
     path.write_text(json.dumps({"lead_time": 2, "penalty_cost": 19.0, "num_skus": 4}))
-    config = cli.load_instance(str(path))
+    config = InstanceConfig.load(str(path))
     assert config.lead_time == 2 and config.penalty_cost == 19.0
     path.write_text(json.dumps({"lead_time": 2, "colour": "red"}))
     with pytest.raises(ValueError, match="unknown instance config fields"):
-        cli.load_instance(str(path))
+        InstanceConfig.load(str(path))
 
 
 QUICK = [*TINY, "--epochs", "5", "--test-skus", "16", "--test-horizon", "40"]

@@ -11,6 +11,8 @@ of :mod:`deepstock_fast.envs.instances`): ``InstanceConfig.from_name("zipkin:L=2
 from __future__ import annotations
 
 import dataclasses
+import pathlib
+import json
 from dataclasses import dataclass, field
 
 import torch
@@ -246,6 +248,44 @@ class InstanceConfig:
 
     def replace(self, **changes) -> "InstanceConfig":
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(cls, text: str) -> "InstanceConfig":
+        """An instance from a name (``zipkin:L=2,p=9``, see :meth:`from_name`) or a JSON / YAML
+        file of its fields (``.json``, ``.yaml``, ``.yml``); a ``ValueError`` names the file and
+        what is wrong with it."""
+        path = pathlib.Path(text)
+        if path.suffix not in (".json", ".yaml", ".yml"):
+            return cls.from_name(text)
+        if not path.exists():
+            raise ValueError(f"instance file {text} does not exist")
+        try:
+            raw = path.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read the instance file {text}: {e}") from None
+        if path.suffix == ".json":
+            try:
+                data = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"instance file {text} is not valid JSON: {e}") from None
+        else:
+            try:
+                import yaml
+            except ImportError:
+                raise ValueError("reading YAML needs PyYAML (pip install pyyaml); or use "
+                                 "JSON") from None
+            try:
+                data = yaml.safe_load(raw)
+            except yaml.YAMLError as e:
+                raise ValueError(f"instance file {text} is not valid YAML: "
+                                 f"{' '.join(str(e).split())}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{text} must hold a mapping of instance config fields, not a "
+                             f"{type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError, KeyError, AttributeError) as e:  # a bad field
+            raise ValueError(f"instance file {text}: {e}") from None
 
     @classmethod
     def from_name(cls, name: str) -> "InstanceConfig":

@@ -36,6 +36,32 @@ def register(name: str, config: type, hidden: tuple[int, ...]):
     return add
 
 
+def parse_settings(items: list[str], fields) -> dict:
+    """``key=value`` items (``deepstock train --set``) with each key among ``fields`` (a
+    config's field names), as config values: widths (keys ending in ``hidden``) as int tuples
+    (``64,64``), anything else read as an instance field's value is. A ``ValueError`` names
+    the item."""
+    from ..envs.config import parse_value
+
+    values = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or key not in fields:
+            raise ValueError(f"{item}: expected key=value with key among "
+                             f"{', '.join(sorted(fields))}")
+        if key.endswith("hidden"):
+            try:
+                widths = tuple(int(w) for w in text.split(","))
+            except ValueError:
+                widths = ()
+            if not widths or min(widths) < 1:
+                raise ValueError(f"{item}: widths must be positive integers like 64,64")
+            values[key] = widths
+        else:
+            values[key] = parse_value(text)
+    return values
+
+
 # The trainer modules register themselves with the names above, so they are imported after them
 # (in the order of TRAINERS).
 from .common import RunResult  # noqa: E402
@@ -44,4 +70,4 @@ from .ppo import PPOConfig, train_ppo  # noqa: E402
 from .ddpg import DDPGConfig, train_ddpg  # noqa: E402
 
 __all__ = ["DDPGConfig", "DSConfig", "PPOConfig", "RunResult", "TRAINERS", "Trainer",
-           "register", "train_ddpg", "train_ds", "train_ppo"]
+           "parse_settings", "register", "train_ddpg", "train_ds", "train_ppo"]
