@@ -555,3 +555,33 @@ def test_ds_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkey
     assert state["done"] == 10  # the last scheduled checkpoint before the NaN
     assert all(torch.isfinite(p).all() for p in policy.parameters())
     assert (tmp_path / "policy.pt").exists()
+
+
+def test_ppo_loss_is_the_clipped_surrogate():
+    from deepstock_fast.trainers.ppo import ppo_loss
+
+    config = PPOConfig(clip=0.2, vf_coef=0.5, ent_coef=0.01)
+    old = torch.zeros(4)
+    adv = torch.tensor([1.0, -1.0, 1.0, -1.0])  # normalised: +-0.866
+    a = adv / adv.std()
+    logp = torch.log(torch.tensor([1.5, 1.5, 0.5, 0.5]))  # ratios 1.5, 1.5, 0.5, 0.5
+    ratio = logp.exp()
+    clipped = torch.minimum(ratio * a, ratio.clamp(0.8, 1.2) * a)  # 1.2a, 1.5a, 0.5a, 0.8a
+    torch.testing.assert_close(clipped, torch.stack([1.2 * a[0], 1.5 * a[1], 0.5 * a[2],
+                                                     0.8 * a[3]]))
+    values, returns, entropy = torch.ones(4), torch.zeros(4), torch.full((4,), 2.0)
+    loss = ppo_loss(logp, old, adv, values, returns, entropy, config)
+    torch.testing.assert_close(loss, -clipped.mean() + 0.5 * 1.0 - 0.01 * 2.0)
+
+
+def test_gae_of_a_terminated_and_a_truncated_step():
+    from deepstock_fast.trainers.ppo import gae
+
+    rewards = torch.tensor([[1.0], [2.0], [3.0]])
+    values = torch.tensor([[0.5], [0.5], [0.5]])
+    dones = torch.tensor([[0.0], [1.0], [0.0]])  # the episode ends after step 2
+    adv = gae(rewards, values, torch.tensor([10.0]), dones, gamma=0.9, lam=1.0)
+    # step 3 bootstraps from next_value; step 2 ends its episode; step 1 sees step 2 only
+    torch.testing.assert_close(adv[2], torch.tensor([3.0 + 0.9 * 10.0 - 0.5]))
+    torch.testing.assert_close(adv[1], torch.tensor([2.0 - 0.5]))
+    torch.testing.assert_close(adv[0], torch.tensor([1.0 + 0.9 * 2.0 - 0.5]))

@@ -86,6 +86,19 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, next_value: torch.Tensor,
 
 
 @register("ppo", PPOConfig, hidden=(256, 256))
+def ppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+             values: torch.Tensor, returns: torch.Tensor, entropy: torch.Tensor,
+             config: PPOConfig) -> torch.Tensor:
+    """PPO's minibatch loss from [N] tensors: the clipped surrogate on the minibatch-normalised
+    advantages, plus ``vf_coef`` times the value error, minus ``ent_coef`` times the entropy."""
+    a = advantages
+    a = (a - a.mean()) / (a.std() + 1e-8) if a.numel() > 1 else a
+    ratio = (logp - old_logp).exp()
+    policy_loss = -torch.min(ratio * a, ratio.clamp(1 - config.clip, 1 + config.clip) * a).mean()
+    value_loss = (values - returns).pow(2).mean()
+    return policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy.mean()
+
+
 def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
               config: PPOConfig | None = None, *, device: str | torch.device = "cpu",
               out_dir: str | pathlib.Path | None = None, resume: bool = False,
@@ -154,17 +167,10 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
             order = torch.randperm(n, generator=minibatches, device=env.device)
             for lo in range(0, n, config.batch_size):
                 idx = order[lo:lo + config.batch_size]
-                a = adv[idx]
-                a = (a - a.mean()) / (a.std() + 1e-8) if len(idx) > 1 else a
                 dist = torch.distributions.Normal(policy.raw(obs[idx]), log_std.exp(),
                                                   validate_args=False)  # NaNs: checked below
-                logp = dist.log_prob(raw[idx]).sum(-1)
-                ratio = (logp - old_logp[idx]).exp()
-                policy_loss = -torch.min(ratio * a, ratio.clamp(1 - config.clip,
-                                                                1 + config.clip) * a).mean()
-                value_loss = (value(obs[idx]) - ret[idx]).pow(2).mean()
-                entropy = dist.entropy().sum(-1).mean()
-                loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+                loss = ppo_loss(dist.log_prob(raw[idx]).sum(-1), old_logp[idx], adv[idx],
+                                value(obs[idx]), ret[idx], dist.entropy().sum(-1), config)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = nn.utils.clip_grad_norm_(params, config.max_grad_norm)
