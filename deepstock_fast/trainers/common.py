@@ -374,6 +374,43 @@ class TensorBoard:
             self.writer = None
 
 
+class Checkpoint:
+    """A run's checkpoint file: everything that determines the rest of the run. ``save``
+    writes (atomically) the ``state_dict`` of every object in ``stateful``, the state of every
+    generator, the early stopper, the loop's counters and history and ``identity`` (the
+    instance and hyperparameters); ``restore`` loads it back into them, refusing a file written
+    with another identity (naming each field that differs; :data:`BUDGET_FIELDS` may differ)."""
+
+    def __init__(self, path: pathlib.Path, identity: dict, stateful: dict, generators: dict):
+        self.path, self.identity = path, identity
+        self.stateful, self.generators = stateful, generators
+
+    def save(self, stopper: EarlyStopping, **loop_state) -> None:
+        """``loop_state``: done, history, seconds, cpu_seconds, stopped."""
+        atomic_save({"identity": self.identity,
+                     "stateful": {n: o.state_dict() for n, o in self.stateful.items()},
+                     "generators": {n: g.get_state() for n, g in self.generators.items()},
+                     "stopper": stopper.state_dict(), **loop_state}, self.path)
+
+    def restore(self, stopper: EarlyStopping) -> dict:
+        """Loads the file into the stateful objects, generators and ``stopper``; returns the
+        loop's state (done, history, seconds, cpu_seconds, stopped)."""
+        if not self.path.exists():
+            raise FileNotFoundError(f"resume: no checkpoint at {self.path}")
+        state = load_file(self.path, what="checkpoint")
+        changes = identity_changes(state.get("identity"), self.identity)
+        if changes:
+            raise ValueError(f"resume: {self.path} was written with other settings: "
+                             f"{'; '.join(changes)} (a resumed run may change only "
+                             f"{', '.join(BUDGET_FIELDS)})")
+        for name, obj in self.stateful.items():
+            obj.load_state_dict(state["stateful"][name])
+        for name, g in self.generators.items():
+            g.set_state(state["generators"][name])
+        stopper.load_state_dict(state["stopper"])
+        return state
+
+
 def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, patience: int,
              checkpoint_every: int, time_budget: float | None, policy, stateful: dict,
              generators: dict, identity: dict, out_dir=None, resume: bool = False,
@@ -445,24 +482,15 @@ def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_e
           time_budget, policy, stateful, generators, identity, out_dir, resume, progress,
           on_validation, unit, healthy, interruption: Interruption, callbacks) -> RunResult:
     """:func:`run_loop`'s body, inside its claim of ``out_dir`` and its SIGINT handler."""
-    checkpoint = pathlib.Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    checkpoint = Checkpoint(pathlib.Path(out_dir) / "checkpoint.pt", identity, stateful,
+                            generators) if out_dir is not None else None
     stopper = EarlyStopping(patience, min_delta=1e-5)
     history: list[dict] = []
     done, seconds_before, cpu_before, saved_stop = 0, 0.0, 0.0, None
     if resume:
-        if checkpoint is None or not checkpoint.exists():
-            raise FileNotFoundError(f"resume: no checkpoint at {checkpoint}")
-        state = load_file(checkpoint, what="checkpoint")
-        changes = identity_changes(state.get("identity"), identity)
-        if changes:
-            raise ValueError(f"resume: {checkpoint} was written with other settings: "
-                             f"{'; '.join(changes)} (a resumed run may change only "
-                             f"{', '.join(BUDGET_FIELDS)})")
-        for name, obj in stateful.items():
-            obj.load_state_dict(state["stateful"][name])
-        for name, g in generators.items():
-            g.set_state(state["generators"][name])
-        stopper.load_state_dict(state["stopper"])
+        if checkpoint is None:
+            raise FileNotFoundError("resume: no checkpoint without an output directory")
+        state = checkpoint.restore(stopper)
         done, history = state["done"], state["history"]
         seconds_before, cpu_before = state["seconds"], state["cpu_seconds"]
         saved_stop = state["stopped"]
@@ -498,16 +526,13 @@ def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_e
 
     def save(stopped: str | None) -> None:
         if checkpoint is not None:
-            atomic_save({"identity": identity,
-                         "stateful": {n: o.state_dict() for n, o in stateful.items()},
-                         "generators": {n: g.get_state() for n, g in generators.items()},
-                         "stopper": stopper.state_dict(), "done": done, "history": history,
-                         "seconds": elapsed(), "cpu_seconds": cpu_elapsed(),
-                         "stopped": stopped}, checkpoint)
+            checkpoint.save(stopper, done=done, history=history, seconds=elapsed(),
+                            cpu_seconds=cpu_elapsed(), stopped=stopped)
 
     def diverged(e: Diverged) -> str:
         return (f"training diverged: {e}; the last good checkpoint"
-                f"{f' ({checkpoint})' if checkpoint else ''} and the best policy so far are kept")
+                f"{f' ({checkpoint.path})' if checkpoint else ''} and the best policy so far "
+                "are kept")
 
     def check_healthy(iteration: int) -> None:
         if healthy is not None and not healthy():
@@ -529,7 +554,7 @@ def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_e
         try:  # a first checkpoint before any training: a full disk shows now, not minutes later
             save(None)
         except OSError as e:
-            raise OutputDirError(f"cannot write the checkpoint {checkpoint}: "
+            raise OutputDirError(f"cannot write the checkpoint {checkpoint.path}: "
                                  f"{e.strerror or e}") from None
 
     bar = Progress(label, total, enabled=progress, initial=done, unit=unit)

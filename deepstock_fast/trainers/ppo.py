@@ -85,7 +85,6 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, next_value: torch.Tensor,
     return advantages
 
 
-@register("ppo", PPOConfig, hidden=(256, 256))
 def ppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
              values: torch.Tensor, returns: torch.Tensor, entropy: torch.Tensor,
              config: PPOConfig) -> torch.Tensor:
@@ -99,6 +98,7 @@ def ppo_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tenso
     return policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy.mean()
 
 
+@register("ppo", PPOConfig, hidden=(256, 256))
 def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
               config: PPOConfig | None = None, *, device: str | torch.device = "cpu",
               out_dir: str | pathlib.Path | None = None, resume: bool = False,
