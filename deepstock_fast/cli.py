@@ -387,7 +387,7 @@ def parser() -> argparse.ArgumentParser:
                        help="the run's seed: training, validation and test streams derive "
                             "from it")
 
-    def test_episode(q, prefix=""):
+    def held_out_flags(q, prefix=""):
         q.add_argument(f"--{prefix}skus", type=_positive(int), default=None,
                        help="SKUs of the test episode (default: 1024 for identical SKUs, at "
                             "least 1000 draws for the paper's settings, else the instance's)")
@@ -440,7 +440,7 @@ def parser() -> argparse.ArgumentParser:
                    help="any other hyperparameter of the algo's config, e.g. --set tau=0.01 "
                         "or --set update_epochs=10 (PPO's passes per rollout); repeatable "
                         "(default: none)")
-    test_episode(t, "test-")
+    held_out_flags(t, "test-")
     t.add_argument("--out", default=None,
                    help="output directory (default: runs/<instance>-<algo>)")
     t.add_argument("--resume", action="store_true",
@@ -460,7 +460,7 @@ def parser() -> argparse.ArgumentParser:
                        help="cost and business metrics of a saved policy")
     common(e, instance_required=False)
     e.add_argument("--policy", required=True, help="a policy.pt written by deepstock train")
-    test_episode(e)
+    held_out_flags(e)
     e.add_argument("--json", default=None, help="also write the result to this JSON file (default: none)")
     e.add_argument("--plot", default=None, metavar="FILE",
                    help="also plot the policy (order against inventory position) next to the "
@@ -472,7 +472,7 @@ def parser() -> argparse.ArgumentParser:
                        help="the DP optimum (where it applies), best base-stock and capped "
                             "base-stock policies of an instance")
     common(b)
-    test_episode(b)
+    held_out_flags(b)
     b.set_defaults(run=cmd_baselines, parser=b)
 
     r = sub.add_parser("bench", parents=[debug], formatter_class=HelpFormatter,
