@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pathlib
 import pickle
+import re
 import tempfile
 
 import torch
@@ -44,11 +45,13 @@ def load_file(path: str | os.PathLike, map_location="cpu", what: str = "file") -
     except OSError as e:
         raise ValueError(f"cannot read the {what} file {path}: {e.strerror or e}") from None
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():
+        if "unsupported global" in str(e).lower():  # an object to build: code would run
             raise ValueError(f"refused to load the {what} file {path}: it holds Python objects "
                              "other than tensors and plain data (not written by deepstock_fast, "
                              "or tampered with); nothing in it was run") from None
-        raise ValueError(f"the {what} file {path} is corrupted: {_first_line(e)}") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))  # not torch's advice
+        raise ValueError(f"the {what} file {path} is corrupted or not a file deepstock_fast "
+                         f"writes ({detail.group(1) if detail else _first_line(e)})") from None
     except Exception as e:  # noqa: BLE001  (any parse failure of a damaged file)
         raise ValueError(f"the {what} file {path} is truncated or corrupted "
                          f"({type(e).__name__}: {_first_line(e)})") from None
