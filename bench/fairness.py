@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from deepstock_fast import compare, optimum  # noqa: E402
 from deepstock_fast.envs import InstanceConfig  # noqa: E402
-from deepstock_fast.evaluation import evaluate  # noqa: E402
+from deepstock_fast.evaluation import evaluate, paired_gap  # noqa: E402
 from deepstock_fast.policies import PolicyConfig  # noqa: E402
 from deepstock_fast.trainers import TRAINERS  # noqa: E402
 
@@ -45,13 +45,6 @@ def test_instance(instance: InstanceConfig, zipkin: bool) -> InstanceConfig:
     if zipkin:
         return instance.replace(num_skus=1024, horizon=1000)
     return instance.replace(num_skus=1000)
-
-
-def paired(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """100 (mean a - mean b) / mean b and its standard error from the per-SKU differences."""
-    d = (a - b).double()
-    base = float(b.double().mean())
-    return 100 * float(d.mean()) / base, 100 * float(d.std() / math.sqrt(d.numel())) / base
 
 
 def run_row(name: str, algo: str, seed: int, args) -> dict:
@@ -74,14 +67,14 @@ def run_row(name: str, algo: str, seed: int, args) -> dict:
                          best_validation=result.best_validation, stopped=result.stopped,
                          iterations=result.iterations, seconds=time.perf_counter() - start,
                          cpu_seconds=time.process_time() - cpu)
-    row["gap_pct"], row["gap_se"] = paired(costs["none"], costs["base"])
+    row["gap_pct"], row["gap_se"] = paired_gap(costs["none"], costs["base"])
     if zipkin:
         L, p = instance.lead_time, instance.penalty_cost
         sol = optimum.solve_lost_sales(optimum.poisson_pmf(5.0), L, 1.0, p)
         demand = compare.held_out_demand(test, TEST_SEED, args.device).double()
         dp = optimum.simulate_policy(sol, demand, 1.0, p, warmup=test.warmup)
         for head in ("none", "base"):
-            row[head]["gap_to_dp_pct"], row[head]["gap_to_dp_se"] = paired(costs[head], dp)
+            row[head]["gap_to_dp_pct"], row[head]["gap_to_dp_se"] = paired_gap(costs[head], dp)
     return row
 
 
