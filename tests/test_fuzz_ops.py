@@ -378,7 +378,9 @@ def run_case(case: dict) -> dict:
 
 
 def worker_main() -> None:
-    """The worker loop: length-prefixed pickles on stdin -> results on the original stdout."""
+    """The worker loop: length-prefixed pickles on stdin -> results on the original stdout.
+    (pickle is safe here: both ends are this test and the child it started, over a pipe; no file
+    or outside data is ever unpickled.)"""
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints go to stderr, not into the protocol
     src = sys.stdin.buffer
