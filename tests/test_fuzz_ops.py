@@ -278,12 +278,13 @@ DIFFERENTIABLE = {"inventory_step": ["on_hand", "pipeline", "order", "holding_co
                   "coeff_base_stock_order": ["coeff", "features", "inventory_position"]}
 
 
-def call_rollout_wrapper(a):
-    return ds.rollout(a["demand"], a["policy"], a["params"], a["lead_time"],
-                      on_hand=a["on_hand"], pipeline=a["pipeline"],
-                      review_period=a["review_period"], warmup=a["warmup"],
-                      holding_cost=a["holding_cost"], penalty_cost=a["penalty_cost"],
-                      order_cost=a["order_cost"], lost_sales=a["lost_sales"])
+def call_rollout(rollout, a):
+    """``rollout`` (the wrapper or the reference) on a case's arguments."""
+    return rollout(a["demand"], a["policy"], a["params"], a["lead_time"],
+                   on_hand=a["on_hand"], pipeline=a["pipeline"],
+                   review_period=a["review_period"], warmup=a["warmup"],
+                   holding_cost=a["holding_cost"], penalty_cost=a["penalty_cost"],
+                   order_cost=a["order_cost"], lost_sales=a["lost_sales"])
 
 
 def reference_of(op: str, a: dict):
@@ -302,16 +303,8 @@ def reference_of(op: str, a: dict):
         outs = out[:3] if fwd == "inventory_step" else [out]
         return torch.autograd.grad(outs, wrt, grads, allow_unused=True)
     if op == "rollout":
-        return call_rollout_reference(a)
+        return call_rollout(reference.rollout, a)
     return getattr(reference, op)(**a)
-
-
-def call_rollout_reference(a):
-    return reference.rollout(a["demand"], a["policy"], a["params"], a["lead_time"],
-                             on_hand=a["on_hand"], pipeline=a["pipeline"],
-                             review_period=a["review_period"], warmup=a["warmup"],
-                             holding_cost=a["holding_cost"], penalty_cost=a["penalty_cost"],
-                             order_cost=a["order_cost"], lost_sales=a["lost_sales"])
 
 
 def run_case(case: dict) -> dict:
@@ -326,7 +319,7 @@ def run_case(case: dict) -> dict:
         if via == "ops":
             out = getattr(OPS, op)(*[a[k] for k in SCHEMA[op]])
         elif via == "wrapper":
-            out = call_rollout_wrapper(a) if op == "rollout" else WRAPPERS[op](**a)
+            out = call_rollout(ds.rollout, a) if op == "rollout" else WRAPPERS[op](**a)
         else:  # autograd: the forward wrapper, a change in place, then backward
             fwd = FORWARD[op]
             inputs = {k: a[k] for k in SCHEMA[fwd]}
@@ -353,7 +346,7 @@ def run_case(case: dict) -> dict:
         return dict(problem="returned for an argument that must be refused")
     try:
         if via == "wrapper" and op == "rollout" and a["on_hand"] is None:
-            want = call_rollout_reference(a)
+            want = call_rollout(reference.rollout, a)
         else:
             want = reference_of(op, a)
     except Exception as e:  # noqa: BLE001
