@@ -148,3 +148,43 @@ def policy_plot(policy, instance, path, *, seed: int = 0, device="cpu", skus: in
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return name
+
+
+def sensitivity_plot(curves: dict[str, list], spreads: dict[str, list[float]],
+                     reference: str | None, reference_cost: float | None, path, *,
+                     title: str) -> None:
+    """Writes a tuning study's sensitivity figure to ``path``: left, the best validation cost
+    found so far against the number of trials (``curves``: label -> per trial, None before the
+    first complete one), one line per (algo, head), with ``reference_cost`` as a horizontal
+    line; right, the spread of every trial's validation cost per label (``spreads``): the
+    5/25/50/75/95% quantiles, which show how sensitive each method is to its
+    hyperparameters. ImportError without matplotlib."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.4),
+                                      gridspec_kw={"width_ratios": [3, 2]})
+    for label, ys in curves.items():
+        left.step(range(1, len(ys) + 1), [np.nan if y is None else y for y in ys],
+                  where="post", label=label)
+    if reference_cost is not None:
+        left.axhline(reference_cost, color="black", linestyle="--", label=reference)
+        right.axhline(reference_cost, color="black", linestyle="--")
+    left.set(xlabel="trials", ylabel="best validation cost so far", title=title)
+    left.grid(True, alpha=0.3)
+    left.legend()
+    labels = [k for k, v in spreads.items() if v]
+    for i, label in enumerate(labels):
+        q = np.quantile(spreads[label], [0.05, 0.25, 0.5, 0.75, 0.95])
+        right.vlines(i, q[0], q[4], color="tab:gray")
+        right.vlines(i, q[1], q[3], color="tab:blue", linewidth=8)
+        right.plot(i, q[2], "o", color="white", markeredgecolor="black")
+    right.set_xticks(range(len(labels)), labels, rotation=20)
+    costs = [v for k in labels for v in spreads[k]]
+    if costs and min(costs) > 0 and max(costs) / min(costs) > 20:
+        right.set_yscale("log")
+    right.set(ylabel="validation cost of the trials", title="spread: 5-25-50-75-95% quantiles")
+    right.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
