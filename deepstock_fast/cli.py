@@ -1,6 +1,8 @@
-"""The ``deepstock`` command line: train, eval, baselines, bench.
+"""The ``deepstock`` command line: train, eval, baselines, tune, bench.
 
     deepstock train --instance zipkin:L=2,p=9 --head none,base       # the README's main job
+    deepstock tune --algo ds --head none,base --instance zipkin:L=2,p=9 --workers 2
+    deepstock tune report studies/zipkin-L2-p9-ds
     deepstock eval --policy runs/zipkin-L2-p9/base/policy.pt
     deepstock baselines --instance paper:setting=2
     deepstock bench throughput --quick
@@ -313,7 +315,55 @@ def cmd_baselines(args) -> int:
     return 0
 
 
-BENCHES = ("throughput", "env_step", "zipkin", "baselines", "quality")
+# ---- tune --------------------------------------------------------------------------------------
+def cmd_tune(args) -> int:
+    """``deepstock tune ...`` runs or continues a study; ``deepstock tune report DIR...``
+    reports studies."""
+    from . import tuning
+
+    if args.what:
+        if args.what[0] != "report" or len(args.what) < 2:
+            raise UsageError(f"expected 'report DIR...' or no positional argument, got "
+                             f"{' '.join(args.what)!r}")
+        dirs = args.what[1:]
+        out = pathlib.Path(args.out or (dirs[0] if len(dirs) == 1 else "."))
+        print(tuning.report(dirs, out))
+        print(f"wrote {out / 'report.txt'}, {out / 'sensitivity.png'}", file=sys.stderr)
+        return 0
+    if args.algo is None or args.instance is None:
+        raise UsageError("--algo and --instance are required (or: deepstock tune report "
+                         "DIR...)")
+    InstanceConfig.load(args.instance)  # a bad instance fails before anything is written
+    try:
+        space = tuning.load_space(args.space, args.algo) if args.space else None
+        settings = parse_settings(args.set, tuning.search_names(args.algo))
+        config = tuning.StudyConfig(
+            algo=args.algo, heads=args.head, instance=args.instance, trials=args.trials,
+            top=args.top, seeds=args.seeds, seed=args.seed, space=space, settings=settings,
+            workers=args.workers, device=args.device, pruner=args.pruner,
+            population=args.population)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    study_dir = pathlib.Path(args.study_dir or f"studies/{_slug(args.instance)}-{args.algo}")
+    print(f"deepstock tune: {args.algo} on {args.instance}, heads {', '.join(args.head)}, "
+          f"{args.trials} trials + top {args.top} x {args.seeds} seeds, {args.workers} "
+          f"worker(s) of {tuning.worker_threads(args.workers)} thread(s); study in "
+          f"{study_dir}/", file=sys.stderr)
+    if args.backend == "ray":
+        summary = tuning.run_study_ray(config, study_dir, address=args.address,
+                                       gpus_per_trial=args.gpus_per_trial)
+    else:
+        if args.address:
+            raise UsageError("--address needs --backend ray")
+        summary = tuning.run_study(config, study_dir)
+    if summary.get("interrupted"):
+        print("deepstock tune: interrupted; run the same command again to continue the study",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+BENCHES = ("throughput", "env_step", "zipkin", "baselines", "quality", "tuning")
 
 
 def bench_dir() -> pathlib.Path:
@@ -474,6 +524,62 @@ def parser() -> argparse.ArgumentParser:
     common(b)
     held_out_flags(b)
     b.set_defaults(run=cmd_baselines, parser=b)
+
+    u = sub.add_parser("tune", parents=[debug], formatter_class=HelpFormatter,
+                       help="hyperparameter tuning studies with the paper's protocol "
+                            "(docs/TUNING.md); 'deepstock tune report DIR...' reports them",
+                       description="Runs (or continues: the same command again) a tuning "
+                                   "study: TPE search, then the top configurations re-run "
+                                   "with other seeds; one study per head. 'deepstock tune "
+                                   "report DIR...' prints the studies' table and writes "
+                                   "the sensitivity figure.")
+    u.add_argument("what", nargs="*", metavar="report DIR",
+                   help="'report' and study directories: report them instead of tuning")
+    u.add_argument("--instance", default=None,
+                   help="a name (zipkin:L=2,p=9, paper:setting=2, with key=value overrides) "
+                        "or a JSON/YAML instance config file")
+    u.add_argument("--algo", choices=ALGOS, default=None, help="the trainer (required)")
+    u.add_argument("--head", type=_heads, default=["base"],
+                   help=f"comma-separated heads among {', '.join(HEADS)}, one study each on "
+                        "the same instance, budget and seeds (default: base)")
+    u.add_argument("--trials", type=_positive(int), default=30,
+                   help="search trials per head (a larger number continues a study)")
+    u.add_argument("--top", type=_positive(int), default=5,
+                   help="configurations re-run after the search")
+    u.add_argument("--seeds", type=_positive(int), default=5,
+                   help="seeds of each re-run configuration")
+    u.add_argument("--seed", type=int, default=0,
+                   help="the study's seed: the sampler, the search trials' training, and the "
+                        "test episode derive from it; the re-runs use seed+1..seed+SEEDS")
+    u.add_argument("--workers", type=_positive(int), default=1,
+                   help="trials run at once, in as many processes, each with max(1, cores // "
+                        "WORKERS) torch threads (never more threads than cores)")
+    u.add_argument("--study-dir", default=None,
+                   help="the study's directory (default: studies/<instance>-<algo>)")
+    u.add_argument("--space", default=None, metavar="FILE",
+                   help="YAML/JSON search space: name: {low, high[, log]} | {choices: [...]} "
+                        "| null, replacing the paper's for those names ('extends: none' starts "
+                        "from an empty space) (default: the paper's space)")
+    u.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a hyperparameter outside the search, e.g. --set epochs=200 or "
+                        "--set time_budget=60 (a smaller budget per trial); repeatable")
+    u.add_argument("--device", type=_device, default="cpu",
+                   help="cpu or cuda[:N]; several trials may share one GPU")
+    u.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local processes, or a Ray cluster (pip install 'deepstock_fast[ray]')")
+    u.add_argument("--address", default=None,
+                   help="Ray: the address of an existing cluster (default: a local Ray)")
+    u.add_argument("--gpus-per-trial", type=_positive(float), default=None,
+                   help="Ray on cuda: the GPU share of a trial (default: 1 / WORKERS)")
+    u.add_argument("--pruner", choices=("none", "median", "halving"), default="none",
+                   help="stop hopeless trials on their intermediate validation costs "
+                        "(Optuna's median or successive-halving pruner)")
+    u.add_argument("--population", type=_positive(int), default=1,
+                   help="trials asked at once and trained together as one population")
+    u.add_argument("--out", default=None,
+                   help="report: where report.txt and sensitivity.png go (default: the study "
+                        "directory for one, else .)")
+    u.set_defaults(run=cmd_tune, parser=u)
 
     r = sub.add_parser("bench", parents=[debug], formatter_class=HelpFormatter,
                        help="run one of the benchmarks of the source tree's bench/")

@@ -127,8 +127,9 @@ INITIAL_ACTION_MIDDLE = 0.45
 
 
 def search_names(algo: str) -> list[str]:
-    """Every name a space or ``--set`` may use for ``algo``."""
-    return [f.name for f in dataclasses.fields(TRAINERS[algo].config)] + \
+    """Every name a space or ``--set`` may use for ``algo`` (not ``seed``: the study's seeds
+    set it)."""
+    return [f.name for f in dataclasses.fields(TRAINERS[algo].config) if f.name != "seed"] + \
         [*POLICY_FIELDS, INITIAL_ACTION]
 
 
@@ -811,16 +812,161 @@ def run_study(config: StudyConfig, study_dir, *, train: Callable[[Job], list[dic
             finally:
                 if own:
                     executor.shutdown(cancel_futures=True)
-            summary = summarize(root, instance=instance, costs=write_report,
-                                device=config.device)
-            summary["interrupted"] = interrupted
-            if write_report and not interrupted:
-                print(report([root], root, summaries=[summary]), file=sys.stderr)
-                print(f"wrote {root / 'report.txt'}, {root / 'sensitivity.png'}",
-                      file=sys.stderr)
-            return summary
+            return _finish(root, config, instance, interrupted, write_report)
     except OutputDirError as e:
         raise ValueError(f"--study-dir: {e}") from None
+
+
+def _finish(root, config: StudyConfig, instance, interrupted: bool, write_report: bool) -> dict:
+    """The summary of a study that ran (written with the report unless interrupted)."""
+    summary = summarize(root, instance=instance, costs=write_report, device=config.device)
+    summary["interrupted"] = interrupted
+    if write_report and not interrupted:
+        print(report([root], root, summaries=[summary]), file=sys.stderr)
+        print(f"wrote {root / 'report.txt'}, {root / 'sensitivity.png'}", file=sys.stderr)
+    return summary
+
+
+# ---- the Ray backend ---------------------------------------------------------------------------
+def _ray_run_job(threads: int, fn, *args):
+    torch.set_num_threads(threads)
+    return fn(*args)
+
+
+class RayExecutor:
+    """Runs jobs as Ray tasks of ``cpus`` CPUs (as many torch threads) and ``gpus`` GPUs (a
+    fraction: several trials share one GPU)."""
+
+    def __init__(self, cpus: int, gpus: float):
+        import ray
+        self.cpus = cpus
+        self.task = ray.remote(num_cpus=cpus, num_gpus=gpus)(_ray_run_job)
+
+    def submit(self, fn, *args):
+        return self.task.remote(self.cpus, fn, *args).future()
+
+    def shutdown(self, cancel_futures=False):
+        pass
+
+
+def _ray_trainable(params: dict, *, root: str, config: StudyConfig, head: str, instance: dict,
+                   cpus: int, train):
+    """A Ray Tune trial: one search trial of ``params``, reported as ``validation`` (NaN for a
+    trial that failed: Optuna's searcher records it as failed) with its row."""
+    from ray import tune
+    torch.set_num_threads(cpus)
+    trial_id = tune.get_context().get_trial_id()
+    out = pathlib.Path(root) / head / "ray-trials" / trial_id
+    job = Job(config.algo, head, instance, [{"number": -1, "values": {**config.settings,
+                                                                     **params},
+                                             "seed": config.seed, "out_dir": str(out)}],
+              device=config.device, resume=True)
+    (row,) = run_job(job, train)
+    value = row.get("value") if row["state"] == "complete" else None
+    tune.report({**{k: v for k, v in row.items() if k != "value"}, "out_dir": str(out),
+                 "validation": float("nan") if value is None else value})
+
+
+def _record_ray(study: Study, results) -> None:
+    """Adds Ray Tune's finished trials (``(trial_id, params, last result or {}, error)``, in
+    the order Ray created them) that the search has not recorded yet to the search study."""
+    import optuna
+    from optuna.trial import TrialState
+    seen = {t.user_attrs.get("ray_trial_id") for t in study.search.get_trials(deepcopy=False)}
+    for trial_id, params, result, error in results:
+        if trial_id in seen:
+            continue
+        value = result.get("validation")
+        ok = error is None and value is not None and math.isfinite(value)
+        state = TrialState.COMPLETE if ok else TrialState.FAIL
+        attrs = {"ray_trial_id": trial_id, "seed": study.config.seed,
+                 **{k: result[k] for k in ("out_dir", "iterations", "wall_seconds",
+                                           "cpu_seconds", "message") if result.get(k) is not None}}
+        if error is not None:
+            attrs["message"] = str(error).strip().splitlines()[-1][:300]
+        study.search.add_trial(optuna.trial.create_trial(
+            state=state, value=value if ok else None, params=params,
+            distributions=study.distributions, user_attrs=attrs))
+        study.progress(f"trial {len(seen)}", {"state": state.name.lower(), "value": value,
+                                             "message": attrs.get("message")})
+        seen.add(trial_id)
+    study.write_csv()
+
+
+def run_study_ray(config: StudyConfig, study_dir, *, address: str | None = None,
+                  gpus_per_trial: float | None = None, num_cpus: int | None = None,
+                  train: Callable[[Job], list[dict]] = train_job,
+                  write_report: bool = True) -> dict:
+    """:func:`run_study` on a Ray cluster (``address``; default: a local Ray of ``num_cpus``
+    CPUs): the search by Ray Tune with Optuna's TPE searcher (``OptunaSearch``, seeded, 10
+    start-up trials, constant liar), at most ``workers`` trials at once, each with the
+    cluster's CPUs // workers CPUs (as many torch threads) and ``gpus_per_trial`` of a GPU
+    (default 1 / workers on cuda); then the re-run stage as Ray tasks. Trials are recorded in
+    the study's journal and ``trials.csv`` as Ray finishes them. A killed study continues from
+    Ray's experiment state (``DIR/ray``) when run again."""
+    try:
+        import ray
+        from ray import tune
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError:
+        raise ValueError("--backend ray needs Ray Tune: pip install 'deepstock_fast[ray]'") \
+            from None
+    if config.pruner != "none" or config.population != 1:
+        raise ValueError("--pruner and --population need --backend local")
+    import optuna
+    root = pathlib.Path(study_dir).resolve()
+    instance = InstanceConfig.load(config.instance)
+    try:
+        with output_dir(root):
+            _check_identity(root, config)
+            if not ray.is_initialized():
+                ray.init(address=address, num_cpus=num_cpus, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+            cpus = max(1, int(ray.cluster_resources().get("CPU", 1)) // config.workers)
+            gpus = 0.0 if not config.device.startswith("cuda") else \
+                (gpus_per_trial or 1.0 / config.workers)
+            for head in config.heads:
+                study = Study(config, head, root, instance)
+                done = len(study.searched())
+                if done < config.trials:
+                    _ray_search(study, root, cpus, gpus, train, tune, OptunaSearch, optuna)
+                if not _run_stage(RayExecutor(cpus, gpus), config.workers,
+                                  iter(study.rerun_jobs()), study.tell_rerun, train):
+                    return _finish(root, config, instance, True, write_report)
+            return _finish(root, config, instance, False, write_report)
+    except OutputDirError as e:
+        raise ValueError(f"--study-dir: {e}") from None
+
+
+def _ray_search(study: Study, root: pathlib.Path, cpus: int, gpus: float, train, tune,
+                OptunaSearch, optuna) -> None:
+    import functools
+    config = study.config
+    trainable = tune.with_resources(
+        functools.partial(_ray_trainable, root=str(root), config=config, head=study.head,
+                          instance=study.instance.to_dict(), cpus=cpus, train=train),
+        {"cpu": cpus, "gpu": gpus})
+    experiment = root / "ray" / study.head
+    if tune.Tuner.can_restore(str(experiment)):
+        tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True,
+                                   restart_errored=False)
+    else:
+        searcher = OptunaSearch(
+            space=study.distributions, metric="validation", mode="min",
+            sampler=optuna.samplers.TPESampler(n_startup_trials=10, seed=config.seed,
+                                               constant_liar=True))
+        tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
+            search_alg=searcher, num_samples=config.trials,
+            max_concurrent_trials=config.workers),
+            run_config=tune.RunConfig(name=study.head, storage_path=str(root / "ray"),
+                                      verbose=0))
+    grid = tuner.fit()
+    results = []
+    for r in grid:
+        trial_id = pathlib.Path(r.path).name if r.path else ""
+        metrics = r.metrics or {}
+        results.append((metrics.get("trial_id", trial_id), dict(r.config), metrics, r.error))
+    _record_ray(study, results)
 
 
 def _search(study: Study, executor, slots: int, train) -> bool:
