@@ -381,28 +381,25 @@ def train_job(job: Job) -> list[dict]:
     """Runs a job's members with the trainer; one result dict per member: ``state``
     (complete, pruned, failed or interrupted), ``value`` (the best validation cost),
     ``iterations``, ``message``, ``test_cost`` and ``test_cost_se`` (with ``test_seed``).
-    A member that raises or diverges is failed with the message."""
+    A member that diverges is failed with the message."""
     instance = InstanceConfig.from_dict(job.instance)
-    try:
-        configs = [build_configs(job.algo, job.head, instance,
-                                 {**m["values"], "seed": m["seed"]}) for m in job.members]
-        callbacks = [[c] if (c := _pruning_callback(job.prune, m["number"])) else []
-                     for m in job.members]
-        if job.population_dir is None:
-            (m,), ((pc, config),) = job.members, configs
-            out = pathlib.Path(m["out_dir"])
-            policy, result = TRAINERS[job.algo].train(
-                instance, pc, config, device=job.device, out_dir=out,
-                resume=job.resume and (out / "checkpoint.pt").exists(), progress=False,
-                label=f"{job.algo}+{job.head} #{m['number']}", callbacks=callbacks[0])
-            policies, results = [policy], [result]
-        else:
-            policies, results = train_members(
-                job.algo, instance, [c[0] for c in configs], [c[1] for c in configs],
-                job.population_dir, device=job.device, resume=job.resume,
-                callbacks=callbacks, label=f"{job.algo}+{job.head}")
-    except Exception as e:  # noqa: BLE001  (a trial that raises fails; the study goes on)
-        return [{"state": "failed", "message": _one_line(e)} for _ in job.members]
+    configs = [build_configs(job.algo, job.head, instance, {**m["values"], "seed": m["seed"]})
+               for m in job.members]
+    callbacks = [[c] if (c := _pruning_callback(job.prune, m["number"])) else []
+                 for m in job.members]
+    if job.population_dir is None:
+        (m,), ((pc, config),) = job.members, configs
+        out = pathlib.Path(m["out_dir"])
+        policy, result = TRAINERS[job.algo].train(
+            instance, pc, config, device=job.device, out_dir=out,
+            resume=job.resume and (out / "checkpoint.pt").exists(), progress=False,
+            label=f"{job.algo}+{job.head} #{m['number']}", callbacks=callbacks[0])
+        policies, results = [policy], [result]
+    else:
+        policies, results = train_members(
+            job.algo, instance, [c[0] for c in configs], [c[1] for c in configs],
+            job.population_dir, device=job.device, resume=job.resume, callbacks=callbacks,
+            label=f"{job.algo}+{job.head}")
     out = []
     for policy, result in zip(policies, results):
         state = {"diverged": "failed", "callback": "pruned",
@@ -422,9 +419,12 @@ def train_job(job: Job) -> list[dict]:
 
 def run_job(job: Job, train: Callable[[Job], list[dict]] = train_job) -> list[dict]:
     """``train(job)`` with each member's wall and CPU seconds (the job's, shared by its
-    members)."""
+    members); a job that raises fails each member with the message (the study goes on)."""
     start, cpu = time.perf_counter(), time.process_time()
-    rows = train(job)
+    try:
+        rows = train(job)
+    except Exception as e:  # noqa: BLE001  (a trial that raises fails; the study goes on)
+        rows = [{"state": "failed", "message": _one_line(e)} for _ in job.members]
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     return [{**r, "wall_seconds": wall, "cpu_seconds": cpu} for r in rows]
 
@@ -686,6 +686,7 @@ class Study:
             t.set_user_attr("seed", self.config.seed)
             t.set_user_attr("out_dir", member["out_dir"])
             members.append(member)
+        self.write_csv()  # shows the running trials
         return self.job(members, resume=False, population_dir=pop)
 
     def tell(self, job: Job, rows: list[dict]) -> bool:
