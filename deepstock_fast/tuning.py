@@ -363,7 +363,7 @@ def _pruning_callback(prune: tuple | None, number: int):
         if entry["iteration"] == 0:  # the untrained policy: not a point of the curve
             return False
         trial.report(entry["validation_cost"], entry["iteration"])
-        return trial.should_prune()
+        return bool(trial.should_prune())
     return prune_trial
 
 

@@ -193,6 +193,35 @@ def test_workers_run_trials_in_processes_with_a_share_of_the_cores(tmp_path):
     assert done and all(f"threads={threads} " in r["message"] for r in done)
 
 
+def test_pruning_callback_reports_validations_and_stops_hopeless_trials(tmp_path):
+    journal = tmp_path / "journal.log"
+    study = optuna.create_study(study_name="s", storage=tuning._storage(journal),
+                                pruner=tuning.make_pruner("median"))
+    for v in range(5):  # five finished trials whose curves sit at 1.0 + v / 10
+        study.add_trial(optuna.trial.create_trial(
+            value=1.0 + v / 10, intermediate_values={2: 1.0 + v / 10, 4: 1.0 + v / 10}))
+    hopeless, promising = (study.ask().number for _ in range(2))
+    stop = tuning._pruning_callback((str(journal), "s", "median"), hopeless)
+    assert stop({"iteration": 0, "validation_cost": 9.0}) is False  # the untrained policy
+    assert stop({"iteration": 2, "validation_cost": 9.0}) is True
+    stop = tuning._pruning_callback((str(journal), "s", "median"), promising)
+    assert stop({"iteration": 2, "validation_cost": 0.5}) is False
+    assert study.trials[promising].intermediate_values == {2: 0.5}
+
+
+def test_pruned_trials_are_recorded_as_pruned(tmp_path):
+    def pruned_when_large(job):
+        return [{**r, "state": "pruned"} if m["values"]["lr"] > 0.5 else r
+                for m, r in zip(job.members, toy(job))]
+
+    config = toy_config(trials=6, top=1, seeds=1, space={"lr": Param(choices=(0.6, 0.2))},
+                        pruner="median")
+    tuning.run_study(config, tmp_path, train=pruned_when_large, write_report=False)
+    search = [r for r in rows(tmp_path) if r["stage"] == "search"]
+    assert {r["state"] for r in search} == {"pruned", "complete"}
+    assert all(r["value"] == "" for r in search if r["state"] == "pruned")
+
+
 # ---- real trainers ----------------------------------------------------------------------------------
 def test_a_study_is_reproducible_with_its_seed(tmp_path):
     config = StudyConfig("ds", ["base"], INSTANCE, trials=3, top=1, seeds=1,
