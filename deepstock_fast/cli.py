@@ -537,8 +537,9 @@ def parser() -> argparse.ArgumentParser:
                    help="'report' and study directories: report them instead of tuning")
     u.add_argument("--instance", default=None,
                    help="a name (zipkin:L=2,p=9, paper:setting=2, with key=value overrides) "
-                        "or a JSON/YAML instance config file")
-    u.add_argument("--algo", choices=ALGOS, default=None, help="the trainer (required)")
+                        "or a JSON/YAML instance config file (required, no default)")
+    u.add_argument("--algo", choices=ALGOS, default=None,
+                   help="the trainer (required, no default)")
     u.add_argument("--head", type=_heads, default=["base"],
                    help=f"comma-separated heads among {', '.join(HEADS)}, one study each on "
                         "the same instance, budget and seeds (default: base)")
