@@ -820,7 +820,8 @@ def run_study(config: StudyConfig, study_dir, *, train: Callable[[Job], list[dic
 
 def _finish(root, config: StudyConfig, instance, interrupted: bool, write_report: bool) -> dict:
     """The summary of a study that ran (written with the report unless interrupted)."""
-    summary = summarize(root, instance=instance, costs=write_report, device=config.device)
+    summary = summarize(root, instance=instance, costs=write_report and not interrupted,
+                        device=config.device)
     summary["interrupted"] = interrupted
     if write_report and not interrupted:
         print(report([root], root, summaries=[summary]), file=sys.stderr)
