@@ -999,7 +999,9 @@ def _check_identity(root: pathlib.Path, config: StudyConfig) -> None:
                 raise ValueError(f"--study-dir {root} holds another study ({key} was "
                                  f"{saved.get(key)!r}, now {value!r}): choose another "
                                  "directory, or repeat the study's arguments to continue it")
-        return
+    # the protocol of the latest command: the summary keeps its top and seeds
+    ours["protocol"] = {"trials": config.trials, "top": config.top,
+                        "rerun_seeds": _rerun_seeds(config)}
     path.write_text(json.dumps(ours, indent=1))
 
 
@@ -1054,7 +1056,7 @@ def summarize(root, instance: InstanceConfig | None = None, *, costs: bool = Tru
                 "best_validation": min(done) if done else None,
                 "wall_seconds": sum(_number(r["wall_seconds"]) or 0 for r in rows),
                 "cpu_seconds": sum(_number(r["cpu_seconds"]) or 0 for r in rows)}
-        kept = _kept_from_rows(rows)
+        kept = _kept_from_rows(rows, **ident.get("protocol", {}))
         if kept is not None:
             head["kept"] = kept
         if costs and kept is not None and kept.get("test_cost") is not None:
@@ -1077,11 +1079,20 @@ def summarize(root, instance: InstanceConfig | None = None, *, costs: bool = Tru
     return summary
 
 
-def _kept_from_rows(rows: list[dict]) -> dict | None:
-    """The kept configuration from ``trials.csv`` rows (as :meth:`Study.kept`)."""
+def _kept_from_rows(rows: list[dict], top: int | None = None, rerun_seeds=None,
+                    trials=None) -> dict | None:
+    """The kept configuration from ``trials.csv`` rows: among the re-runs of the ``top`` best
+    complete search trials (with ``rerun_seeds``), the configuration with the best mean
+    validation cost, and the re-run of its median seed by validation cost (the lower middle
+    one for an even count)."""
+    search = sorted(((float(r["value"]), int(r["number"])) for r in rows
+                     if r["stage"] == "search" and r["state"] == "complete"))
+    candidates = {n for _, n in search[:top]}
     runs: dict[int, list] = {}
     for r in rows:
-        if r["stage"] == "rerun" and r["state"] == "complete":
+        if r["stage"] == "rerun" and r["state"] == "complete" and \
+                int(r["number"]) in candidates and \
+                (rerun_seeds is None or int(r["seed"]) in rerun_seeds):
             runs.setdefault(int(r["number"]), []).append(r)
     if not runs:
         return None

@@ -139,6 +139,9 @@ def test_rerun_stage_keeps_the_best_mean_and_reports_its_median_seed(tmp_path):
     # run again: nothing left to do, nothing repeated
     tuning.run_study(toy_config(), tmp_path, train=toy, write_report=False)
     assert rows(tmp_path) == table
+    # with --top 1 the search's best is the only candidate left
+    summary = tuning.run_study(toy_config(top=1), tmp_path, train=toy, write_report=False)
+    assert summary["heads"]["base"]["kept"]["search_number"] == first
 
 
 def test_failing_trials_do_not_stop_the_study(tmp_path):
