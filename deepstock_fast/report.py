@@ -180,6 +180,7 @@ def sensitivity_plot(curves: dict[str, list], spreads: dict[str, list[float]],
         right.vlines(i, q[1], q[3], color="tab:blue", linewidth=8)
         right.plot(i, q[2], "o", color="white", markeredgecolor="black")
     right.set_xticks(range(len(labels)), labels, rotation=20)
+    right.set_xlim(-0.6, len(labels) - 0.4)
     costs = [v for k in labels for v in spreads[k]]
     if costs and min(costs) > 0 and max(costs) / min(costs) > 20:
         right.set_yscale("log")
