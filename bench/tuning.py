@@ -11,7 +11,9 @@ seeds) and, per (algo, head):
   - the number of trials until that gap first fell within ``--target-gap`` percent (1%);
   - the final test gap of the kept configuration's median seed to the DP optimum (paired, on
     the same test demand, and against the exact optimal cost);
-  - wall time and trials per hour (sequential against ``--workers 2``).
+  - wall time, training runs (trials and re-runs) per hour and training iterations (epochs,
+    updates, steps) per head, sequential against ``--workers 2`` (with a time budget per trial,
+    runs per hour follow the budget: compare the iterations done in it).
 Prints a table, writes JSON with the machine to bench/results/. Studies go to ``--study-root``
 and continue when the same command runs again.
 
@@ -117,6 +119,9 @@ def main(argv=None) -> int:
                                     if g is not None and g <= args.target_gap), None)
                     kept = h.get("kept") or {}
                     runs = len(h["values"]) + args.top * args.seeds
+                    # a time budget per trial makes runs/h follow the budget: count iterations
+                    iterations = sum(int(r["iterations"] or 0) for r in
+                                     tuning._read_csv(study_dir / head / "trials.csv"))
                     rows.append(dict(
                         instance=name, algo=algo, head=head, workers=workers,
                         trials=h["trials"], best_validation=h["best_validation"],
@@ -130,6 +135,7 @@ def main(argv=None) -> int:
                         runs_per_hour=3600 * runs / h["wall_seconds"] if h["wall_seconds"]
                         else None,
                         study_runs_per_hour=3600 * runs * len(args.heads) / wall,
+                        iterations=iterations,
                         curve=curve, gap_curve=gaps, params=kept.get("params"),
                         settings={k: list(v) if isinstance(v, tuple) else v
                                   for k, v in settings.items()}))
