@@ -173,6 +173,25 @@ def test_population_asks_a_batch_and_trains_it_as_one_job(tmp_path):
     assert len(set(params[:3])) == 3
 
 
+def test_a_population_left_running_is_resumed_as_one_job(tmp_path):
+    config = toy_config(trials=4, top=1, seeds=1, population=2)
+    study = tuning.Study(config, "base", tmp_path, InstanceConfig.from_name(INSTANCE))
+    study.ask(2)  # trials 0 and 1 asked, then the command was killed
+    jobs = []
+
+    def record(job):
+        jobs.append(job)
+        return toy(job)
+
+    tuning.run_study(config, tmp_path, train=record, write_report=False)
+    assert [m["number"] for m in jobs[0].members] == [0, 1] and jobs[0].resume
+    assert jobs[0].population_dir.endswith("populations/0000")
+    assert [m["number"] for m in jobs[1].members] == [2, 3] and not jobs[1].resume
+    search = [r for r in rows(tmp_path) if r["stage"] == "search"]
+    assert [r["number"] for r in search] == ["0", "1", "2", "3"]
+    assert all(r["state"] in ("complete", "fail") for r in search)  # toy: lr >= 0.9 fails
+
+
 def test_train_members_trains_each_member_in_its_folder(tmp_path):
     instance = InstanceConfig.from_name(INSTANCE)
     pcs, configs = zip(*[tuning.build_configs("ds", "base", instance,
