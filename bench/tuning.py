@@ -99,8 +99,8 @@ def main(argv=None) -> int:
                                             trials=args.trials, top=args.top, seeds=args.seeds,
                                             seed=args.seed, settings=settings,
                                             workers=workers)
-                study_dir = pathlib.Path(args.study_root) / \
-                    f"{name.replace(':', '-').replace(',', '-').replace('=', '')}-{algo}-w{workers}"
+                slug = name.replace(":", "-").replace(",", "-").replace("=", "")
+                study_dir = pathlib.Path(args.study_root) / f"{slug}-{algo}-w{workers}"
                 start = time.perf_counter()
                 summary = tuning.run_study(config, study_dir)
                 wall = time.perf_counter() - start

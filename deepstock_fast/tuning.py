@@ -1048,7 +1048,8 @@ def summarize(root, instance: InstanceConfig | None = None, *, costs: bool = Tru
     heads = {}
     for csv_path in sorted(root.glob("*/trials.csv")):
         rows = _read_csv(csv_path)
-        search = sorted((r for r in rows if r["stage"] == "search"), key=lambda r: int(r["number"]))
+        search = sorted((r for r in rows if r["stage"] == "search"),
+                        key=lambda r: int(r["number"]))
         values = [_number(r["value"]) if r["state"] == "complete" else None for r in search]
         done = [v for v in values if v is not None]
         head = {"trials": len(search), "values": values,

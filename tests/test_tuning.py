@@ -95,7 +95,7 @@ def test_settings_fix_values_outside_the_search():
         StudyConfig("ds", ["base"], INSTANCE, trials=0)
 
 
-# ---- the protocol on a toy objective ---------------------------------------------------------------
+# ---- the protocol on a toy objective ------------------------------------------------------------
 def toy(job):
     """A toy objective for the protocol: the search (seed 0) scores a configuration by lr,
     the re-runs (other seeds) by 1 - lr: the search's best is the re-runs' worst. Test cost
@@ -244,7 +244,7 @@ def test_pruned_trials_are_recorded_as_pruned(tmp_path):
     assert all(r["value"] == "" for r in search if r["state"] == "pruned")
 
 
-# ---- real trainers ----------------------------------------------------------------------------------
+# ---- real trainers ------------------------------------------------------------------------------
 def test_a_study_is_reproducible_with_its_seed(tmp_path):
     config = StudyConfig("ds", ["base"], INSTANCE, trials=3, top=1, seeds=1,
                          settings=TINY)
@@ -320,7 +320,7 @@ def test_ray_backend_runs_a_small_study(tmp_path):
     assert summary["heads"]["base"]["kept"]["test_cost"] > 0
 
 
-# ---- the command line -------------------------------------------------------------------------------
+# ---- the command line ---------------------------------------------------------------------------
 def test_cli_errors(tmp_path, capsys):
     base = ["tune", "--algo", "ds", "--instance", INSTANCE, "--study-dir", str(tmp_path / "s")]
     assert cli.main([*base, "--set", "foo=1"]) == 2
