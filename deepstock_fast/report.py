@@ -133,7 +133,7 @@ def policy_plot(policy, instance, path, *, seed: int = 0, device="cpu", skus: in
         fitted, _ = baselines.fit("base_stock", episode.demand.double(), lead,
                                   on_hand=episode.on_hand.double(),
                                   pipeline=episode.pipeline.double(),
-                                  **compare._costing(instance, device))
+                                  **compare.costing(instance, device))
         level = fitted.params[:, 0].repeat(len(seen))
         cap = instance.max_order if instance.max_order is not None else float("inf")
         reference = (level - position).clamp(0, cap)

@@ -1,0 +1,162 @@
+"""A catalog's sales history as an instance: SKUs and windows drawn per episode, time periods,
+exogenous features that read no later day than they may, and no leak of the test period into
+anything before testing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pytest
+import torch
+
+from deepstock_fast import baselines, compare, synthetic
+from deepstock_fast.envs import InstanceConfig, InventoryEnv
+from deepstock_fast.envs.features import exogenous_features
+from deepstock_fast.policies import PolicyConfig
+from deepstock_fast.trainers import DSConfig, train_ds
+from deepstock_fast.trainers.common import reference_observations, reward_scale
+
+SKUS, DAYS = 40, 200
+TEST_START = "2024-06-09"   # day 160
+
+
+def write_rows(path, rows):
+    table = pa.table({k: pa.array(v.astype("datetime64[D]") if v.dtype.kind == "M" else v)
+                      for k, v in rows.items()})
+    pcsv.write_csv(table, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The sales file, its attribute table, and a second sales file whose test period holds
+    other demand and prices (everything before it the same)."""
+    tmp = tmp_path_factory.mktemp("catalog")
+    rows, attrs = synthetic.synthetic_sales(SKUS, DAYS, seed=5)
+    sales = write_rows(tmp / "sales.csv", rows)
+    attributes = write_rows(tmp / "attributes.csv", attrs)
+    later = rows["date"] >= np.datetime64(TEST_START)
+    other = dict(rows)
+    other["quantity"] = np.where(later, rows["quantity"] * 3 + 1, rows["quantity"])
+    other["price"] = np.where(later, rows["price"] * 2, rows["price"])
+    changed = write_rows(tmp / "changed.csv", other)
+    return sales, attributes, changed
+
+
+def instance(sales, attributes, **fields) -> InstanceConfig:
+    return InstanceConfig.from_name(f"sales:path={sales},attributes={attributes},"
+                                    f"valid_start=2024-05-10,test_start={TEST_START},horizon=40")\
+        .replace(**fields)
+
+
+def test_training_windows_are_random_and_inside_the_training_period(files):
+    c = instance(*files[:2], num_skus=16)
+    process = c.demand_process("cpu")
+    assert (process.valid_day, process.test_day) == (130, 160)
+    env = InventoryEnv(c, seed=0)
+    starts, skus = [], []
+    for _ in range(5):
+        e = env.sample_episode()
+        assert int((e.start + c.days_per_episode).max()) <= process.valid_day
+        assert len(set(e.sku.tolist())) == 16                      # a subset, no repeats
+        assert torch.equal(e.lead_time, torch.as_tensor(
+            process.attributes["lead_time"])[e.sku])                # each SKU's lead time
+        index = e.start.view(-1, 1) + c.history_days + torch.arange(c.horizon)
+        assert torch.equal(e.demand.double(), process.history[e.sku].gather(1, index).double())
+        starts.append(e.start)
+        skus.append(e.sku)
+    assert not all(torch.equal(starts[0], s) for s in starts[1:])  # different every episode
+    assert not all(torch.equal(skus[0], s) for s in skus[1:])
+
+
+def test_validation_and_test_episodes_span_their_own_periods(files):
+    c = instance(*files[:2])
+    history = c.demand_process("cpu").history
+    for period, first, end in (("validation", 130, 160), ("test", 160, DAYS)):
+        p = c.for_period(period).replace(num_skus=SKUS)
+        e = InventoryEnv(p, seed=1).sample_episode()
+        assert torch.equal(e.sku, torch.arange(SKUS))
+        assert (e.start == first - c.history_days).all()
+        assert p.horizon == end - first - c.forecast_days           # the whole period
+        assert torch.equal(e.demand, history[:, first:first + p.horizon].to(e.demand))
+    t = compare.held_out_instance(c)
+    assert t.num_skus == SKUS and t.demand["period"] == "test"
+
+
+def test_exogenous_features_read_no_day_they_may_not():
+    g = torch.Generator().manual_seed(0)
+    B, H, T = 3, 5, 20
+    columns = {"price": torch.rand(B, H + T + 7, generator=g, dtype=torch.float64)}
+    names = ("price_next_7", "price_last")
+    f = exogenous_features(columns, H, range(0, T + 1, 2), names, torch.float64)
+    for e, t in enumerate(range(0, T + 1, 2)):
+        day = H + t
+        assert torch.allclose(f[e, :, 0], columns["price"][:, day:day + 7].mean(1))
+        assert torch.equal(f[e, :, 1], columns["price"][:, day - 1])
+        # days after what each feature may read change nothing
+        later = {"price": columns["price"].clone()}
+        later["price"][:, day + 7:] += 100
+        assert torch.equal(exogenous_features(later, H, range(t, t + 1), names[:1],
+                                              torch.float64)[0], f[e, :, :1])
+        later["price"][:, day:] += 100
+        assert torch.equal(exogenous_features(later, H, range(t, t + 1), names[1:],
+                                              torch.float64)[0], f[e, :, 1:])
+
+
+def test_future_values_need_a_column_declared_known_ahead(files):
+    sales, attributes, _ = files
+    c = instance(sales, attributes)
+    assert "price_next_7" in c.features and "promotion_next_7" in c.features
+    with pytest.raises(ValueError, match="'price' is not known ahead"):
+        InstanceConfig.from_name(f"sales:path={sales},known_ahead=promotion,valid_start=0.6"
+                                 ).replace(features=("constant", "price_next_7"))
+    ok = InstanceConfig.from_name(f"sales:path={sales},known_ahead=promotion,valid_start=0.6")
+    assert "price_last" in ok.features and "promotion_next_7" in ok.features
+
+
+def test_the_test_period_changes_nothing_before_testing(files):
+    """Two histories that differ only in the test period train the same policy (weights,
+    validations, input normalisation, reward scale) and fit the same baselines; only the test
+    costs differ."""
+    sales, attributes, changed = files
+    runs = []
+    for path in (sales, changed):
+        c = instance(path, attributes, num_skus=SKUS)
+        policy, result = train_ds(c, PolicyConfig(head="base", hidden=(8,)),
+                                  DSConfig(epochs=4, batch_size=8, validation_skus=8,
+                                           eval_every=2), progress=False)
+        t = compare.held_out_instance(c)
+        fit, paths, x0, pipe0 = compare.fit_episodes(c, t, False, 128, 0, "cpu")
+        fitted, _ = baselines.fit("base_stock", paths, fit.per_sku_tensor("lead_time", "cpu",
+                                                                           torch.int64),
+                                  on_hand=x0, pipeline=pipe0, **compare.costing(fit, "cpu"))
+        runs.append(dict(state=policy.state_dict(), history=result.history,
+                         obs=reference_observations(c, 0, "cpu"),
+                         scale=reward_scale(c, 0, "cpu"), baseline=fitted.params,
+                         test=compare.held_out_demand(t, 0)))
+    a, b = runs
+    assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+    assert [h["validation_cost"] for h in a["history"]] == \
+        [h["validation_cost"] for h in b["history"]]
+    assert torch.equal(a["obs"], b["obs"]) and a["scale"] == b["scale"]
+    assert torch.equal(a["baseline"], b["baseline"])
+    assert not torch.equal(a["test"], b["test"])  # the test does see the other data
+
+
+def test_a_catalog_trains_with_the_default_batch_and_validation_sizes(files, tmp_path):
+    """No flag sizes the batch to the catalog: DS's 128 SKUs per epoch and 512 validation
+    SKUs are drawn from a catalog of 40 SKUs with their own lead times and costs."""
+    from deepstock_fast.cli import main
+    sales, attributes, _ = files
+    code = main(["train", "--sales", str(sales), "--attributes", str(attributes),
+                 "--valid-start", "2024-05-10", "--test-start", TEST_START, "--epochs", "2",
+                 "--eval-every", "1", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 0 and (tmp_path / "run" / "results.json").exists()
+    # and a wide matrix with one lead time per row: the same
+    history = torch.poisson(torch.full((6, 150), 3.0)).tolist()
+    replay = InstanceConfig(num_skus=6, lead_time=[1, 2, 3, 1, 2, 3], horizon=50,
+                            demand={"kind": "replay", "history": history})
+    _, result = train_ds(replay, PolicyConfig(hidden=(8,)), DSConfig(epochs=2, eval_every=1),
+                         progress=False)
+    assert result.iterations == 2
