@@ -27,6 +27,7 @@ import torch
 
 from . import build_info, compare, seeding
 from .envs import InstanceConfig
+from .envs.instances import FAMILIES
 from .evaluation import evaluate, paired_gap
 from .checkpoint import load_file
 from .policies import HEADS, Policy, PolicyConfig
@@ -130,12 +131,51 @@ def algo_config(args):
     return cls(**values)
 
 
+#: ``deepstock train --sales`` flags -> keys of a ``sales:`` instance (envs/instances.py)
+SALES_FLAGS = ("sku_column", "date_column", "quantity_column", "warehouse_column",
+               "attributes", "missing", "duplicates", "valid_start", "test_start")
+
+
+def train_instance(args) -> InstanceConfig:
+    """The instance of ``--instance``, or of ``--sales FILE`` and its column and period flags
+    (the ``sales:`` family; paths made absolute, so that the saved instance names the files
+    from anywhere)."""
+    if (args.instance is None) == (args.sales is None):
+        raise UsageError("give one of --instance or --sales")
+    if args.instance is not None:
+        given = [f"--{f.replace('_', '-')}" for f in SALES_FLAGS
+                 if getattr(args, f) != SALES_DEFAULTS.get(f)]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to --sales, not --instance")
+        return InstanceConfig.load(args.instance)
+    params = {"path": str(pathlib.Path(args.sales).resolve())}
+    for flag in SALES_FLAGS:
+        value = getattr(args, flag)
+        if value is not None:
+            params[flag] = value
+    if args.attributes is not None:
+        params["attributes"] = str(pathlib.Path(args.attributes).resolve())
+    for key in ("valid_start", "test_start"):  # a fraction or a date
+        if key in params:
+            try:
+                params[key] = float(params[key])
+            except ValueError:
+                pass
+    return InstanceConfig.from_dict(FAMILIES["sales"](params))
+
+
+#: defaults of the --sales flags (None: not given)
+SALES_DEFAULTS = {"sku_column": "sku", "date_column": "date", "quantity_column": "quantity",
+                  "missing": "zero", "duplicates": "sum"}
+
+
 def cmd_train(args) -> int:
     """Checks the arguments, then trains in the claimed output directory (written into by this
     run alone, checked writable before minutes of training)."""
-    instance = InstanceConfig.load(args.instance)
+    instance = train_instance(args)
     config = algo_config(args)
-    out = pathlib.Path(args.out or f"runs/{_slug(args.instance)}-{args.algo}")
+    name = args.instance or pathlib.Path(args.sales).name.split(".")[0]
+    out = pathlib.Path(args.out or f"runs/{_slug(name)}-{args.algo}")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: continue the run in "
                          "--out, or replace it")
@@ -191,7 +231,7 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
     hidden = args.hidden or TRAINERS[args.algo][2]
     test = compare.held_out_instance(instance, args.test_skus, args.test_horizon,
                                      args.test_warmup)
-    print(f"deepstock train: {args.algo} on {args.instance}, heads {', '.join(args.head)}; "
+    print(f"deepstock train: {args.algo} on {args.instance or args.sales}, heads {', '.join(args.head)}; "
           f"results in {out}/", file=sys.stderr)
     runs = {}
     for head in args.head:
@@ -249,7 +289,7 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
     try:
         learning_curve({head: result.history for head, (_, result, _) in runs.items()},
                        rows[0].get("baseline"), _baseline_cost(rows), out / "learning_curve.png",
-                       title=f"{args.algo.upper()} on {args.instance}",
+                       title=f"{args.algo.upper()} on {args.instance or args.sales}",
                        unit=next(iter(runs.values()))[1].unit)
     except ImportError:
         print("(no learning-curve PNG: pip install matplotlib)", file=sys.stderr)
@@ -310,6 +350,15 @@ def cmd_baselines(args) -> int:
                                   progress=True)
     print(table(rows, [("policy", "policy", "s"), ("cost", "cost / SKU-day", ".4f"),
                        ("cost_se", "+-", ".4f"), ("note", "", "s")]))
+    return 0
+
+
+def cmd_synthetic(args) -> int:
+    from .synthetic import write_synthetic
+    sales, attributes = write_synthetic(args.out, args.skus, args.days,
+                                        attributes=args.attributes, start=args.start,
+                                        seed=args.seed)
+    print(f"wrote {sales} and {attributes}", file=sys.stderr)
     return 0
 
 
@@ -377,10 +426,11 @@ def parser() -> argparse.ArgumentParser:
                        help="show the Python traceback of an error")
 
     def common(q, instance_required=True):
-        q.add_argument("--instance", required=instance_required,
+        q.add_argument("--instance", required=instance_required is True,
                        help="a name (zipkin:L=2,p=9, paper:setting=2, with key=value overrides) "
                             "or a JSON/YAML instance config file" + (
-                                "" if instance_required else
+                                "" if instance_required is True else
+                                " (or --sales)" if instance_required == "or sales" else
                                 " (default: the instance saved with the policy)"))
         q.add_argument("--device", type=_device, default="cpu", help="cpu or cuda[:N]")
         q.add_argument("--seed", type=int, default=0,
@@ -400,7 +450,32 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", parents=[debug], formatter_class=HelpFormatter,
                        help="train regularized policies and compare them with the optimum and "
                             "classical baselines")
-    common(t)
+    common(t, instance_required="or sales")
+    sales = t.add_argument_group("a sales history (instead of --instance; docs/DATA.md)")
+    sales.add_argument("--sales", metavar="FILE", default=None,
+                       help="long-format sales (CSV, .csv.gz or Parquet): one row per SKU and "
+                            "day with sales, optional price, promotion, category, warehouse, "
+                            "numeric features and per-SKU attributes")
+    sales.add_argument("--sku-column", default="sku", help="the SKU column")
+    sales.add_argument("--date-column", default="date", help="the date column (YYYY-MM-DD)")
+    sales.add_argument("--quantity-column", default="quantity", help="the units-sold column")
+    sales.add_argument("--warehouse-column", default=None,
+                       help="the warehouse column: series are SKU-warehouse pairs (default: "
+                            "'warehouse' if the file has it)")
+    sales.add_argument("--attributes", metavar="FILE", default=None,
+                       help="per-SKU attributes (lead_time, holding_cost, penalty_cost, "
+                            "order_cost, category) keyed by the SKU column (default: those "
+                            "columns of the sales file, else the instance defaults)")
+    sales.add_argument("--missing", choices=("zero", "error"), default="zero",
+                       help="a day without a row: zero sales, or an error")
+    sales.add_argument("--duplicates", choices=("sum", "error"), default="sum",
+                       help="two rows of one SKU and day: summed, or an error")
+    sales.add_argument("--valid-start", default=None, metavar="DATE",
+                       help="first day of the validation period, a date or a fraction of the "
+                            "days (default: 0.7)")
+    sales.add_argument("--test-start", default=None, metavar="DATE",
+                       help="first day of the test period, a date or a fraction of the days "
+                            "(default: 0.85)")
     t.add_argument("--algo", choices=ALGOS, default="ds", help="the trainer")
     t.add_argument("--head", type=_heads, default=["base"],
                    help=f"comma-separated regularization heads among {', '.join(HEADS)} "
@@ -474,6 +549,19 @@ def parser() -> argparse.ArgumentParser:
     common(b)
     held_out_flags(b)
     b.set_defaults(run=cmd_baselines, parser=b)
+
+    y = sub.add_parser("synthetic", parents=[debug], formatter_class=HelpFormatter,
+                       help="write synthetic long-format sales and per-SKU attributes "
+                            "(intermittent, seasonal, promotions, price changes)")
+    y.add_argument("--out", required=True, metavar="FILE",
+                   help="the sales file (.csv, .csv.gz or .parquet)")
+    y.add_argument("--attributes", default=None, metavar="FILE",
+                   help="the attribute table (default: <out stem>.attributes.<suffix>)")
+    y.add_argument("--skus", type=_positive(int), default=1000, help="SKUs")
+    y.add_argument("--days", type=_positive(int), default=365, help="days")
+    y.add_argument("--start", default="2024-01-01", help="the first date")
+    y.add_argument("--seed", type=int, default=0, help="the random seed")
+    y.set_defaults(run=cmd_synthetic, parser=y)
 
     r = sub.add_parser("bench", parents=[debug], formatter_class=HelpFormatter,
                        help="run one of the benchmarks of the source tree's bench/")
