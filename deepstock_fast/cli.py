@@ -29,6 +29,7 @@ from . import build_info, compare, seeding
 from .envs import InstanceConfig
 from .envs.instances import FAMILIES
 from .evaluation import evaluate, paired_gap
+from .backtest import backtest
 from .checkpoint import load_file
 from .policies import HEADS, Policy, PolicyConfig
 from .report import learning_curve, machine, policy_plot, table
@@ -253,9 +254,15 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
         runs[head] = (policy, result, ev)
     print("costing the references on the same test episode...", file=sys.stderr)
     failed = {}  # the comparisons that could not be made: the training's results stay
+    bt = None
     try:  # a reference beyond its limits is a row saying why; this catches anything else
-        references = compare.reference_rows(instance, test, seed=args.seed,
-                                             device=args.device)
+        if instance.catalog_size is not None:  # per-SKU baselines, by category
+            bt = backtest({f"{args.algo} + {head}": policy for head, (policy, _, _) in
+                           runs.items()}, instance, seed=args.seed, device=args.device)
+            references = bt.reference_rows()
+        else:
+            references = compare.reference_rows(instance, test, seed=args.seed,
+                                                 device=args.device)
     except Exception as e:  # noqa: BLE001
         references, failed["references"] = [], _one_line(e)
         print(f"deepstock train: the references could not be costed: {failed['references']}",
@@ -285,6 +292,16 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
                         for head, (policy, result, ev) in runs.items()},
                "comparison": rows, "references_failed": failed,
                "machine": machine(args.device)}
+    if bt is not None:
+        by_category = bt.by_category()
+        print(table(by_category, [("policy", "policy", "s"), ("category", "category", "s"),
+                                  ("skus", "SKUs", "d"), ("average_cost", "cost / SKU-day", ".4f"),
+                                  ("fill_rate", "fill rate", ".3f"),
+                                  ("stockout_rate", "stockout", ".3f"),
+                                  ("turnover_days", "turnover d", ".2f")]))
+        payload["backtest"] = bt.to_json()
+        for path in bt.write(out):
+            print(f"wrote {path}", file=sys.stderr)
     (out / "results.json").write_text(json.dumps(payload, indent=1))
     try:
         learning_curve({head: result.history for head, (_, result, _) in runs.items()},

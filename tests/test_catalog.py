@@ -160,3 +160,41 @@ def test_a_catalog_trains_with_the_default_batch_and_validation_sizes(files, tmp
     _, result = train_ds(replay, PolicyConfig(hidden=(8,)), DSConfig(epochs=2, eval_every=1),
                          progress=False)
     assert result.iterations == 2
+
+
+def test_backtest_reports_per_sku_and_by_category(files, tmp_path):
+    import deepstock_fast as ds
+    from deepstock_fast.backtest import backtest
+    from deepstock_fast.evaluation import held_out_env
+
+    c = instance(*files[:2])
+
+    def fixed(s):  # order up to 3 days of the trailing mean past the lead time
+        return ds.base_stock_order(s.features[:, 0] * (s.lead_time + 3), s.inventory_position)
+
+    bt = backtest({"fixed": fixed}, c, seed=3)
+    assert set(bt.totals) == {"fixed", "best base-stock per SKU",
+                              "best capped base-stock per SKU", "best (s, S) per SKU"}
+    assert bt.baselines == tuple(k for k in bt.totals if k != "fixed")
+    # the policy's totals are its run on the test episode
+    t = compare.held_out_instance(c)
+    env = held_out_env(t, 3, "cpu")
+    result = env.simulate(fixed, env.sample_episode())
+    assert torch.allclose(bt.totals["fixed"][0], result.cost.double())
+    categories = np.array(bt.categories)
+    rows = bt.by_category()
+    assert {r["category"] for r in rows} == set(categories) | {"all"}
+    for r in rows:
+        members = np.flatnonzero(categories == r["category"]) if r["category"] != "all" else \
+            np.arange(SKUS)
+        cost, stats = (x[torch.as_tensor(members)] for x in bt.totals[r["policy"]])
+        assert r["skus"] == len(members)
+        assert r["average_cost"] == pytest.approx(float(cost.sum()) / len(members) / bt.days)
+        assert r["fill_rate"] == pytest.approx(float(stats[:, 0].sum()
+                                                     / bt.demanded[members].sum()))
+        assert r["stockout_rate"] == pytest.approx(float(stats[:, 2].sum()) / len(members)
+                                                   / bt.days)
+    written = bt.write(tmp_path)
+    lines = (tmp_path / "test_per_sku.csv").read_text().splitlines()
+    assert len(lines) == 1 + SKUS * len(bt.totals) and (tmp_path / "test_by_category.png") in \
+        written
