@@ -223,6 +223,12 @@ class InstanceConfig:
                 process.start_range(self.days_per_episode, self.history_days)
             except ValueError as e:
                 raise ValueError(f"demand ({kind}): {e}") from None
+        periods = getattr(self._catalog, "attributes", {}).get("review_period")
+        need(periods is None or bool((periods == self.review_period).all()),
+             f"the sales data's review_period column holds {sorted(set(periods.tolist()))[:5]} "
+             f"but one review period per instance is supported (review_period = "
+             f"{self.review_period}): train SKUs of one review period together"
+             if periods is not None else "")
         for name in self.features:
             exogenous = exogenous_feature(name)
             if exogenous is None:

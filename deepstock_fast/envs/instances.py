@@ -107,7 +107,9 @@ def sales(params: dict) -> dict:
     valid = data.day_index(spec.get("valid_start", demand_lib.DEFAULT_VALID_START),
                            "valid_start")
     forecast = AHEAD_DAYS if any(c in known for c in data.features) else 0
-    horizon = max(1, min(100, valid - history - forecast))
-    return dict(num_skus=data.num_series, demand=spec, lost_sales=True, review_period=1,
+    periods = data.attributes.get("review_period")
+    review = int(periods[0]) if periods is not None and (periods == periods[0]).all() else 1
+    horizon = max(1, min(100, valid - history - forecast) // review) * review
+    return dict(num_skus=data.num_series, demand=spec, lost_sales=True, review_period=review,
                 horizon=horizon, warmup=0, initial_state="mean_demand", history_days=history,
                 features=("trailing_28", "trailing_7", "constant", *exogenous))

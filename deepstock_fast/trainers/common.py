@@ -660,9 +660,11 @@ def setup(instance: InstanceConfig | str, policy_config: PolicyConfig, *,
                        device, seed=seeding.stream(seed, "train"))
     if reset:
         env.reset()
-    # a sales history's validation episode spans its validation period (else: the instance's)
-    valid_env = InventoryEnv(instance.for_period("validation").replace(num_skus=validation_skus),
-                             device, seed=seeding.stream(seed, "validation"))
+    # a sales history's validation episode spans its validation period (else: the instance's);
+    # a catalog validates on a fixed subset of at most all its SKUs
+    valid_env = InventoryEnv(instance.for_period("validation").replace(
+        num_skus=min(validation_skus, instance.catalog_size or validation_skus)),
+        device, seed=seeding.stream(seed, "validation"))
     validation = valid_env.sample_episode()
     torch.manual_seed(seeding.stream(seed, "weights"))
     policy = Policy.for_instance(instance, policy_config, env.obs_names).to(device)
