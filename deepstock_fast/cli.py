@@ -447,7 +447,8 @@ def parser() -> argparse.ArgumentParser:
                        help="a name (zipkin:L=2,p=9, paper:setting=2, with key=value overrides) "
                             "or a JSON/YAML instance config file" + (
                                 "" if instance_required is True else
-                                " (or --sales)" if instance_required == "or sales" else
+                                " (default: none; give --instance or --sales)"
+                                if instance_required == "or sales" else
                                 " (default: the instance saved with the policy)"))
         q.add_argument("--device", type=_device, default="cpu", help="cpu or cuda[:N]")
         q.add_argument("--seed", type=int, default=0,
@@ -472,7 +473,7 @@ def parser() -> argparse.ArgumentParser:
     sales.add_argument("--sales", metavar="FILE", default=None,
                        help="long-format sales (CSV, .csv.gz or Parquet): one row per SKU and "
                             "day with sales, optional price, promotion, category, warehouse, "
-                            "numeric features and per-SKU attributes")
+                            "numeric features and per-SKU attributes (default: none)")
     sales.add_argument("--sku-column", default="sku", help="the SKU column")
     sales.add_argument("--date-column", default="date", help="the date column (YYYY-MM-DD)")
     sales.add_argument("--quantity-column", default="quantity", help="the units-sold column")
