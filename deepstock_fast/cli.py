@@ -25,7 +25,7 @@ import traceback
 
 import torch
 
-from . import build_info, compare, seeding
+from . import build_info, compare, distributed, seeding
 from .envs import InstanceConfig
 from .envs.instances import FAMILIES
 from .evaluation import evaluate, paired_gap
@@ -177,6 +177,16 @@ def cmd_train(args) -> int:
     config = algo_config(args)
     name = args.instance or pathlib.Path(args.sales).name.split(".")[0]
     out = pathlib.Path(args.out or f"runs/{_slug(name)}-{args.algo}")
+    ctx, args.device = distributed.init(args.device)  # under torchrun: join the group
+    if ctx.world > 1 and args.algo != "ds":
+        raise UsageError(f"--algo {args.algo}: data-parallel runs (torchrun) train DS only")
+    if not ctx.writer:  # another rank of a data-parallel run: its shards; rank 0 reports
+        for head in args.head:
+            TRAINERS[args.algo][1](instance, PolicyConfig(
+                head=head, hidden=args.hidden or TRAINERS[args.algo][2],
+                activation=args.activation), config, device=args.device, out_dir=out / head,
+                resume=args.resume, progress=False)
+        return 0
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: continue the run in "
                          "--out, or replace it")
