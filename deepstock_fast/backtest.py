@@ -179,3 +179,35 @@ def backtest(policies: dict[str, Callable], instance: InstanceConfig, *, seed: i
     demanded = episode.demand[:, t.warmup:].double().sum(1)
     return Backtest(t, series, categories, totals, demanded, t.horizon - t.warmup, notes,
                     tuple(label for label in totals if label not in policies))
+
+
+def rolling_origin(policies: dict[str, Callable], instance: InstanceConfig, folds: int = 3, *,
+                   seed: int = 0, device="cpu", kinds=tuple(BASELINES)) -> list[dict]:
+    """Rolling-origin evaluation of a sales instance: the test period cut into ``folds``
+    consecutive windows; at each window's first day (its origin) the periods move forward
+    together (the validation period ends at the origin, the training period as much later),
+    the baselines are searched again on everything before the validation period, and every
+    policy runs on that window alone. ``policies`` stay as trained (once, before the first
+    origin). Returns one dict per fold: origin and end dates, and :meth:`Backtest.by_category`
+    rows."""
+    if not instance.periods:
+        raise ValueError("rolling-origin evaluation needs a sales instance (its time periods)")
+    process = instance.demand_process("cpu")
+    first, last = process.bounds("test")
+    if not (isinstance(folds, int) and 1 <= folds <= last - first):
+        raise ValueError(f"folds must be an int in 1..{last - first} (the test period's days), "
+                         f"got {folds!r}")
+    edges = [first + (last - first) * j // folds for j in range(folds + 1)]
+    gap = process.test_day - process.valid_day
+    out = []
+    for j in range(folds):
+        origin, end = edges[j], edges[j + 1]
+        demand = dict(instance.demand, valid_start=str(process.data.date(origin - gap)),
+                      test_start=str(process.data.date(origin)),
+                      test_end=str(process.data.date(end)))
+        fold = instance.replace(demand=demand)
+        bt = backtest(policies, fold, seed=seed, device=device, kinds=kinds)
+        out.append({"fold": j, "origin": str(process.data.date(origin)),
+                    "end": str(process.data.date(end)), "days": bt.days,
+                    "by_category": bt.by_category(), "notes": bt.notes})
+    return out

@@ -29,7 +29,7 @@ from . import build_info, compare, distributed, seeding
 from .envs import InstanceConfig
 from .envs.instances import FAMILIES
 from .evaluation import evaluate, paired_gap
-from .backtest import backtest
+from .backtest import backtest, rolling_origin
 from .checkpoint import load_file
 from .policies import HEADS, Policy, PolicyConfig
 from .report import learning_curve, machine, policy_plot, table
@@ -312,6 +312,17 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
         payload["backtest"] = bt.to_json()
         for path in bt.write(out):
             print(f"wrote {path}", file=sys.stderr)
+    if args.sales is not None and args.rolling_origins:
+        folds = rolling_origin({f"{args.algo} + {head}": policy for head, (policy, _, _) in
+                                runs.items()}, instance, args.rolling_origins, seed=args.seed,
+                               device=args.device)
+        print(table([{"fold": f"{f['origin']} .. {f['end']}", **r} for f in folds
+                     for r in f["by_category"] if r["category"] == "all"],
+                    [("fold", "test window [first, end)", "s"), ("policy", "policy", "s"),
+                     ("average_cost", "cost / SKU-day", ".4f"), ("fill_rate", "fill rate", ".3f"),
+                     ("stockout_rate", "stockout", ".3f"), ("turnover_days", "turnover d",
+                                                            ".2f")]))
+        payload["rolling_origin"] = folds
     (out / "results.json").write_text(json.dumps(payload, indent=1))
     try:
         learning_curve({head: result.history for head, (_, result, _) in runs.items()},
@@ -504,6 +515,9 @@ def parser() -> argparse.ArgumentParser:
     sales.add_argument("--test-start", default=None, metavar="DATE",
                        help="first day of the test period, a date or a fraction of the days "
                             "(default: 0.85)")
+    sales.add_argument("--rolling-origins", type=_positive(int), default=None, metavar="K",
+                       help="also test on K consecutive windows of the test period, the "
+                            "baselines searched again before each (default: none)")
     t.add_argument("--algo", choices=ALGOS, default="ds", help="the trainer")
     t.add_argument("--head", type=_heads, default=["base"],
                    help=f"comma-separated regularization heads among {', '.join(HEADS)} "

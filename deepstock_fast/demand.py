@@ -507,7 +507,8 @@ class Sales(DemandProcess):
     Config: ``path``; the reading options of :func:`~deepstock_fast.sales.read_sales`
     (``sku_column``, ``date_column``, ``quantity_column``, ``warehouse_column``, ``features``,
     ``attributes``, ``missing``, ``duplicates``); ``valid_start`` and ``test_start`` (dates or
-    fractions of the days, default 0.7 and 0.85); ``period`` (``train``, the default,
+    fractions of the days, default 0.7 and 0.85) and ``test_end`` (the day after the test
+    period, default: the day after the data's last); ``period`` (``train``, the default,
     ``validation`` or ``test``); ``known_ahead``: the exogenous columns whose future values are
     known at decision time (planned prices, promotions; default: those of :data:`KNOWN_AHEAD`
     the data has).
@@ -528,6 +529,7 @@ class Sales(DemandProcess):
                        "missing": checks.choice(sales_lib.MISSING),
                        "duplicates": checks.choice(sales_lib.DUPLICATES),
                        "valid_start": _date_or_fraction, "test_start": _date_or_fraction,
+                       "test_end": _date_or_fraction,
                        "period": checks.choice(PERIODS), "known_ahead": _column_names}
     catalog = True
 
@@ -536,6 +538,7 @@ class Sales(DemandProcess):
     valid_day: int = 0
     test_day: int = 0
     known_ahead: tuple = ()
+    end_day: int = 0          # one past the test period's last day (0: the data's end)
     device: str | torch.device = "cpu"
 
     @classmethod
@@ -544,16 +547,18 @@ class Sales(DemandProcess):
                                                      if k in spec})
         valid = data.day_index(spec.get("valid_start", DEFAULT_VALID_START), "valid_start")
         test = data.day_index(spec.get("test_start", DEFAULT_TEST_START), "test_start")
-        if not 0 < valid < test < data.days:
+        end = data.day_index(spec["test_end"], "test_end") if "test_end" in spec else data.days
+        if not 0 < valid < test < end <= data.days:
             raise ValueError(f"need the first day < valid_start ({data.date(valid)}) < "
-                             f"test_start ({data.date(test)}) <= the last day "
-                             f"({data.date(data.days - 1)})")
+                             f"test_start ({data.date(test)}) < test_end "
+                             f"({data.date(end)}) <= the day after the last "
+                             f"({data.date(data.days)})")
         known = spec.get("known_ahead", [c for c in KNOWN_AHEAD if c in data.features])
         unknown = [c for c in known if c not in data.features]
         if unknown:
             raise ValueError(f"known_ahead names {unknown}, not exogenous columns of the data "
                              f"({list(data.features)})")
-        return cls(data, spec.get("period", "train"), valid, test, tuple(known), device)
+        return cls(data, spec.get("period", "train"), valid, test, tuple(known), end, device)
 
     def __post_init__(self):
         self.history = self.data.demand.to(self.device)
@@ -567,7 +572,7 @@ class Sales(DemandProcess):
     def bounds(self, period: str | None = None) -> tuple[int, int]:
         """The first day and one past the last day of ``period`` (default: this one's)."""
         return {"train": (0, self.valid_day), "validation": (self.valid_day, self.test_day),
-                "test": (self.test_day, self.data.days)}[period or self.period]
+                "test": (self.test_day, self.end_day or self.data.days)}[period or self.period]
 
     def start_range(self, days: int, history_days: int) -> tuple[int, int]:
         """The first and last start (its first history day) of a window of ``days`` days."""

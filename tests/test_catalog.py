@@ -198,3 +198,17 @@ def test_backtest_reports_per_sku_and_by_category(files, tmp_path):
     lines = (tmp_path / "test_per_sku.csv").read_text().splitlines()
     assert len(lines) == 1 + SKUS * len(bt.totals) and (tmp_path / "test_by_category.png") in \
         written
+
+
+def test_rolling_origin_moves_the_periods_forward(files):
+    from deepstock_fast.backtest import rolling_origin
+    import deepstock_fast as ds
+    c = instance(*files[:2])
+    folds = rolling_origin({"fixed": lambda s: ds.base_stock_order(
+        s.features[:, 0] * (s.lead_time + 3), s.inventory_position)}, c, 2,
+        kinds=("base_stock",))
+    assert [(f["origin"], f["end"]) for f in folds] == [("2024-06-09", "2024-06-29"),
+                                                      ("2024-06-29", "2024-07-19")]
+    # each window is tested alone: its days, less the forecast days at its end
+    assert [f["days"] for f in folds] == [20 - c.forecast_days] * 2
+    assert {r["policy"] for r in folds[0]["by_category"]} == {"fixed", "best base-stock per SKU"}

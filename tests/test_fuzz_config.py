@@ -96,6 +96,7 @@ DEMAND_PARAMS = {
               "missing": st.just("zero"), "duplicates": st.sampled_from(["sum", "error"]),
               "valid_start": st.sampled_from([0.5, 0.6, "2024-02-10"]),
               "test_start": st.sampled_from([0.8, "2024-03-20"]),
+              "test_end": st.sampled_from([0.9, "2024-03-31"]),
               "period": st.sampled_from(["train", "validation", "test"]),
               "known_ahead": st.just([]) | st.just(["price"])},
 }

@@ -75,7 +75,7 @@ def paper(params: dict) -> dict:
 #: ``demand`` keys of a ``sales:`` instance (the others set config fields).
 SALES_KEYS = ("path", "sku_column", "date_column", "quantity_column", "warehouse_column",
               "features", "attributes", "missing", "duplicates", "valid_start", "test_start",
-              "known_ahead")
+              "test_end", "known_ahead")
 #: Days ahead that a known-ahead column's feature averages over.
 AHEAD_DAYS = 7
 
