@@ -197,7 +197,8 @@ def comparison_rows(trained: dict, references: list[dict], failed: dict) -> list
                      "iterations": result.iterations})
     rows += [dict(r) for r in references]
     costed = {r["policy"]: r for r in rows if r["cost"] is not None}
-    base = next((costed[n] for n in ("DP policy, test episode", "best base-stock", "DP optimum")
+    base = next((costed[n] for n in ("DP policy, test episode", "best base-stock",
+                                     "best base-stock per SKU", "DP optimum")
                  if n in costed), None)
     if base is None or base["cost"] == 0:
         failed["gap_pct"] = ("no baseline to compare with" if base is None

@@ -4,6 +4,8 @@ anything before testing."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -153,6 +155,8 @@ def test_a_catalog_trains_with_the_default_batch_and_validation_sizes(files, tmp
                  "--valid-start", "2024-05-10", "--test-start", TEST_START, "--epochs", "2",
                  "--eval-every", "1", "--out", str(tmp_path / "run"), "--no-progress"])
     assert code == 0 and (tmp_path / "run" / "results.json").exists()
+    rows = json.loads((tmp_path / "run" / "results.json").read_text())["comparison"]
+    assert rows[0]["baseline"] == "best base-stock per SKU" and rows[0]["gap_pct"] is not None
     # and a wide matrix with one lead time per row: the same
     history = torch.poisson(torch.full((6, 150), 3.0)).tolist()
     replay = InstanceConfig(num_skus=6, lead_time=[1, 2, 3, 1, 2, 3], horizon=50,
