@@ -409,8 +409,9 @@ def test_registered_instance_family():
         with pytest.raises(ValueError, match=re.escape("instance 'fixed_lead:L=5': fixed_lead "
                                                        "needs L in 0..2")):
             InstanceConfig.from_name("fixed_lead:L=5")
-        with pytest.raises(ValueError, match="use one of 'zipkin:...', 'paper:...', "
-                                             "'fixed_lead:...', or a config file"):
+        with pytest.raises(ValueError, match=re.escape(
+                "use one of 'zipkin:...', 'paper:...', 'sales:...', 'fixed_lead:...', or a "
+                "config file")):
             InstanceConfig.from_name("nowhere:x=1")
         with pytest.raises(ValueError, match="'zipkin' is registered already"):
             instances.register("zipkin")(fixed_lead)
