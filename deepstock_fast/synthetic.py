@@ -13,11 +13,14 @@ records are stored.
 
 from __future__ import annotations
 
-import datetime
 import os
 import pathlib
 
 import numpy as np
+
+
+#: SKUs generated at once: the [SKU, day] arrays of a chunk stay a few hundred MB.
+CHUNK = 20_000
 
 
 def synthetic_sales(num_skus: int = 1000, days: int = 365, *, start: str = "2024-01-01",
@@ -25,6 +28,13 @@ def synthetic_sales(num_skus: int = 1000, days: int = 365, *, start: str = "2024
     """(sales columns, attribute columns) as NumPy arrays: the sales rows (sku, date,
     quantity, price, promotion, category) of the days with sales, and one attribute row per
     SKU (sku, lead_time, holding_cost, penalty_cost, category)."""
+    attributes, chunks = _generate(num_skus, days, start, categories, seed)
+    parts = list(chunks)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, attributes
+
+
+def _generate(num_skus: int, days: int, start: str, categories: int, seed: int):
+    """(attribute columns, an iterator of sales-row chunks of CHUNK SKUs each)."""
     if not (isinstance(num_skus, int) and num_skus >= 1 and isinstance(days, int) and days >= 1):
         raise ValueError(f"num_skus and days must be ints >= 1, got {num_skus!r}, {days!r}")
     rng = np.random.default_rng(seed)
@@ -32,34 +42,13 @@ def synthetic_sales(num_skus: int = 1000, days: int = 365, *, start: str = "2024
     category = rng.integers(0, categories, K)
     cat_level = rng.normal(0.0, 0.7, categories)
     rate = np.exp(np.log(2.0) + cat_level[category] + rng.normal(0.0, 1.1, K)).clip(0.05, 100)
-    t = np.arange(D)
-    weekly = 1 + rng.uniform(0, 0.4, (K, 1)) * np.sin(2 * np.pi * (t + rng.integers(0, 7, (K, 1)))
-                                                       / 7)
-    yearly = 1 + rng.uniform(0, 0.5, (K, 1)) * np.sin(2 * np.pi * (t + rng.integers(0, 365, (K, 1)))
-                                                       / 365)
+    weekly_amp, weekly_phase = rng.uniform(0, 0.4, K), rng.integers(0, 7, K)
+    yearly_amp, yearly_phase = rng.uniform(0, 0.5, K), rng.integers(0, 365, K)
     base_price = np.exp(rng.normal(np.log(10.0), 0.8, K)).round(2)
-    steps = np.where(rng.random((K, D)) < 1 / 90, rng.uniform(0.85, 1.15, (K, D)), 1.0)
-    regular = base_price[:, None] * np.cumprod(steps, 1)
-    elasticity = rng.uniform(1.0, 2.5, (K, 1))
-    # promotions: a start on about 1 day in 30, lasting 3..10 days
-    begins = rng.random((K, D)) < 1 / 30
-    length = rng.integers(3, 11, (K, D))
-    ends = np.where(begins, t + length, -1)
-    promotion = (np.maximum.accumulate(ends, 1) > t).astype(np.int8)
-    lift = rng.uniform(0.5, 2.0, (K, 1))
-    price = (regular * np.where(promotion == 1, 0.8, 1.0)).round(2)
-    mean = rate[:, None] * weekly * yearly * (regular / base_price[:, None]) ** -elasticity \
-        * (1 + lift * promotion)
-    occurrence = np.where(rng.random(K) < 1 / 3, rng.uniform(0.15, 0.6, K), 1.0)[:, None]
-    happens = rng.random((K, D)) < occurrence
-    quantity = np.where(happens, rng.poisson(mean / occurrence), 0)
-    k, d = np.nonzero(quantity)
+    elasticity, lift = rng.uniform(1.0, 2.5, K), rng.uniform(0.5, 2.0, K)
+    occurrence = np.where(rng.random(K) < 1 / 3, rng.uniform(0.15, 0.6, K), 1.0)
     sku = np.char.add("SKU", np.char.zfill(np.arange(K).astype(str), len(str(K - 1))))
-    dates = np.datetime64(start) + np.arange(D)
     names = np.char.add("cat", np.arange(categories).astype(str))
-    sales = {"sku": sku[k], "date": dates[d], "quantity": quantity[k, d].astype(np.int64),
-             "price": price[k, d], "promotion": promotion[k, d].astype(np.int64),
-             "category": names[category[k]]}
     lead_base = rng.integers(1, 8, categories)
     holding = rng.uniform(0.5, 1.5, K).round(3)
     attributes = {"sku": sku,
@@ -67,7 +56,33 @@ def synthetic_sales(num_skus: int = 1000, days: int = 365, *, start: str = "2024
                   "holding_cost": holding,
                   "penalty_cost": (holding * rng.choice([4.0, 9.0, 19.0], K)).round(3),
                   "category": names[category]}
-    return sales, attributes
+    dates = np.datetime64(start) + np.arange(D)
+    t = np.arange(D)
+
+    def chunk(lo: int, hi: int) -> dict:
+        g = np.random.default_rng([seed, lo])  # each chunk its own stream
+        n = hi - lo
+        col = lambda v: v[lo:hi, None]  # noqa: E731
+        weekly = 1 + col(weekly_amp) * np.sin(2 * np.pi * (t + col(weekly_phase)) / 7)
+        yearly = 1 + col(yearly_amp) * np.sin(2 * np.pi * (t + col(yearly_phase)) / 365)
+        # a regular price with step changes on about 1 day in 90
+        steps = np.where(g.random((n, D)) < 1 / 90, g.uniform(0.85, 1.15, (n, D)), 1.0)
+        regular = col(base_price) * np.cumprod(steps, 1)
+        # promotions: a start on about 1 day in 30, lasting 3..10 days, 20% off
+        ends = np.where(g.random((n, D)) < 1 / 30, t + g.integers(3, 11, (n, D)), -1)
+        promotion = (np.maximum.accumulate(ends, 1) > t).astype(np.int8)
+        price = (regular * np.where(promotion == 1, 0.8, 1.0)).round(2)
+        mean = col(rate) * weekly * yearly * (regular / col(base_price)) ** -col(elasticity) \
+            * (1 + col(lift) * promotion)
+        happens = g.random((n, D)) < col(occurrence)
+        quantity = np.where(happens, g.poisson(mean / col(occurrence)), 0)
+        k, d = np.nonzero(quantity)
+        return {"sku": sku[lo + k], "date": dates[d],
+                "quantity": quantity[k, d].astype(np.int64), "price": price[k, d],
+                "promotion": promotion[k, d].astype(np.int64),
+                "category": names[category[lo + k]]}
+
+    return attributes, (chunk(lo, min(K, lo + CHUNK)) for lo in range(0, K, CHUNK))
 
 
 def write_synthetic(path: str | os.PathLike, num_skus: int = 1000, days: int = 365, *,
@@ -75,7 +90,7 @@ def write_synthetic(path: str | os.PathLike, num_skus: int = 1000, days: int = 3
                     categories: int = 8, seed: int = 0) -> tuple[pathlib.Path, pathlib.Path]:
     """Writes :func:`synthetic_sales` to ``path`` (``.csv``, ``.csv.gz`` or ``.parquet``) and
     its attribute table to ``attributes`` (default: ``<path stem>.attributes.<suffix>``);
-    returns both paths."""
+    returns both paths. Written CHUNK SKUs at a time (a million SKUs fit in memory)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
@@ -86,19 +101,25 @@ def write_synthetic(path: str | os.PathLike, num_skus: int = 1000, days: int = 3
     suffix = next(s for s in (".csv.gz", ".csv", ".parquet") if lower.endswith(s))
     attributes = pathlib.Path(attributes) if attributes is not None else path.with_name(
         path.name[:-len(suffix)] + ".attributes" + suffix)
-    sales, attrs = synthetic_sales(num_skus, days, start=start, categories=categories,
-                                   seed=seed)
-    for target, columns in ((path, sales), (attributes, attrs)):
-        table = pa.table({k: pa.array(v.astype("datetime64[D]") if v.dtype.kind == "M" else v)
-                          for k, v in columns.items()})
-        if suffix == ".parquet":
-            pq.write_table(table, target)
-        else:
-            pcsv.write_csv(table, pa.CompressedOutputStream(str(target), "gzip")
-                           if suffix == ".csv.gz" else str(target))
+    attrs, chunks = _generate(num_skus, days, start, categories, seed)
+
+    def table(columns: dict):
+        return pa.table({k: pa.array(v.astype("datetime64[D]") if v.dtype.kind == "M" else v)
+                         for k, v in columns.items()})
+
+    for target, parts in ((path, chunks), (attributes, iter([attrs]))):
+        sink = pa.CompressedOutputStream(str(target), "gzip") if suffix == ".csv.gz" else \
+            pa.OSFile(str(target), "wb")
+        out = None
+        try:
+            for part in parts:
+                t = table(part)
+                if out is None:
+                    out = (pq.ParquetWriter(sink, t.schema) if suffix == ".parquet" else
+                           pcsv.CSVWriter(sink, t.schema))
+                out.write_table(t)
+        finally:
+            if out is not None:
+                out.close()
+            sink.close()
     return path, attributes
-
-
-def _date(text: str) -> str:
-    datetime.date.fromisoformat(text)
-    return text
