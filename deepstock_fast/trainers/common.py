@@ -679,6 +679,8 @@ def setup(instance: InstanceConfig | str, policy_config: PolicyConfig, *,
 
 #: SKUs of the reference episode when an instance's SKUs are identical copies.
 REFERENCE_SKUS = 256
+#: At most this many SKUs of a catalog in the reference episode (its observations are kept).
+CATALOG_REFERENCE_SKUS = 4096
 
 
 def reference_policy(instance: InstanceConfig):
@@ -701,6 +703,8 @@ def reference_episode(instance: InstanceConfig, seed: int, purpose: str, device,
     environment, the :class:`SimulationResult`)."""
     if identical_skus(instance):
         instance = instance.replace(num_skus=REFERENCE_SKUS)
+    elif instance.catalog_size is not None:  # a random subset of a large catalog
+        instance = instance.replace(num_skus=min(instance.num_skus, CATALOG_REFERENCE_SKUS))
     env = InventoryEnv(instance, device, seed=seeding.stream(seed, purpose))
     policy = reference_policy(instance)
 
