@@ -218,3 +218,29 @@ def test_rolling_origin_moves_the_periods_forward(files):
     # each window is tested alone: its days, less the forecast days at its end
     assert [f["days"] for f in folds] == [20 - c.forecast_days] * 2
     assert {r["policy"] for r in folds[0]["by_category"]} == {"fixed", "best base-stock per SKU"}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ("valid_start=2024-06-20", "need the first day < valid_start (2024-06-20) < test_start"),
+    ("valid_start=2025-01-01", "valid_start 2025-01-01 is outside the data"),
+    ("valid_start=junk", "valid_start must be a date YYYY-MM-DD or a fraction in (0, 1), got "
+                         "'junk'"),
+    ("valid_start=0.1", "an episode needs history_days + horizon + forecast days = 75 days; "
+                        "the train period"),
+    ("known_ahead=colour", "known_ahead names ['colour'], not exogenous columns"),
+])
+def test_bad_sales_instances_say_what_is_wrong(files, changes, message):
+    sales, attributes, _ = files
+    with pytest.raises(ValueError) as e:
+        InstanceConfig.from_name(f"sales:path={sales},attributes={attributes},horizon=40,"
+                                 f"test_start={TEST_START},{changes}")
+    assert message in str(e.value)
+
+
+def test_a_period_without_history_before_it_is_refused(files):
+    sales = files[0]
+    with pytest.raises(ValueError, match=r"the test period \(2024-01-21 .. 2024-07-18, 180 days\) "
+                                         r"starts 20 days into the data; its episodes need "
+                                         r"history_days = 28 days before it"):
+        InstanceConfig(demand={"kind": "sales", "path": str(sales), "valid_start": 0.05,
+                               "test_start": 0.1, "period": "test"}, horizon=10)
