@@ -9,7 +9,7 @@ policies searched on the training period alone. Reports the test metrics (cost, 
 stockout rate, turnover days), the seconds of each stage and the peak memory; JSON with the
 machine to bench/results/.
 
-    OMP_NUM_THREADS=1 python bench/catalog.py [--skus 10000] [--days 365] [--epochs 200]
+    OMP_NUM_THREADS=1 python bench/catalog.py [--skus 10000] [--days 365] [--epochs 300]
     python bench/catalog.py --skus 1000000 --device cuda --batch-size 65536   # on a GPU
 """
 
@@ -47,10 +47,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skus", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=1024, help="SKUs per epoch")
     parser.add_argument("--validation-skus", type=int, default=1024)
     parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--lr", type=float, default=1e-3,
+                        help="DS's default 3e-3 was unstable on this catalog (docs/BENCHMARKS.md)")
     parser.add_argument("--time-budget", type=float, default=None, help="seconds of training")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-dir", default=None,
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
         instance = InstanceConfig.from_name(f"sales:path={path},attributes={attributes}")
         config = DSConfig(epochs=args.epochs, batch_size=args.batch_size,
                           validation_skus=args.validation_skus, eval_every=args.eval_every,
-                          time_budget=args.time_budget, seed=args.seed)
+                          time_budget=args.time_budget, lr=args.lr, seed=args.seed)
         sync(args.device)
         start = time.perf_counter()
         policy, result = train_ds(instance, PolicyConfig(head="base", hidden=(64, 64)), config,
