@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import baselines, compare
+from . import baselines, compare, reference
 from .envs import InstanceConfig
 from .evaluation import held_out_env
 from .metrics import Metrics, aggregate, business_metrics
@@ -153,17 +153,27 @@ def backtest(policies: dict[str, Callable], instance: InstanceConfig, *, seed: i
     fit, paths, x0, pipe0 = compare.fit_episodes(instance, t, pooled, 128, seed, device)
     lead_fit = fit.per_sku_tensor("lead_time", device, torch.int64)
     lead = t.per_sku_tensor("lead_time", device, torch.int64).expand(t.num_skus)
+    review = fit.sku_review_periods(device)  # SKUs with their own review periods, or None
     for kind in kinds:
         label = f"best {BASELINES[kind]} per SKU"
         try:
-            policy, _ = baselines.fit(kind, paths, lead_fit[:1] if pooled else lead_fit,
-                                      on_hand=x0, pipeline=pipe0, **compare.costing(fit, device))
-            if pooled:
-                policy = baselines.ClassicalPolicy(kind, policy.params.expand(t.num_skus, -1))
-            totals[label] = baselines.totals(policy, episode.demand.double(), lead,
-                                             on_hand=episode.on_hand.double(),
-                                             pipeline=episode.pipeline.double(),
-                                             **compare.costing(t, device))
+            if review is None:
+                policy, _ = baselines.fit(kind, paths, lead_fit[:1] if pooled else lead_fit,
+                                          on_hand=x0, pipeline=pipe0,
+                                          **compare.costing(fit, device))
+                if pooled:
+                    policy = baselines.ClassicalPolicy(kind,
+                                                       policy.params.expand(t.num_skus, -1))
+                totals[label] = baselines.totals(policy, episode.demand.double(), lead,
+                                                 on_hand=episode.on_hand.double(),
+                                                 pipeline=episode.pipeline.double(),
+                                                 **compare.costing(t, device))
+            else:
+                params = _fit_by_review_period(kind, fit, review, paths, lead_fit, x0, pipe0,
+                                               device)
+                result = env.simulate(lambda s: reference.classical_order(
+                    kind, s.inventory_position, params.to(s.on_hand.dtype)), episode)
+                totals[label] = (result.cost.double(), result.stats.double())
         except (RuntimeError, ValueError, MemoryError) as e:
             notes[label] = f"not computed: {str(e).splitlines()[0]}"
     process = t.demand_process("cpu") if t.catalog_size is not None else None
@@ -179,6 +189,26 @@ def backtest(policies: dict[str, Callable], instance: InstanceConfig, *, seed: i
     demanded = episode.demand[:, t.warmup:].double().sum(1)
     return Backtest(t, series, categories, totals, demanded, t.horizon - t.warmup, notes,
                     tuple(label for label in totals if label not in policies))
+
+
+def _fit_by_review_period(kind, fit, review, paths, lead, on_hand, pipeline, device) -> Tensor:
+    """Parameters [K, n] of ``kind`` searched per SKU when SKUs have their own review periods:
+    one search per period (the rollout's review period), on the whole review periods of each
+    SKU's training path."""
+    params = None
+    costing = compare.costing(fit, device)
+    for period in review.unique().tolist():
+        rows = torch.nonzero(review == period).squeeze(1)
+        days = paths.shape[2] // period * period
+        part = {k: v[rows] if isinstance(v, Tensor) and v.numel() > 1 else v
+                for k, v in costing.items()}
+        part["review_period"] = period
+        policy, _ = baselines.fit(kind, paths[rows][:, :, :days], lead[rows],
+                                  on_hand=on_hand[rows], pipeline=pipeline[rows], **part)
+        if params is None:
+            params = policy.params.new_zeros(len(review), policy.params.shape[1])
+        params[rows] = policy.params
+    return params
 
 
 def rolling_origin(policies: dict[str, Callable], instance: InstanceConfig, folds: int = 3, *,

@@ -78,7 +78,7 @@ def shard(batch: int, ctx: Context) -> slice:
 #: Episode fields and the dimension of their SKUs.
 _SKU_DIM = {"demand": 0, "epoch_demand": 1, "features": 1, "exogenous_obs": 1, "scale": 0,
             "on_hand": 0, "pipeline": 0, "lead_time": 0, "holding_cost": 0,
-            "penalty_cost": 0, "order_cost": 0, "sku": 0, "start": 0}
+            "penalty_cost": 0, "order_cost": 0, "sku": 0, "start": 0, "review_period": 0}
 
 
 def shard_episode(episode, ctx: Context):

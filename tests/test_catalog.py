@@ -244,3 +244,53 @@ def test_a_period_without_history_before_it_is_refused(files):
                                          r"history_days = 28 days before it"):
         InstanceConfig(demand={"kind": "sales", "path": str(sales), "valid_start": 0.05,
                                "test_start": 0.1, "period": "test"}, horizon=10)
+
+
+@pytest.fixture(scope="module")
+def reviewed_files(tmp_path_factory):
+    """A catalog whose even SKUs review daily and odd ones weekly."""
+    tmp = tmp_path_factory.mktemp("review")
+    rows, attrs = synthetic.synthetic_sales(12, 200, seed=1)
+    attrs["review_period"] = np.where(np.arange(12) % 2 == 0, 1, 7)
+    return write_rows(tmp / "sales.csv", rows), write_rows(tmp / "attributes.csv", attrs)
+
+
+def test_skus_order_on_their_own_review_days(reviewed_files):
+    import deepstock_fast as ds
+    c = instance(*reviewed_files, num_skus=12, horizon=42, order_cost=1.0)
+    assert c.review_period == 1 and c.sku_review_periods("cpu").tolist() == [1, 7] * 6
+    env = InventoryEnv(c, seed=0)
+    assert env.obs_names[-1] == "review_period"
+    episode = env.sample_episode()
+    weekly = episode.review_period == 7
+    result = env.simulate(lambda s: torch.full_like(s.on_hand, 5.0), episode)
+    # ordering cost 1 per unit: 5 units on each of 42 days, or on days 0, 7, ..., 35
+    assert result.cost[:, 2].tolist() == [210.0 if r == 1 else 30.0
+                                          for r in episode.review_period.tolist()]
+    env.reset()
+    total = sum(env.step(torch.full((12,), 5.0))[4]["cost"][:, 2] for _ in range(42))
+    assert torch.equal(total, result.cost[:, 2].to(total))
+    # a weekly SKU's base-stock policy costs what the rollout op gives with review period 7
+    level = torch.full((12, 1), 30.0, dtype=torch.float64)
+    ours = env.simulate(lambda s: ds.base_stock_order(level[:, 0].to(s.on_hand),
+                                                      s.inventory_position), episode)
+    op = baselines.totals(baselines.ClassicalPolicy("base_stock", level[weekly]),
+                          episode.demand[weekly].double(), episode.lead_time[weekly],
+                          holding_cost=episode.holding_cost[weekly].double(),
+                          penalty_cost=episode.penalty_cost[weekly].double(), order_cost=1.0,
+                          review_period=7, on_hand=episode.on_hand[weekly].double(),
+                          pipeline=episode.pipeline[weekly].double())
+    assert torch.allclose(ours.cost[weekly].double(), op[0], rtol=1e-5)
+    assert torch.allclose(ours.stats[weekly].double(), op[1], rtol=1e-5)
+
+
+def test_a_catalog_of_review_periods_trains_and_is_tested(reviewed_files):
+    from deepstock_fast.backtest import backtest
+    c = instance(*reviewed_files)
+    policy, result = train_ds(c, PolicyConfig(hidden=(8,)),
+                              DSConfig(epochs=2, batch_size=8, eval_every=1), progress=False)
+    bt = backtest({"ds": policy}, c, kinds=("base_stock",))
+    assert not bt.notes and set(bt.totals) == {"ds", "best base-stock per SKU"}
+    with pytest.raises(ValueError, match="SKUs with their own review periods need "
+                                         "review_period = 1"):
+        c.replace(review_period=2, horizon=40)

@@ -224,10 +224,11 @@ class InstanceConfig:
             except ValueError as e:
                 raise ValueError(f"demand ({kind}): {e}") from None
         periods = getattr(self._catalog, "attributes", {}).get("review_period")
-        need(periods is None or bool((periods == self.review_period).all()),
-             f"the sales data's review_period column holds {sorted(set(periods.tolist()))[:5]} "
-             f"but one review period per instance is supported (review_period = "
-             f"{self.review_period}): train SKUs of one review period together"
+        need(periods is None or bool((periods == self.review_period).all())
+             or (self.review_period == 1 and bool((periods >= 1).all())),
+             f"the sales data's review_period column holds {sorted(set(periods.tolist()))[:5]}"
+             f": SKUs with their own review periods need review_period = 1 (daily steps; "
+             f"each SKU orders every its own number of days), not {self.review_period}"
              if periods is not None else "")
         for name in self.features:
             exogenous = exogenous_feature(name)
@@ -274,6 +275,15 @@ class InstanceConfig:
         if name in attributes:
             return torch.as_tensor(attributes[name], device=device).to(dtype)
         return torch.tensor(self._per_sku(name), dtype=dtype, device=device)
+
+    def sku_review_periods(self, device) -> torch.Tensor | None:
+        """Each catalog SKU's review period [catalog_size] (int64) when the sales data gives
+        SKUs different ones (the instance then steps daily and a SKU orders on the days that
+        are multiples of its period); else None (every SKU reviews every ``review_period``)."""
+        periods = getattr(self._catalog, "attributes", {}).get("review_period")
+        if periods is None or bool((periods == self.review_period).all()):
+            return None
+        return torch.as_tensor(periods, device=device, dtype=torch.int64)
 
     def varies(self, name: str) -> bool:
         values = self.per_sku_tensor(name, "cpu", torch.float64)

@@ -57,6 +57,7 @@ class Episode(NamedTuple):
     order_cost: Tensor | None = None
     sku: Tensor | None = None          # [B] the catalog rows drawn (None: not a catalog)
     start: Tensor | None = None        # [B] the first day of each window in the history
+    review_period: Tensor | None = None  # [B] each SKU's own review period (None: the instance's)
 
 
 class InventoryEnv:
@@ -104,6 +105,11 @@ class InventoryEnv:
                 self._params[n] for n in ("holding_cost", "penalty_cost", "order_cost"))
         self._varying = [n for n in ("lead_time", "holding_cost", "penalty_cost", "order_cost")
                          if config.varies(n)]
+        # SKUs with their own review periods (daily steps; an order only on a SKU's review days)
+        review = config.sku_review_periods(self.device)
+        if review is not None:
+            self._params["review_period"] = review
+            self._varying.append("review_period")
         if "std" in config.extra_observations:
             # InstanceConfig checked that the demand process has one of the two
             std = getattr(self._process, "std", getattr(self._process, "sigma", None))
@@ -163,6 +169,7 @@ class InventoryEnv:
             path = self._process.sample(c.days_per_episode, generator=g).reshape(B, -1)
             params = dict(self._params)
         params["lead_time"] = params["lead_time"].expand(B)
+        params.setdefault("review_period", None)
         # features from the float64 draws; everything else in the config's dtype
         names = c.features
         demand_names = tuple(n for n in names if exogenous_feature(n) is None)
@@ -227,7 +234,8 @@ class InventoryEnv:
         return Episode(demand, demand.reshape(B, E, P).transpose(0, 1).contiguous(),
                        features.contiguous(), exogenous, scale, on_hand, pipeline,
                        params["lead_time"], params["holding_cost"], params["penalty_cost"],
-                       params["order_cost"], sku, start)
+                       params["order_cost"], sku=sku, start=start,
+                       review_period=params["review_period"])
 
     def _draw_windows(self, g: torch.Generator):
         """An episode's SKUs and windows of a catalog: all SKUs in order when the environment
@@ -299,6 +307,7 @@ class InventoryEnv:
         if self.max_order is not None:
             order = order.clamp(max=self.max_order)
         c, e, episode = self.config, self._epoch, self._episode
+        order = reviewed(order, episode, e * c.review_period)
         out = env_step(self._on_hand, self._pipeline, episode.lead_time, order,
                        episode.epoch_demand[e], episode.holding_cost, episode.penalty_cost,
                        episode.order_cost, c.lost_sales, episode.exogenous_obs[e + 1], episode.scale,
@@ -367,6 +376,9 @@ class InventoryEnv:
         c = self.config
         episode = episode or self.sample_episode()
         episode = self._complete(episode)
+        if episode.review_period is not None:  # each SKU orders on its own review days
+            inner = policy
+            policy = lambda state: reviewed(inner(state), episode, state.day)  # noqa: E731
         return simulate(policy, episode.demand, episode.lead_time, on_hand=episode.on_hand,
                         pipeline=episode.pipeline, review_period=c.review_period,
                         warmup=c.warmup, holding_cost=episode.holding_cost,
@@ -375,3 +387,11 @@ class InventoryEnv:
                         max_order=c.max_order if c.max_order is not None else float("inf"),
                         step=step,
                         observe=lambda x, pipe, epoch: self.observe(episode, x, pipe, epoch))
+
+
+def reviewed(order: Tensor, episode: Episode, day: int) -> Tensor:
+    """``order`` [B] on the SKUs whose review period divides ``day``, 0 on the others (all
+    of it when the SKUs share the instance's review period)."""
+    if episode.review_period is None:
+        return order
+    return torch.where(day % episode.review_period == 0, order, torch.zeros_like(order))
