@@ -273,16 +273,22 @@ def _days(arr, name: str, offset: int, column: str) -> np.ndarray:
     if pa.types.is_timestamp(arr.type):
         arr = pc.cast(pc.floor_temporal(arr, unit="day"), pa.date32())
     elif pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        text = pc.utf8_trim_whitespace(arr)
         try:
-            arr = pc.cast(pc.strptime(arr, format="%Y-%m-%d", unit="s"), pa.date32())
+            parsed = pc.cast(pc.strptime(text, format="%Y-%m-%d", unit="s"), pa.date32())
+            # strptime rolls 2024-02-30 over into March: a date must print as it was written
+            exact = pc.all(pc.equal(pc.strftime(parsed, format="%Y-%m-%d"), text)).as_py()
         except pa.ArrowInvalid:
+            exact = False
+        if not exact:
             for i, v in enumerate(arr.to_pylist()):
                 try:
                     datetime.date.fromisoformat(v.strip())
                 except ValueError:
                     _fail(name, f"row {i + offset}, column {column!r}",
                           f"{v!r} is not a date (YYYY-MM-DD)")
-            raise
+            _fail(name, f"column {column!r}", "dates must be YYYY-MM-DD")
+        arr = parsed
     if not pa.types.is_date32(arr.type):
         _fail(name, f"column {column!r}", f"has type {arr.type}; dates must be YYYY-MM-DD")
     return arr.cast(pa.int32()).to_numpy(zero_copy_only=False).astype(np.int64)

@@ -141,3 +141,45 @@ def test_synthetic_sales_have_the_promised_shape():
         (dense[promo == 0] > 0).mean()                       # promotions lift demand
     assert len(set(attrs["lead_time"].tolist())) > 3         # lead times differ
     assert (rows["quantity"] > 0).all()                      # only days with sales are rows
+
+
+# ---- fuzzing: any rows are read exactly as an independent dict-based reading, or refused with
+# an error naming the file ---------------------------------------------------------------------
+from hypothesis import given, strategies as st  # noqa: E402
+
+from helpers import fuzz_settings  # noqa: E402
+
+_cells = {
+    "sku": st.sampled_from(["a", "b", "7", "c d", ""]),
+    "date": st.sampled_from(["2024-01-01", "2024-01-02", "2024-01-04", "2024-02-30", "x",
+                             ""]),
+    "quantity": st.one_of(st.integers(0, 50).map(str), st.sampled_from(
+        ["-1", "1.5", "nan", "inf", "", "2e3", "x"])),
+}
+
+
+@fuzz_settings(60)
+@given(rows=st.lists(st.fixed_dictionaries(_cells), min_size=0, max_size=8),
+       duplicates=st.sampled_from(sales.DUPLICATES))
+def test_fuzzed_sales_rows_read_exactly_or_are_refused(tmp_path_factory, rows, duplicates):
+    path = tmp_path_factory.mktemp("fuzz") / "fuzz.csv"
+    path.write_text("sku,date,quantity\n" + "".join(
+        f"{r['sku']},{r['date']},{r['quantity']}\n" for r in rows))
+    try:
+        data = sales.read_sales(path, duplicates=duplicates, cache=False)
+    except ValueError as e:
+        assert "fuzz.csv" in str(e)
+        return
+    expected: dict = {}
+    counts: dict = {}
+    for r in rows:
+        day = datetime.date.fromisoformat(r["date"])
+        key = (r["sku"], day)
+        expected[key] = expected.get(key, 0.0) + float(r["quantity"])
+        counts[key] = counts.get(key, 0) + 1
+    assert duplicates == "sum" or max(counts.values()) == 1
+    first = min(d for _, d in expected)
+    assert data.start == first
+    for (sku, day), q in expected.items():
+        assert data.demand[list(data.series).index(sku), (day - first).days] == q
+    assert float(data.demand.sum()) == pytest.approx(sum(expected.values()))
