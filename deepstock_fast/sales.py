@@ -259,6 +259,8 @@ def _numbers(arr, name: str, offset: int, column: str) -> np.ndarray:
     values = arr.to_pylist()
     for i, v in enumerate(values):
         try:
+            if "_" in v:  # Python's digit separators ('1_000') are not numbers in a file
+                raise ValueError
             float(v)
         except (TypeError, ValueError):
             _fail(name, f"row {i + offset}, column {column!r}", f"{v!r} is not a number")

@@ -154,7 +154,7 @@ _cells = {
     "date": st.sampled_from(["2024-01-01", "2024-01-02", "2024-01-04", "2024-02-30", "x",
                              ""]),
     "quantity": st.one_of(st.integers(0, 50).map(str), st.sampled_from(
-        ["-1", "1.5", "nan", "inf", "", "2e3", "x"])),
+        ["-1", "1.5", "nan", "inf", "", "2e3", "x", "1_0"])),
 }
 
 
