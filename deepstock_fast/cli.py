@@ -242,7 +242,8 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
     hidden = args.hidden or TRAINERS[args.algo][2]
     test = compare.held_out_instance(instance, args.test_skus, args.test_horizon,
                                      args.test_warmup)
-    print(f"deepstock train: {args.algo} on {args.instance or args.sales}, heads {', '.join(args.head)}; "
+    print(f"deepstock train: {args.algo} on {args.instance or args.sales}, heads "
+          f"{', '.join(args.head)}; "
           f"results in {out}/", file=sys.stderr)
     runs = {}
     for head in args.head:

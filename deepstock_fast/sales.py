@@ -352,9 +352,9 @@ def _parse(path: pathlib.Path, name: str, attr_path: pathlib.Path | None, *, sku
     if duplicates == "error" and (counts > 1).any():
         rows = np.flatnonzero(flat == flat[np.flatnonzero(counts[flat] > 1)[0]])[:2]
         k, d = divmod(int(flat[rows[0]]), D)
+        date = datetime.date(1970, 1, 1) + datetime.timedelta(days=first + d)
         _fail(name, f"rows {rows[0] + offset} and {rows[1] + offset}",
-              f"both hold series {str(series[k])!r} on {datetime.date(1970, 1, 1) + datetime.timedelta(days=first + d)} "
-              "(duplicates='sum' adds them up)")
+              f"both hold series {str(series[k])!r} on {date} (duplicates='sum' adds them up)")
     if missing == "error" and (counts == 0).any():
         k, d = divmod(int(np.flatnonzero(counts == 0)[0]), D)
         _fail(name, "", f"no row for series {str(series[k])!r} on "

@@ -18,7 +18,10 @@ Observation ``[B, obs_size]``, names in ``env.obs_names``, in this order:
     on_hand, pipeline_0 .. pipeline_{max_lead-1}      (quantities)
     demand_-k .. demand_-1: the last ``observed_demand_days`` days (quantities)
     the ``features`` (quantities, except ``constant`` = 1), unless ``observe_features`` is False
-    lead_time, holding_cost, penalty_cost, order_cost: only those that differ between SKUs
+    the exogenous features among them (a sales history's ``<column>_next_<k>``,
+    ``<column>_last``) are not quantities and are not scaled
+    lead_time, holding_cost, penalty_cost, order_cost: only those that differ between SKUs;
+    review_period when the SKUs of a catalog have their own
     extra observations: ``day`` (day / horizon), ``yesterday`` (quantity), ``std`` (quantity:
     the demand process's per-SKU standard deviation parameter)
 Quantities are divided by the SKU's ``scale`` [B]: the mean demand of the ``history_days`` drawn
@@ -310,8 +313,8 @@ class InventoryEnv:
         order = reviewed(order, episode, e * c.review_period)
         out = env_step(self._on_hand, self._pipeline, episode.lead_time, order,
                        episode.epoch_demand[e], episode.holding_cost, episode.penalty_cost,
-                       episode.order_cost, c.lost_sales, episode.exogenous_obs[e + 1], episode.scale,
-                       self._cost, self._stats, accumulate=e * c.review_period >= c.warmup)
+                       episode.order_cost, c.lost_sales, episode.exogenous_obs[e + 1],
+                       episode.scale, self._cost, self._stats, accumulate=e * c.review_period >= c.warmup)
         self._epoch = e + 1
         self._cost, self._stats = out.cost_total, out.stats_total
         info = {"cost": out.cost, "stats": out.stats}
