@@ -607,13 +607,15 @@ ID_COLUMN_NAMES = ("", "sku", "sku_id", "id", "item", "item_id", "product", "pro
                    "__index_level_0__")
 _CACHE: OrderedDict = OrderedDict()  # (path, mtime_ns, size, header, id_column) -> history
 _CACHE_SIZE = 4
+CACHE_VERSION = 1  # of the replay cache files: a new layout of them needs a new number
 
 
 def read_history(path: str | os.PathLike, *, header: bool | None = None,
                  id_column: bool | None = None) -> Tensor:
     """The float64 history [S, D] of a replay file (layout: :meth:`Replay.from_file`), parsed
-    once per process: the result is cached by resolved path, modification time and size, so
-    building configs and environments of the same file costs nothing after the first."""
+    once: the result is cached by resolved path, modification time and size in the process (so
+    building configs and environments of the same file costs nothing after the first) and in
+    ``<file>.deepstock.npz`` next to it (so the next run reads the binary form)."""
     name = str(path)
     p = pathlib.Path(path)
     try:
@@ -629,12 +631,19 @@ def read_history(path: str | os.PathLike, *, header: bool | None = None,
         _CACHE.move_to_end(key)
         return _CACHE[key]
     lower = p.name.lower()
-    if lower.endswith(".parquet"):
-        array = _read_parquet(p, name, id_column)
-    elif lower.endswith((".csv", ".csv.gz")):
-        array = _read_csv(p, name, header, id_column)
-    else:
+    if not lower.endswith((".parquet", ".csv", ".csv.gz")):
         raise ValueError(f"replay file {name}: unknown suffix; use .csv, .csv.gz or .parquet")
+    # the binary cache next to the file (sales.py), valid for this size, time and layout
+    disk_key = f"replay {CACHE_VERSION} {key}"
+    cached = sales_lib.load_arrays(sales_lib.cache_path(p), disk_key)
+    if cached is not None and "history" in cached:
+        array = cached["history"]
+    else:
+        if lower.endswith(".parquet"):
+            array = _read_parquet(p, name, id_column)
+        else:
+            array = _read_csv(p, name, header, id_column)
+        sales_lib.save_arrays(sales_lib.cache_path(p), disk_key, {"history": array})
     history = torch.from_numpy(array)
     _CACHE[key] = history
     while len(_CACHE) > _CACHE_SIZE:

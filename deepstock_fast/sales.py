@@ -153,12 +153,12 @@ def read_sales(path: str | os.PathLike, *, sku_column: str = "sku", date_column:
     if key in _MEMO:
         _MEMO.move_to_end(key)
         return _MEMO[key]
-    cache_path = p.with_name(p.name + CACHE_SUFFIX)
-    data = _load_cache(cache_path, key) if cache else None
+    cached = cache_path(p)
+    data = _load_cache(cached, key) if cache else None
     if data is None:
         data = _parse(p, name, attr_path, **options)
         if cache:
-            _write_cache(cache_path, key, data)
+            _write_cache(cached, key, data)
     data.source = name
     _MEMO[key] = data
     while len(_MEMO) > _MEMO_SIZE:
@@ -167,40 +167,35 @@ def read_sales(path: str | os.PathLike, *, sku_column: str = "sku", date_column:
 
 
 # ---- the binary cache --------------------------------------------------------------------------
-def _load_cache(path: pathlib.Path, key: str) -> SalesData | None:
-    """The cached data when ``path`` was written for ``key`` (else None: stale or unreadable)."""
+def cache_path(source: pathlib.Path) -> pathlib.Path:
+    """Where the binary cache of ``source`` goes: next to it, ``<name>.deepstock.npz``."""
+    return source.with_name(source.name + CACHE_SUFFIX)
+
+
+def load_arrays(path: pathlib.Path, key: str) -> dict[str, np.ndarray] | None:
+    """The arrays cached at ``path`` when it was written for ``key`` (else None: missing,
+    stale or unreadable). No pickles."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            if str(z["key"]) != key:
+            if "key" not in z.files or str(z["key"]) != key:
                 return None
-            demand = torch.from_numpy(z["demand"])
-            features = {str(n): torch.from_numpy(z[f"feature_{i}"])
-                        for i, n in enumerate(z["feature_names"])}
-            attrs = {str(n): z[f"attribute_{n}"] for n in z["attribute_names"]}
-            return SalesData(z["series"], datetime.date.fromisoformat(str(z["start"])), demand,
-                             features, attrs)
+            return {name: z[name] for name in z.files if name != "key"}
     except (OSError, KeyError, ValueError, EOFError):
         return None
 
 
-def _write_cache(path: pathlib.Path, key: str, data: SalesData) -> None:
-    """Writes the cache atomically (a reader never sees half a file); a directory that is not
-    writable only costs the next run a parse."""
-    demand = data.demand.numpy()
-    arrays = {"key": np.array(key), "series": data.series, "start": np.array(str(data.start)),
-              "demand": demand, "feature_names": np.array(list(data.features), dtype=str),
-              "attribute_names": np.array(list(data.attributes), dtype=str)}
-    arrays.update({f"feature_{i}": t.numpy() for i, t in enumerate(data.features.values())})
-    arrays.update({f"attribute_{n}": v for n, v in data.attributes.items()})
+def save_arrays(path: pathlib.Path, key: str, arrays: dict[str, np.ndarray]) -> None:
+    """Writes ``arrays`` and ``key`` to ``path`` atomically (a reader never sees half a file);
+    a directory that is not writable only costs the next run a parse."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     except OSError as e:
-        print(f"note: cannot cache {path} ({e.strerror}); the sales file is parsed each run",
+        print(f"note: cannot cache {path} ({e.strerror}); the file is parsed each run",
               file=sys.stderr)
         return
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, key=np.array(key), **arrays)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # as a file the user writes (mkstemp's is 0600)
@@ -208,6 +203,30 @@ def _write_cache(path: pathlib.Path, key: str, data: SalesData) -> None:
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _load_cache(path: pathlib.Path, key: str) -> SalesData | None:
+    z = load_arrays(path, key)
+    if z is None:
+        return None
+    try:
+        features = {str(n): torch.from_numpy(z[f"feature_{i}"])
+                    for i, n in enumerate(z["feature_names"])}
+        attrs = {str(n): z[f"attribute_{n}"] for n in z["attribute_names"]}
+        return SalesData(z["series"], datetime.date.fromisoformat(str(z["start"])),
+                         torch.from_numpy(z["demand"]), features, attrs)
+    except (KeyError, ValueError):
+        return None
+
+
+def _write_cache(path: pathlib.Path, key: str, data: SalesData) -> None:
+    arrays = {"series": data.series, "start": np.array(str(data.start)),
+              "demand": data.demand.numpy(),
+              "feature_names": np.array(list(data.features), dtype=str),
+              "attribute_names": np.array(list(data.attributes), dtype=str)}
+    arrays.update({f"feature_{i}": t.numpy() for i, t in enumerate(data.features.values())})
+    arrays.update({f"attribute_{n}": v for n, v in data.attributes.items()})
+    save_arrays(path, key, arrays)
 
 
 # ---- parsing -------------------------------------------------------------------------------------

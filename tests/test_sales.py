@@ -183,3 +183,17 @@ def test_fuzzed_sales_rows_read_exactly_or_are_refused(tmp_path_factory, rows, d
     for (sku, day), q in expected.items():
         assert data.demand[list(data.series).index(sku), (day - first).days] == q
     assert float(data.demand.sum()) == pytest.approx(sum(expected.values()))
+
+
+def test_a_wide_replay_matrix_is_cached_next_to_it_too(tmp_path, monkeypatch):
+    from deepstock_fast import demand
+    path = tmp_path / "wide.csv"
+    path.write_text("sku,d0,d1,d2\na,1,2,3\nb,4,5,6\n")
+    first = demand.read_history(path)
+    assert (tmp_path / ("wide.csv" + sales.CACHE_SUFFIX)).exists()
+    demand._CACHE.clear()  # as a new process
+    monkeypatch.setattr(demand, "_read_csv", lambda *a: pytest.fail("parsed again"))
+    assert torch.equal(demand.read_history(path), first)
+    demand._CACHE.clear()  # other reading options: another key, parsed again
+    with pytest.raises(BaseException, match="parsed again"):
+        demand.read_history(path, id_column=True)
