@@ -200,6 +200,9 @@ def save_arrays(path: pathlib.Path, key: str, arrays: dict[str, np.ndarray]) -> 
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # as a file the user writes (mkstemp's is 0600)
         os.replace(tmp, path)
+    except OSError as e:  # a full disk: the cache is only an optimisation
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        print(f"note: cannot cache {path} ({e.strerror or e})", file=sys.stderr)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise

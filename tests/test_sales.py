@@ -197,3 +197,14 @@ def test_a_wide_replay_matrix_is_cached_next_to_it_too(tmp_path, monkeypatch):
     demand._CACHE.clear()  # other reading options: another key, parsed again
     with pytest.raises(BaseException, match="parsed again"):
         demand.read_history(path, id_column=True)
+
+
+def test_a_directory_that_cannot_hold_the_cache_costs_only_a_parse(tmp_path, monkeypatch,
+                                                                    capsys):
+    path = write(tmp_path, SMALL)
+    monkeypatch.setattr(sales.tempfile, "mkstemp", lambda **k: (_ for _ in ()).throw(
+        PermissionError(13, "Permission denied")))
+    data = sales.read_sales(path)
+    assert data.demand.tolist() == [[3, 0, 1, 0], [0, 6, 0, 0]]
+    assert "cannot cache" in capsys.readouterr().err
+    assert not (tmp_path / ("sales.csv" + sales.CACHE_SUFFIX)).exists()
