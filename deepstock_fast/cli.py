@@ -305,11 +305,7 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
                "machine": machine(args.device)}
     if bt is not None:
         by_category = bt.by_category()
-        print(table(by_category, [("policy", "policy", "s"), ("category", "category", "s"),
-                                  ("skus", "SKUs", "d"), ("average_cost", "cost / SKU-day", ".4f"),
-                                  ("fill_rate", "fill rate", ".3f"),
-                                  ("stockout_rate", "stockout", ".3f"),
-                                  ("turnover_days", "turnover d", ".2f")]))
+        print(table(by_category, CATEGORY_COLUMNS))
         payload["backtest"] = bt.to_json()
         for path in bt.write(out):
             print(f"wrote {path}", file=sys.stderr)
@@ -334,6 +330,13 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
         print("(no learning-curve PNG: pip install matplotlib)", file=sys.stderr)
     print(f"wrote {out / 'results.json'}", file=sys.stderr)
     return 0
+
+
+#: The columns of a by-category table (backtest.Backtest.by_category's rows).
+CATEGORY_COLUMNS = [("policy", "policy", "s"), ("category", "category", "s"),
+                    ("skus", "SKUs", "d"), ("average_cost", "cost / SKU-day", ".4f"),
+                    ("fill_rate", "fill rate", ".3f"), ("stockout_rate", "stockout", ".3f"),
+                    ("turnover_days", "turnover d", ".2f")]
 
 
 def _baseline_cost(rows: list[dict]) -> float | None:
@@ -368,9 +371,15 @@ def cmd_eval(args) -> int:
                         ("cost_se", "+-", ".4f"),
                         ("fill_rate", "fill rate", ".3f"), ("stockout_rate", "stockout", ".3f"),
                         ("turnover_days", "turnover d", ".2f")]))
+    by_category = None
+    if instance.periods:  # a sales history: the test period by category too
+        by_category = backtest({str(path): policy}, instance, seed=args.seed,
+                               device=args.device, kinds=()).by_category()
+        print(table(by_category, CATEGORY_COLUMNS))
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps({"instance": test.to_dict(), **row,
-                                                       "machine": machine(args.device)}, indent=1))
+        pathlib.Path(args.json).write_text(json.dumps(
+            {"instance": test.to_dict(), **row, "machine": machine(args.device),
+             **({"by_category": by_category} if by_category else {})}, indent=1))
     if args.plot:
         try:
             reference = policy_plot(policy, instance, args.plot, seed=args.seed,

@@ -158,7 +158,11 @@ def test_a_catalog_trains_with_the_default_batch_and_validation_sizes(files, tmp
     rows = json.loads((tmp_path / "run" / "results.json").read_text())["comparison"]
     assert rows[0]["baseline"] == "best base-stock per SKU" and rows[0]["gap_pct"] is not None
     assert main(["eval", "--policy", str(tmp_path / "run" / "base" / "policy.pt"), "--plot",
-                 str(tmp_path / "plot.png")]) == 0 and (tmp_path / "plot.png").exists()
+                 str(tmp_path / "plot.png"), "--json", str(tmp_path / "eval.json")]) == 0
+    assert (tmp_path / "plot.png").exists()
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert evaluated["by_category"][-1]["category"] == "all"
+    assert evaluated["cost"] == pytest.approx(evaluated["by_category"][-1]["average_cost"])
     # and a wide matrix with one lead time per row: the same
     history = torch.poisson(torch.full((6, 150), 3.0)).tolist()
     replay = InstanceConfig(num_skus=6, lead_time=[1, 2, 3, 1, 2, 3], horizon=50,
