@@ -10,7 +10,8 @@ stockout rate, turnover days), the seconds of each stage and the peak memory; JS
 machine to bench/results/.
 
     OMP_NUM_THREADS=1 python bench/catalog.py [--skus 10000] [--days 365] [--epochs 300]
-    python bench/catalog.py --skus 1000000 --device cuda --batch-size 65536   # on a GPU
+    python bench/catalog.py --skus 1000000 --device cuda --batch-size 65536 \
+        --validation-skus 65536 --workers 16                                 # on a GPU
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def main(argv=None) -> int:
                         help="where the sales file and its cache go (default: a temporary "
                              "directory)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes writing the synthetic file (e.g. 16 for 1M SKUs)")
     args = parser.parse_args(argv)
     seconds = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,7 +69,8 @@ def main(argv=None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"synthetic-{args.skus}x{args.days}.parquet"
         start = time.perf_counter()
-        path, attributes = synthetic.write_synthetic(path, args.skus, args.days, seed=args.seed)
+        path, attributes = synthetic.write_synthetic(path, args.skus, args.days, seed=args.seed,
+                                                     workers=args.workers)
         seconds["generate"] = time.perf_counter() - start
         cache = path.with_name(path.name + sales.CACHE_SUFFIX)
         cache.unlink(missing_ok=True)

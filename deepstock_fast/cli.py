@@ -405,7 +405,7 @@ def cmd_synthetic(args) -> int:
     from .synthetic import write_synthetic
     sales, attributes = write_synthetic(args.out, args.skus, args.days,
                                         attributes=args.attributes, start=args.start,
-                                        seed=args.seed)
+                                        seed=args.seed, workers=args.workers)
     print(f"wrote {sales} and {attributes}", file=sys.stderr)
     return 0
 
@@ -613,6 +613,8 @@ def parser() -> argparse.ArgumentParser:
     y.add_argument("--days", type=_positive(int), default=365, help="days")
     y.add_argument("--start", default="2024-01-01", help="the first date")
     y.add_argument("--seed", type=int, default=0, help="the random seed")
+    y.add_argument("--workers", type=_positive(int), default=1,
+                   help="processes generating the data (the same file for any number)")
     y.set_defaults(run=cmd_synthetic, parser=y)
 
     r = sub.add_parser("bench", parents=[debug], formatter_class=HelpFormatter,

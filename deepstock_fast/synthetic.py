@@ -33,20 +33,24 @@ def synthetic_sales(num_skus: int = 1000, days: int = 365, *, start: str = "2024
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, attributes
 
 
-def _generate(num_skus: int, days: int, start: str, categories: int, seed: int):
-    """(attribute columns, an iterator of sales-row chunks of CHUNK SKUs each)."""
+def _generate(num_skus: int, days: int, start: str, categories: int, seed: int,
+              workers: int = 1):
+    """(attribute columns, an iterator of sales-row chunks of CHUNK SKUs each, in order; each
+    chunk from its own random stream, so ``workers`` processes give the same rows)."""
     if not (isinstance(num_skus, int) and num_skus >= 1 and isinstance(days, int) and days >= 1):
         raise ValueError(f"num_skus and days must be ints >= 1, got {num_skus!r}, {days!r}")
     rng = np.random.default_rng(seed)
-    K, D = num_skus, days
+    K = num_skus
     category = rng.integers(0, categories, K)
     cat_level = rng.normal(0.0, 0.7, categories)
-    rate = np.exp(np.log(2.0) + cat_level[category] + rng.normal(0.0, 1.1, K)).clip(0.05, 100)
-    weekly_amp, weekly_phase = rng.uniform(0, 0.4, K), rng.integers(0, 7, K)
-    yearly_amp, yearly_phase = rng.uniform(0, 0.5, K), rng.integers(0, 365, K)
-    base_price = np.exp(rng.normal(np.log(10.0), 0.8, K)).round(2)
-    elasticity, lift = rng.uniform(1.0, 2.5, K), rng.uniform(0.5, 2.0, K)
-    occurrence = np.where(rng.random(K) < 1 / 3, rng.uniform(0.15, 0.6, K), 1.0)
+    per_sku = {
+        "rate": np.exp(np.log(2.0) + cat_level[category] + rng.normal(0.0, 1.1, K)).clip(0.05,
+                                                                                         100),
+        "weekly_amp": rng.uniform(0, 0.4, K), "weekly_phase": rng.integers(0, 7, K),
+        "yearly_amp": rng.uniform(0, 0.5, K), "yearly_phase": rng.integers(0, 365, K),
+        "base_price": np.exp(rng.normal(np.log(10.0), 0.8, K)).round(2),
+        "elasticity": rng.uniform(1.0, 2.5, K), "lift": rng.uniform(0.5, 2.0, K),
+        "occurrence": np.where(rng.random(K) < 1 / 3, rng.uniform(0.15, 0.6, K), 1.0)}
     sku = np.char.add("SKU", np.char.zfill(np.arange(K).astype(str), len(str(K - 1))))
     names = np.char.add("cat", np.arange(categories).astype(str))
     lead_base = rng.integers(1, 8, categories)
@@ -56,41 +60,56 @@ def _generate(num_skus: int, days: int, start: str, categories: int, seed: int):
                   "holding_cost": holding,
                   "penalty_cost": (holding * rng.choice([4.0, 9.0, 19.0], K)).round(3),
                   "category": names[category]}
-    dates = np.datetime64(start) + np.arange(D)
+    jobs = [dict({k: v[lo:lo + CHUNK] for k, v in per_sku.items()}, seed=seed, lo=lo,
+                 days=days, start=start, sku=sku[lo:lo + CHUNK],
+                 category=names[category[lo:lo + CHUNK]]) for lo in range(0, K, CHUNK)]
+    if workers <= 1 or len(jobs) == 1:
+        return attributes, map(_chunk, jobs)
+    import concurrent.futures
+    pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)))
+
+    def ordered():
+        try:
+            yield from pool.map(_chunk, jobs)
+        finally:
+            pool.shutdown(cancel_futures=True)
+    return attributes, ordered()
+
+
+def _chunk(job: dict) -> dict:
+    """The sales rows of one chunk of SKUs (``job``: their parameters, the seed, where the
+    chunk starts, the days)."""
+    g = np.random.default_rng([job["seed"], job["lo"]])  # each chunk its own stream
+    n, D = len(job["sku"]), job["days"]
     t = np.arange(D)
-
-    def chunk(lo: int, hi: int) -> dict:
-        g = np.random.default_rng([seed, lo])  # each chunk its own stream
-        n = hi - lo
-        col = lambda v: v[lo:hi, None]  # noqa: E731
-        weekly = 1 + col(weekly_amp) * np.sin(2 * np.pi * (t + col(weekly_phase)) / 7)
-        yearly = 1 + col(yearly_amp) * np.sin(2 * np.pi * (t + col(yearly_phase)) / 365)
-        # a regular price with step changes on about 1 day in 90
-        steps = np.where(g.random((n, D)) < 1 / 90, g.uniform(0.85, 1.15, (n, D)), 1.0)
-        regular = col(base_price) * np.cumprod(steps, 1)
-        # promotions: a start on about 1 day in 30, lasting 3..10 days, 20% off
-        ends = np.where(g.random((n, D)) < 1 / 30, t + g.integers(3, 11, (n, D)), -1)
-        promotion = (np.maximum.accumulate(ends, 1) > t).astype(np.int8)
-        price = (regular * np.where(promotion == 1, 0.8, 1.0)).round(2)
-        mean = col(rate) * weekly * yearly * (regular / col(base_price)) ** -col(elasticity) \
-            * (1 + col(lift) * promotion)
-        happens = g.random((n, D)) < col(occurrence)
-        quantity = np.where(happens, g.poisson(mean / col(occurrence)), 0)
-        k, d = np.nonzero(quantity)
-        return {"sku": sku[lo + k], "date": dates[d],
-                "quantity": quantity[k, d].astype(np.int64), "price": price[k, d],
-                "promotion": promotion[k, d].astype(np.int64),
-                "category": names[category[lo + k]]}
-
-    return attributes, (chunk(lo, min(K, lo + CHUNK)) for lo in range(0, K, CHUNK))
+    col = lambda name: job[name][:, None]  # noqa: E731
+    weekly = 1 + col("weekly_amp") * np.sin(2 * np.pi * (t + col("weekly_phase")) / 7)
+    yearly = 1 + col("yearly_amp") * np.sin(2 * np.pi * (t + col("yearly_phase")) / 365)
+    # a regular price with step changes on about 1 day in 90
+    steps = np.where(g.random((n, D)) < 1 / 90, g.uniform(0.85, 1.15, (n, D)), 1.0)
+    regular = col("base_price") * np.cumprod(steps, 1)
+    # promotions: a start on about 1 day in 30, lasting 3..10 days, 20% off
+    ends = np.where(g.random((n, D)) < 1 / 30, t + g.integers(3, 11, (n, D)), -1)
+    promotion = (np.maximum.accumulate(ends, 1) > t).astype(np.int8)
+    price = (regular * np.where(promotion == 1, 0.8, 1.0)).round(2)
+    mean = col("rate") * weekly * yearly * (regular / col("base_price")) ** -col("elasticity") \
+        * (1 + col("lift") * promotion)
+    happens = g.random((n, D)) < col("occurrence")
+    quantity = np.where(happens, g.poisson(mean / col("occurrence")), 0)
+    k, d = np.nonzero(quantity)
+    return {"sku": job["sku"][k], "date": np.datetime64(job["start"]) + d,
+            "quantity": quantity[k, d].astype(np.int64), "price": price[k, d],
+            "promotion": promotion[k, d].astype(np.int64), "category": job["category"][k]}
 
 
 def write_synthetic(path: str | os.PathLike, num_skus: int = 1000, days: int = 365, *,
                     attributes: str | os.PathLike | None = None, start: str = "2024-01-01",
-                    categories: int = 8, seed: int = 0) -> tuple[pathlib.Path, pathlib.Path]:
+                    categories: int = 8, seed: int = 0, workers: int = 1
+                    ) -> tuple[pathlib.Path, pathlib.Path]:
     """Writes :func:`synthetic_sales` to ``path`` (``.csv``, ``.csv.gz`` or ``.parquet``) and
     its attribute table to ``attributes`` (default: ``<path stem>.attributes.<suffix>``);
-    returns both paths. Written CHUNK SKUs at a time (a million SKUs fit in memory)."""
+    returns both paths. Written CHUNK SKUs at a time (a million SKUs fit in memory), generated
+    by ``workers`` processes (the same file for any number)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
@@ -101,7 +120,7 @@ def write_synthetic(path: str | os.PathLike, num_skus: int = 1000, days: int = 3
     suffix = next(s for s in (".csv.gz", ".csv", ".parquet") if lower.endswith(s))
     attributes = pathlib.Path(attributes) if attributes is not None else path.with_name(
         path.name[:-len(suffix)] + ".attributes" + suffix)
-    attrs, chunks = _generate(num_skus, days, start, categories, seed)
+    attrs, chunks = _generate(num_skus, days, start, categories, seed, workers)
 
     def table(columns: dict):
         return pa.table({k: pa.array(v.astype("datetime64[D]") if v.dtype.kind == "M" else v)

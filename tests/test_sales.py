@@ -208,3 +208,10 @@ def test_a_directory_that_cannot_hold_the_cache_costs_only_a_parse(tmp_path, mon
     assert data.demand.tolist() == [[3, 0, 1, 0], [0, 6, 0, 0]]
     assert "cannot cache" in capsys.readouterr().err
     assert not (tmp_path / ("sales.csv" + sales.CACHE_SUFFIX)).exists()
+
+
+def test_synthetic_files_are_the_same_for_any_number_of_workers(tmp_path, monkeypatch):
+    monkeypatch.setattr(synthetic, "CHUNK", 7)  # several chunks of 20 SKUs
+    one, _ = synthetic.write_synthetic(tmp_path / "one.csv", 20, 30, seed=2)
+    two, _ = synthetic.write_synthetic(tmp_path / "two.csv", 20, 30, seed=2, workers=2)
+    assert one.read_text() == two.read_text() and len(one.read_text().splitlines()) > 100
