@@ -214,13 +214,27 @@ def evaluate(policy: ClassicalPolicy, demand: Tensor, lead_time, *, holding_cost
     """Cost and business metrics of a policy on demand paths [S, T] or [S, N, T], under the
     order cap ``max_order`` and from the initial state (``on_hand``, ``pipeline``) as in
     :func:`fit`."""
-    check_flag(lost_sales, "lost_sales")
     demand = _paths(demand)
-    _, cost, stats = _simulate(policy.kind, policy.params.unsqueeze(1), demand, lead_time,
-                               review_period=review_period, warmup=warmup,
+    cost, stats = totals(policy, demand, lead_time, holding_cost=holding_cost,
+                         penalty_cost=penalty_cost, order_cost=order_cost,
+                         lost_sales=lost_sales, review_period=review_period, warmup=warmup,
+                         max_order=max_order, on_hand=on_hand, pipeline=pipeline)
+    counted = demand[:, :, warmup:]
+    return business_metrics(cost, stats, counted.sum((1, 2)),
+                            counted.shape[1] * counted.shape[2])
+
+
+def totals(policy: ClassicalPolicy, demand: Tensor, lead_time, *, holding_cost, penalty_cost,
+           order_cost=0.0, lost_sales: bool = True, review_period: int = 1, warmup: int = 0,
+           max_order: float | None = None, on_hand=None, pipeline=None
+           ) -> tuple[Tensor, Tensor]:
+    """The cost [S, 3] and stats [S, 4] totals of a policy after warm-up (summed over the
+    paths), arguments as in :func:`evaluate`: what metrics of groups of SKUs are made of
+    (:func:`deepstock_fast.metrics.aggregate`)."""
+    check_flag(lost_sales, "lost_sales")
+    _, cost, stats = _simulate(policy.kind, policy.params.unsqueeze(1), _paths(demand),
+                               lead_time, review_period=review_period, warmup=warmup,
                                holding_cost=holding_cost, penalty_cost=penalty_cost,
                                order_cost=order_cost, lost_sales=lost_sales,
                                max_order=max_order, on_hand=on_hand, pipeline=pipeline)
-    counted = demand[:, :, warmup:]
-    return business_metrics(cost[:, 0], stats[:, 0], counted.sum((1, 2)),
-                            counted.shape[1] * counted.shape[2])
+    return cost[:, 0], stats[:, 0]

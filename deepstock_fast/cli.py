@@ -27,9 +27,11 @@ import traceback
 
 import torch
 
-from . import build_info, compare, seeding
+from . import build_info, compare, distributed, seeding
 from .envs import InstanceConfig
+from .envs.instances import FAMILIES
 from .evaluation import evaluate, paired_gap
+from .backtest import backtest, rolling_origin
 from .checkpoint import load_file
 from .policies import HEADS, Policy, PolicyConfig
 from .report import learning_curve, machine, policy_plot, table
@@ -132,12 +134,61 @@ def algo_config(args):
     return cls(**values)
 
 
+#: ``deepstock train --sales`` flags -> keys of a ``sales:`` instance (envs/instances.py)
+SALES_FLAGS = ("sku_column", "date_column", "quantity_column", "warehouse_column",
+               "attributes", "missing", "duplicates", "valid_start", "test_start")
+
+
+def train_instance(args) -> InstanceConfig:
+    """The instance of ``--instance``, or of ``--sales FILE`` and its column and period flags
+    (the ``sales:`` family; paths made absolute, so that the saved instance names the files
+    from anywhere)."""
+    if (args.instance is None) == (args.sales is None):
+        raise UsageError("give one of --instance or --sales")
+    if args.instance is not None:
+        given = [f"--{f.replace('_', '-')}" for f in SALES_FLAGS
+                 if getattr(args, f) != SALES_DEFAULTS.get(f)]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to --sales, not --instance")
+        return InstanceConfig.load(args.instance)
+    params = {"path": str(pathlib.Path(args.sales).resolve())}
+    for flag in SALES_FLAGS:
+        value = getattr(args, flag)
+        if value is not None:
+            params[flag] = value
+    if args.attributes is not None:
+        params["attributes"] = str(pathlib.Path(args.attributes).resolve())
+    for key in ("valid_start", "test_start"):  # a fraction or a date
+        if key in params:
+            try:
+                params[key] = float(params[key])
+            except ValueError:
+                pass
+    return InstanceConfig.from_dict(FAMILIES["sales"](params))
+
+
+#: defaults of the --sales flags (None: not given)
+SALES_DEFAULTS = {"sku_column": "sku", "date_column": "date", "quantity_column": "quantity",
+                  "missing": "zero", "duplicates": "sum"}
+
+
 def cmd_train(args) -> int:
     """Checks the arguments, then trains in the claimed output directory (written into by this
     run alone, checked writable before minutes of training)."""
-    instance = InstanceConfig.load(args.instance)
+    instance = train_instance(args)
     config = algo_config(args)
-    out = pathlib.Path(args.out or f"runs/{_slug(args.instance)}-{args.algo}")
+    name = args.instance or pathlib.Path(args.sales).name.split(".")[0]
+    out = pathlib.Path(args.out or f"runs/{_slug(name)}-{args.algo}")
+    ctx, args.device = distributed.init(args.device)  # under torchrun: join the group
+    if ctx.world > 1 and args.algo != "ds":
+        raise UsageError(f"--algo {args.algo}: data-parallel runs (torchrun) train DS only")
+    if not ctx.writer:  # another rank of a data-parallel run: its shards; rank 0 reports
+        for head in args.head:
+            TRAINERS[args.algo][1](instance, PolicyConfig(
+                head=head, hidden=args.hidden or TRAINERS[args.algo][2],
+                activation=args.activation), config, device=args.device, out_dir=out / head,
+                resume=args.resume, progress=False)
+        return 0
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: continue the run in "
                          "--out, or replace it")
@@ -193,7 +244,8 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
     hidden = args.hidden or TRAINERS[args.algo][2]
     test = compare.held_out_instance(instance, args.test_skus, args.test_horizon,
                                      args.test_warmup)
-    print(f"deepstock train: {args.algo} on {args.instance}, heads {', '.join(args.head)}; "
+    print(f"deepstock train: {args.algo} on {args.instance or args.sales}, heads "
+          f"{', '.join(args.head)}; "
           f"results in {out}/", file=sys.stderr)
     runs = {}
     for head in args.head:
@@ -215,9 +267,15 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
         runs[head] = (policy, result, ev)
     print("costing the references on the same test episode...", file=sys.stderr)
     failed = {}  # the comparisons that could not be made: the training's results stay
+    bt = None
     try:  # a reference beyond its limits is a row saying why; this catches anything else
-        references = compare.reference_rows(instance, test, seed=args.seed,
-                                             device=args.device)
+        if instance.catalog_size is not None:  # per-SKU baselines, by category
+            bt = backtest({f"{args.algo} + {head}": policy for head, (policy, _, _) in
+                           runs.items()}, instance, seed=args.seed, device=args.device)
+            references = bt.reference_rows()
+        else:
+            references = compare.reference_rows(instance, test, seed=args.seed,
+                                                 device=args.device)
     except Exception as e:  # noqa: BLE001
         references, failed["references"] = [], _one_line(e)
         print(f"deepstock train: the references could not be costed: {failed['references']}",
@@ -247,16 +305,40 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
                         for head, (policy, result, ev) in runs.items()},
                "comparison": rows, "references_failed": failed,
                "machine": machine(args.device)}
+    if bt is not None:
+        by_category = bt.by_category()
+        print(table(by_category, CATEGORY_COLUMNS))
+        payload["backtest"] = bt.to_json()
+        for path in bt.write(out):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.sales is not None and args.rolling_origins:
+        folds = rolling_origin({f"{args.algo} + {head}": policy for head, (policy, _, _) in
+                                runs.items()}, instance, args.rolling_origins, seed=args.seed,
+                               device=args.device)
+        print(table([{"fold": f"{f['origin']} .. {f['end']}", **r} for f in folds
+                     for r in f["by_category"] if r["category"] == "all"],
+                    [("fold", "test window [first, end)", "s"), ("policy", "policy", "s"),
+                     ("average_cost", "cost / SKU-day", ".4f"), ("fill_rate", "fill rate", ".3f"),
+                     ("stockout_rate", "stockout", ".3f"), ("turnover_days", "turnover d",
+                                                            ".2f")]))
+        payload["rolling_origin"] = folds
     (out / "results.json").write_text(json.dumps(payload, indent=1))
     try:
         learning_curve({head: result.history for head, (_, result, _) in runs.items()},
                        rows[0].get("baseline"), _baseline_cost(rows), out / "learning_curve.png",
-                       title=f"{args.algo.upper()} on {args.instance}",
+                       title=f"{args.algo.upper()} on {args.instance or args.sales}",
                        unit=next(iter(runs.values()))[1].unit)
     except ImportError:
         print("(no learning-curve PNG: pip install matplotlib)", file=sys.stderr)
     print(f"wrote {out / 'results.json'}", file=sys.stderr)
     return 0
+
+
+#: The columns of a by-category table (backtest.Backtest.by_category's rows).
+CATEGORY_COLUMNS = [("policy", "policy", "s"), ("category", "category", "s"),
+                    ("skus", "SKUs", "d"), ("average_cost", "cost / SKU-day", ".4f"),
+                    ("fill_rate", "fill rate", ".3f"), ("stockout_rate", "stockout", ".3f"),
+                    ("turnover_days", "turnover d", ".2f")]
 
 
 def _baseline_cost(rows: list[dict]) -> float | None:
@@ -291,9 +373,15 @@ def cmd_eval(args) -> int:
                         ("cost_se", "+-", ".4f"),
                         ("fill_rate", "fill rate", ".3f"), ("stockout_rate", "stockout", ".3f"),
                         ("turnover_days", "turnover d", ".2f")]))
+    by_category = None
+    if instance.periods:  # a sales history: the test period by category too
+        by_category = backtest({str(path): policy}, instance, seed=args.seed,
+                               device=args.device, kinds=()).by_category()
+        print(table(by_category, CATEGORY_COLUMNS))
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps({"instance": test.to_dict(), **row,
-                                                       "machine": machine(args.device)}, indent=1))
+        pathlib.Path(args.json).write_text(json.dumps(
+            {"instance": test.to_dict(), **row, "machine": machine(args.device),
+             **({"by_category": by_category} if by_category else {})}, indent=1))
     if args.plot:
         try:
             reference = policy_plot(policy, instance, args.plot, seed=args.seed,
@@ -363,7 +451,16 @@ def cmd_tune(args) -> int:
     return 0
 
 
-BENCHES = ("throughput", "env_step", "zipkin", "baselines", "quality", "tuning")
+def cmd_synthetic(args) -> int:
+    from .synthetic import write_synthetic
+    sales, attributes = write_synthetic(args.out, args.skus, args.days,
+                                        attributes=args.attributes, start=args.start,
+                                        seed=args.seed, workers=args.workers)
+    print(f"wrote {sales} and {attributes}", file=sys.stderr)
+    return 0
+
+
+BENCHES = ("throughput", "env_step", "zipkin", "baselines", "quality", "tuning", "catalog")
 
 
 def bench_dir() -> pathlib.Path:
@@ -427,10 +524,12 @@ def parser() -> argparse.ArgumentParser:
                        help="show the Python traceback of an error")
 
     def common(q, instance_required=True):
-        q.add_argument("--instance", required=instance_required,
+        q.add_argument("--instance", required=instance_required is True,
                        help="a name (zipkin:L=2,p=9, paper:setting=2, with key=value overrides) "
                             "or a JSON/YAML instance config file" + (
-                                "" if instance_required else
+                                "" if instance_required is True else
+                                " (default: none; give --instance or --sales)"
+                                if instance_required == "or sales" else
                                 " (default: the instance saved with the policy)"))
         q.add_argument("--device", type=_device, default="cpu", help="cpu or cuda[:N]")
         q.add_argument("--seed", type=int, default=0,
@@ -450,7 +549,35 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", parents=[debug], formatter_class=HelpFormatter,
                        help="train regularized policies and compare them with the optimum and "
                             "classical baselines")
-    common(t)
+    common(t, instance_required="or sales")
+    sales = t.add_argument_group("a sales history (instead of --instance; docs/DATA.md)")
+    sales.add_argument("--sales", metavar="FILE", default=None,
+                       help="long-format sales (CSV, .csv.gz or Parquet): one row per SKU and "
+                            "day with sales, optional price, promotion, category, warehouse, "
+                            "numeric features and per-SKU attributes (default: none)")
+    sales.add_argument("--sku-column", default="sku", help="the SKU column")
+    sales.add_argument("--date-column", default="date", help="the date column (YYYY-MM-DD)")
+    sales.add_argument("--quantity-column", default="quantity", help="the units-sold column")
+    sales.add_argument("--warehouse-column", default=None,
+                       help="the warehouse column: series are SKU-warehouse pairs (default: "
+                            "'warehouse' if the file has it)")
+    sales.add_argument("--attributes", metavar="FILE", default=None,
+                       help="per-SKU attributes (lead_time, holding_cost, penalty_cost, "
+                            "order_cost, category) keyed by the SKU column (default: those "
+                            "columns of the sales file, else the instance defaults)")
+    sales.add_argument("--missing", choices=("zero", "error"), default="zero",
+                       help="a day without a row: zero sales, or an error")
+    sales.add_argument("--duplicates", choices=("sum", "error"), default="sum",
+                       help="two rows of one SKU and day: summed, or an error")
+    sales.add_argument("--valid-start", default=None, metavar="DATE",
+                       help="first day of the validation period, a date or a fraction of the "
+                            "days (default: 0.7)")
+    sales.add_argument("--test-start", default=None, metavar="DATE",
+                       help="first day of the test period, a date or a fraction of the days "
+                            "(default: 0.85)")
+    sales.add_argument("--rolling-origins", type=_positive(int), default=None, metavar="K",
+                       help="also test on K consecutive windows of the test period, the "
+                            "baselines searched again before each (default: none)")
     t.add_argument("--algo", choices=ALGOS, default="ds", help="the trainer")
     t.add_argument("--head", type=_heads, default=["base"],
                    help=f"comma-separated regularization heads among {', '.join(HEADS)} "
@@ -581,6 +708,20 @@ def parser() -> argparse.ArgumentParser:
                    help="report: where report.txt and sensitivity.png go (default: the study "
                         "directory for one, else .)")
     u.set_defaults(run=cmd_tune, parser=u)
+    y = sub.add_parser("synthetic", parents=[debug], formatter_class=HelpFormatter,
+                       help="write synthetic long-format sales and per-SKU attributes "
+                            "(intermittent, seasonal, promotions, price changes)")
+    y.add_argument("--out", required=True, metavar="FILE",
+                   help="the sales file (.csv, .csv.gz or .parquet)")
+    y.add_argument("--attributes", default=None, metavar="FILE",
+                   help="the attribute table (default: <out stem>.attributes.<suffix>)")
+    y.add_argument("--skus", type=_positive(int), default=1000, help="SKUs")
+    y.add_argument("--days", type=_positive(int), default=365, help="days")
+    y.add_argument("--start", default="2024-01-01", help="the first date")
+    y.add_argument("--seed", type=int, default=0, help="the random seed")
+    y.add_argument("--workers", type=_positive(int), default=1,
+                   help="processes generating the data (the same file for any number)")
+    y.set_defaults(run=cmd_synthetic, parser=y)
 
     r = sub.add_parser("bench", parents=[debug], formatter_class=HelpFormatter,
                        help="run one of the benchmarks of the source tree's bench/")

@@ -43,8 +43,17 @@ def held_out_instance(instance: InstanceConfig, skus: int | None = None,
     """The instance every policy is costed on, unless given: 1024 SKUs over 1000 days when the
     SKUs are identical copies (a long-run average); at least :data:`TEST_TRAJECTORIES`
     trajectories of the instance's own horizon when its SKUs are draws from one distribution
-    (a ``drawn`` demand kind: the paper's settings); else the instance's own SKUs and
-    horizon."""
+    (a ``drawn`` demand kind: the paper's settings); for a catalog (a replayed or sales
+    history), every SKU of the catalog, over the whole test period of a sales history; else
+    the instance's own SKUs and horizon."""
+    if instance.catalog_size is not None:
+        test = instance.for_period("test")
+        if test.periods and skus not in (None, instance.catalog_size):
+            raise ValueError(f"a sales history is tested on every SKU of its catalog "
+                             f"({instance.catalog_size}), not {skus}")
+        return test.replace(num_skus=skus or instance.catalog_size,
+                            horizon=horizon or test.horizon,
+                            warmup=test.warmup if warmup is None else warmup)
     identical = identical_skus(instance)
     P = instance.review_period
     if horizon is None:
@@ -63,7 +72,7 @@ def held_out_demand(test_instance: InstanceConfig, seed: int, device="cpu") -> t
     return held_out_env(test_instance, seed, device).sample_episode().demand
 
 
-def _costing(t: InstanceConfig, device) -> dict:
+def costing(t: InstanceConfig, device) -> dict:
     """The arguments that cost a classical policy on instance ``t`` as the environment does."""
     return dict(holding_cost=t.per_sku_tensor("holding_cost", device, torch.float64),
                 penalty_cost=t.per_sku_tensor("penalty_cost", device, torch.float64),
@@ -72,13 +81,19 @@ def _costing(t: InstanceConfig, device) -> dict:
                 max_order=t.max_order)
 
 
-def _fit_episodes(instance: InstanceConfig, test: InstanceConfig, pooled: bool, paths: int,
+def fit_episodes(instance: InstanceConfig, test: InstanceConfig, pooled: bool, paths: int,
                   seed: int, device):
     """(the instance searched on, demand [S, N, T], initial on-hand [S, N] and pipeline
     [S, N, max_lead]): N = ``paths`` episodes drawn as the environment draws them (the same days
     of an episode, the same initial state) from ``seed``'s baseline_fit stream; of one SKU of
-    the training instance when the SKUs are identical (S = 1), else of each test SKU."""
-    fit = instance.replace(num_skus=paths) if pooled else test
+    the training instance when the SKUs are identical (S = 1), else of each test SKU. Of a
+    sales history: one episode per SKU spanning its whole training period (N = 1), so that
+    nothing of a later period is seen."""
+    if test.periods:
+        fit = instance.for_period("train", whole=True).replace(num_skus=test.num_skus)
+        paths = 1
+    else:
+        fit = instance.replace(num_skus=paths) if pooled else test
     env = InventoryEnv(fit, device, seed=seeding.stream(seed, "baseline_fit"))
     episodes = [env.sample_episode()] if pooled else [env.sample_episode() for _ in range(paths)]
     demand, on_hand, pipeline = (torch.stack([getattr(e, k).double() for e in episodes], 1)
@@ -101,7 +116,7 @@ def reference_rows(instance: InstanceConfig, test_instance: InstanceConfig, *, s
     t = test_instance
     episode = held_out_env(t, seed, device).sample_episode()
     demand = episode.demand.to(torch.float64)
-    costing = _costing(t, device)
+    test_costing = costing(t, device)
     lead = t.per_sku_tensor("lead_time", device, torch.int64)
 
     def attempt(policy: str, compute) -> None:
@@ -143,20 +158,21 @@ def reference_rows(instance: InstanceConfig, test_instance: InstanceConfig, *, s
     def classical(kind: str, label: str):
         def compute() -> list[dict]:
             if "paths" not in fitted:
-                fitted["paths"] = _fit_episodes(instance, t, pooled, train_paths, seed, device)
+                fitted["paths"] = fit_episodes(instance, t, pooled, train_paths, seed, device)
             fit, paths, x0, pipe0 = fitted["paths"]
             policy, _ = baselines.fit(kind, paths, lead[:1] if pooled else lead, on_hand=x0,
-                                      pipeline=pipe0, **_costing(fit, device))
+                                      pipeline=pipe0, **costing(fit, device))
             if pooled:
                 policy = baselines.ClassicalPolicy(kind, policy.params.expand(t.num_skus, -1))
             metrics = baselines.evaluate(policy, demand, lead.expand(t.num_skus),
                                          on_hand=episode.on_hand.double(),
-                                         pipeline=episode.pipeline.double(), **costing)
+                                         pipeline=episode.pipeline.double(), **test_costing)
             params = ", ".join(f"{n}={v:g}" for n, v in zip(
                 ("S", "cap"), policy.params[0].tolist())) if pooled else "per SKU"
             cap = "" if t.max_order is None else f", orders capped at {t.max_order:g}"
-            return [row(label, metrics.average_cost,
-                        f"searched on {train_paths} training episodes ({params}){cap}")]
+            where = ("the training period" if t.periods else
+                     f"{train_paths} training episodes")
+            return [row(label, metrics.average_cost, f"searched on {where} ({params}){cap}")]
         return compute
 
     for kind, label in (("base_stock", "best base-stock"),
@@ -181,7 +197,8 @@ def comparison_rows(trained: dict, references: list[dict], failed: dict) -> list
                      "iterations": result.iterations})
     rows += [dict(r) for r in references]
     costed = {r["policy"]: r for r in rows if r["cost"] is not None}
-    base = next((costed[n] for n in ("DP policy, test episode", "best base-stock", "DP optimum")
+    base = next((costed[n] for n in ("DP policy, test episode", "best base-stock",
+                                     "best base-stock per SKU", "DP optimum")
                  if n in costed), None)
     if base is None or base["cost"] == 0:
         failed["gap_pct"] = ("no baseline to compare with" if base is None

@@ -18,6 +18,7 @@ reference costs (``compare``) read nothing else.
 from __future__ import annotations
 
 import csv
+import datetime
 import gzip
 import io
 import math
@@ -34,6 +35,7 @@ import torch
 from torch import Tensor
 
 from . import checks
+from . import sales as sales_lib
 
 #: Largest demand quantity (a per-day mean, a replayed value) the package accepts: costs of a
 #: whole episode then stay finite even in float32.
@@ -69,7 +71,9 @@ class DemandProcess:
       parameters are identical copies (a long-run test may use as many as it likes);
     - ``drawn``: the SKUs are trajectories drawn from one distribution (the paper's settings),
       so a test may draw as many as it likes;
-    - ``has_std``: a per-SKU std or sigma (the ``std`` extra observation).
+    - ``has_std``: a per-SKU std or sigma (the ``std`` extra observation);
+    - ``catalog``: the SKUs are the rows of a given history (a catalog: replay, sales); an
+      environment of any size draws its SKUs from them (:meth:`Replay.start_range`).
     """
 
     kind: ClassVar[str]
@@ -78,6 +82,7 @@ class DemandProcess:
     iid: ClassVar[bool] = False
     drawn: ClassVar[bool] = False
     has_std: ClassVar[bool] = False
+    catalog: ClassVar[bool] = False
 
     @classmethod
     def from_spec(cls, spec: dict, num_skus: int, days: int, device) -> "DemandProcess":
@@ -364,6 +369,7 @@ class Replay(DemandProcess):
                        "id_column": checks.optional(checks.boolean)}
 
     history: Tensor
+    catalog = True
 
     @classmethod
     def from_spec(cls, spec, num_skus, days, device) -> "Replay":
@@ -428,6 +434,17 @@ class Replay(DemandProcess):
         self.history = history
         return self
 
+    #: Exogenous columns (name -> [S, D]) and per-SKU attributes (name -> [S] array): none.
+    exogenous: ClassVar[dict] = {}
+    attributes: ClassVar[dict] = {}
+
+    def start_range(self, days: int, history_days: int) -> tuple[int, int]:
+        """The first and last day an episode's window of ``days`` days (``history_days`` of
+        them before its day 0) may start on: a replayed matrix always starts at day 0."""
+        if days > self.history.shape[1]:
+            raise ValueError(f"days {days} exceeds the history's {self.history.shape[1]} days")
+        return 0, 0
+
     def split(self, train: float = 0.6, validation: float = 0.2) -> tuple["Replay", ...]:
         """Time-based split into (train, validation, test) by fractions of the days."""
         if not (0 < train and 0 < validation and train + validation < 1):
@@ -447,19 +464,158 @@ class Replay(DemandProcess):
         return self.history[:, :days].unsqueeze(1).expand(-1, paths, -1)
 
 
+def _column_name(name, v):
+    if not (isinstance(v, str) and v.strip()):
+        checks.fail(name, "a column name (a non-empty string)", v)
+
+
+def _column_names(name, v):
+    if not (isinstance(v, (list, tuple)) and all(isinstance(x, str) and x.strip() for x in v)
+            and len(set(v)) == len(v)):
+        checks.fail(name, "a list of distinct column names", v)
+
+
+def _date_or_fraction(name, v):
+    if checks.is_number(v) and 0 < v < 1:
+        return
+    if isinstance(v, str):
+        try:
+            datetime.date.fromisoformat(v)
+            return
+        except ValueError:
+            pass
+    checks.fail(name, "a date YYYY-MM-DD or a fraction in (0, 1)", v)
+
+
+#: The periods of a sales history, in time order (``demand.period`` of a sales instance).
+PERIODS = ("train", "validation", "test")
+#: Where the periods start by default: fractions of the days.
+DEFAULT_VALID_START, DEFAULT_TEST_START = 0.7, 0.85
+#: Exogenous columns read as known ahead (planned) unless ``known_ahead`` says otherwise.
+KNOWN_AHEAD = ("price", "promotion")
+#: ``demand`` keys of a sales instance passed on to :func:`sales.read_sales`.
+READ_OPTIONS = ("sku_column", "date_column", "quantity_column", "warehouse_column",
+                "features", "attributes", "missing", "duplicates")
+
+
+@register("sales")
+@dataclass
+class Sales(DemandProcess):
+    """A catalog's long-format sales history (:mod:`deepstock_fast.sales`), cut in time into a
+    training, a validation and a test period; an instance draws its episodes from one of them.
+
+    Config: ``path``; the reading options of :func:`~deepstock_fast.sales.read_sales`
+    (``sku_column``, ``date_column``, ``quantity_column``, ``warehouse_column``, ``features``,
+    ``attributes``, ``missing``, ``duplicates``); ``valid_start`` and ``test_start`` (dates or
+    fractions of the days, default 0.7 and 0.85) and ``test_end`` (the day after the test
+    period, default: the day after the data's last); ``period`` (``train``, the default,
+    ``validation`` or ``test``); ``known_ahead``: the exogenous columns whose future values are
+    known at decision time (planned prices, promotions; default: those of :data:`KNOWN_AHEAD`
+    the data has).
+
+    Windows: a training episode's days (its ``history_days``, horizon and forecast days) lie
+    inside the training period, at a random start per SKU and episode; a validation or test
+    episode's horizon starts on the period's first day (its history days are the days before:
+    the past, known at that time) and its forecast days end inside the period. No episode of
+    one period reads a day of a later period.
+    """
+
+    params = {"path": checks.path}
+    optional_params = {"sku_column": _column_name, "date_column": _column_name,
+                       "quantity_column": _column_name,
+                       "warehouse_column": checks.optional(_column_name),
+                       "features": checks.optional(_column_names),
+                       "attributes": checks.optional(checks.path),
+                       "missing": checks.choice(sales_lib.MISSING),
+                       "duplicates": checks.choice(sales_lib.DUPLICATES),
+                       "valid_start": _date_or_fraction, "test_start": _date_or_fraction,
+                       "test_end": _date_or_fraction,
+                       "period": checks.choice(PERIODS), "known_ahead": _column_names}
+    catalog = True
+
+    data: sales_lib.SalesData
+    period: str = "train"
+    valid_day: int = 0
+    test_day: int = 0
+    known_ahead: tuple = ()
+    end_day: int = 0          # one past the test period's last day (0: the data's end)
+    device: str | torch.device = "cpu"
+
+    @classmethod
+    def from_spec(cls, spec, num_skus, days, device) -> "Sales":
+        data = sales_lib.read_sales(spec["path"], **{k: spec[k] for k in READ_OPTIONS
+                                                     if k in spec})
+        valid = data.day_index(spec.get("valid_start", DEFAULT_VALID_START), "valid_start")
+        test = data.day_index(spec.get("test_start", DEFAULT_TEST_START), "test_start")
+        end = data.day_index(spec["test_end"], "test_end") if "test_end" in spec else data.days
+        if not 0 < valid < test < end <= data.days:
+            raise ValueError(f"need the first day < valid_start ({data.date(valid)}) < "
+                             f"test_start ({data.date(test)}) < test_end "
+                             f"({data.date(end)}) <= the day after the last "
+                             f"({data.date(data.days)})")
+        known = spec.get("known_ahead", [c for c in KNOWN_AHEAD if c in data.features])
+        unknown = [c for c in known if c not in data.features]
+        if unknown:
+            raise ValueError(f"known_ahead names {unknown}, not exogenous columns of the data "
+                             f"({list(data.features)})")
+        return cls(data, spec.get("period", "train"), valid, test, tuple(known), end, device)
+
+    def __post_init__(self):
+        self.history = self.data.demand.to(self.device)
+        self.exogenous = {k: v.to(self.device) for k, v in self.data.features.items()}
+        self.attributes = self.data.attributes
+
+    @property
+    def num_skus(self) -> int:
+        return self.data.num_series
+
+    def bounds(self, period: str | None = None) -> tuple[int, int]:
+        """The first day and one past the last day of ``period`` (default: this one's)."""
+        return {"train": (0, self.valid_day), "validation": (self.valid_day, self.test_day),
+                "test": (self.test_day, self.end_day or self.data.days)}[period or self.period]
+
+    def start_range(self, days: int, history_days: int) -> tuple[int, int]:
+        """The first and last start (its first history day) of a window of ``days`` days."""
+        lo, hi = self.bounds()
+        what = f"the {self.period} period ({self.data.date(lo)} .. {self.data.date(hi - 1)}, " \
+               f"{hi - lo} days)"
+        if self.period == "train":
+            if days > hi:
+                raise ValueError(f"an episode needs history_days + horizon + forecast days = "
+                                 f"{days} days; {what} has {hi}")
+            return 0, hi - days
+        if lo < history_days:
+            raise ValueError(f"{what} starts {lo} days into the data; its episodes need "
+                             f"history_days = {history_days} days before it")
+        if lo - history_days + days > hi:
+            raise ValueError(f"an episode needs horizon + forecast days = "
+                             f"{days - history_days} days; {what} has {hi - lo}")
+        return lo - history_days, lo - history_days
+
+    def sample(self, days: int, *, generator: torch.Generator | None = None,
+               paths: int = 1) -> Tensor:
+        """The first window of the period for every SKU (an environment draws windows with
+        :meth:`start_range` instead)."""
+        _check_days(days, paths)
+        start = self.start_range(days, 0)[0]
+        return self.history[:, start:start + days].unsqueeze(1).expand(-1, paths, -1)
+
+
 # ---- replay files --------------------------------------------------------------------------------
 #: Header names that mark a replay file's first column as SKU ids (compared lower-case, stripped).
 ID_COLUMN_NAMES = ("", "sku", "sku_id", "id", "item", "item_id", "product", "product_id",
                    "__index_level_0__")
 _CACHE: OrderedDict = OrderedDict()  # (path, mtime_ns, size, header, id_column) -> history
 _CACHE_SIZE = 4
+CACHE_VERSION = 1  # of the replay cache files: a new layout of them needs a new number
 
 
 def read_history(path: str | os.PathLike, *, header: bool | None = None,
                  id_column: bool | None = None) -> Tensor:
     """The float64 history [S, D] of a replay file (layout: :meth:`Replay.from_file`), parsed
-    once per process: the result is cached by resolved path, modification time and size, so
-    building configs and environments of the same file costs nothing after the first."""
+    once: the result is cached by resolved path, modification time and size in the process (so
+    building configs and environments of the same file costs nothing after the first) and in
+    ``<file>.deepstock.npz`` next to it (so the next run reads the binary form)."""
     name = str(path)
     p = pathlib.Path(path)
     try:
@@ -475,12 +631,19 @@ def read_history(path: str | os.PathLike, *, header: bool | None = None,
         _CACHE.move_to_end(key)
         return _CACHE[key]
     lower = p.name.lower()
-    if lower.endswith(".parquet"):
-        array = _read_parquet(p, name, id_column)
-    elif lower.endswith((".csv", ".csv.gz")):
-        array = _read_csv(p, name, header, id_column)
-    else:
+    if not lower.endswith((".parquet", ".csv", ".csv.gz")):
         raise ValueError(f"replay file {name}: unknown suffix; use .csv, .csv.gz or .parquet")
+    # the binary cache next to the file (sales.py), valid for this size, time and layout
+    disk_key = f"replay {CACHE_VERSION} {key}"
+    cached = sales_lib.load_arrays(sales_lib.cache_path(p), disk_key)
+    if cached is not None and "history" in cached:
+        array = cached["history"]
+    else:
+        if lower.endswith(".parquet"):
+            array = _read_parquet(p, name, id_column)
+        else:
+            array = _read_csv(p, name, header, id_column)
+        sales_lib.save_arrays(sales_lib.cache_path(p), disk_key, {"history": array})
     history = torch.from_numpy(array)
     _CACHE[key] = history
     while len(_CACHE) > _CACHE_SIZE:

@@ -103,7 +103,7 @@ def policy_plot(policy, instance, path, *, seed: int = 0, device="cpu", skus: in
     from .envs import InventoryEnv
 
     plt = _pyplot()
-    instance = instance.replace(num_skus=skus)
+    instance = instance.for_period("test").replace(num_skus=skus)  # a sales history's test
     env = InventoryEnv(instance, device, seed=seeding.stream(seed, "test"))
     episode = env.sample_episode()
     seen = []
@@ -129,11 +129,12 @@ def policy_plot(policy, instance, path, *, seed: int = 0, device="cpu", skus: in
         reference = sol.order(y, rest).double()
     else:
         name = "best base-stock policy"
-        lead = instance.per_sku_tensor("lead_time", device, torch.int64)
-        fitted, _ = baselines.fit("base_stock", episode.demand.double(), lead,
+        costing = compare.costing(instance, device)  # with the episode's SKUs' parameters
+        costing.update({k: getattr(episode, k).double() for k in
+                        ("holding_cost", "penalty_cost", "order_cost")})
+        fitted, _ = baselines.fit("base_stock", episode.demand.double(), episode.lead_time,
                                   on_hand=episode.on_hand.double(),
-                                  pipeline=episode.pipeline.double(),
-                                  **compare._costing(instance, device))
+                                  pipeline=episode.pipeline.double(), **costing)
         level = fitted.params[:, 0].repeat(len(seen))
         cap = instance.max_order if instance.max_order is not None else float("inf")
         reference = (level - position).clamp(0, cap)

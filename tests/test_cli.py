@@ -108,7 +108,12 @@ def test_baselines_command():
     (["train", "--instance", "zipkin:L=1,p=4", "--algo", "ppo", "--set", "critic_hidden=0,3"],
      "--set critic_hidden=0,3: widths must be positive"),
     (["eval", "--policy", "missing.pt"], "--policy missing.pt does not exist"),
-    (["train"], "the following arguments are required: --instance"),
+    (["train"], "give one of --instance or --sales"),
+    (["train", "--instance", "zipkin:L=1,p=4", "--sales", "x.csv"],
+     "give one of --instance or --sales"),
+    (["train", "--instance", "zipkin:L=1,p=4", "--test-start", "2024-01-01"],
+     "--test-start apply to --sales, not --instance"),
+    (["train", "--sales", "no-such.csv"], "sales file"),
 ])
 def test_bad_arguments_give_clear_errors(args, message, capsys):
     if any(a.startswith("cuda") for a in args) and torch.cuda.is_available():

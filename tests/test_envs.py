@@ -70,7 +70,8 @@ def test_named_instances():
     (dict(demand={"kind": "poisson"}), "missing ['rate']"),
     (dict(demand={"kind": "poisson", "rate": -2.0}), "demand.rate must be a finite number in [0, 1e+06]"),
     (dict(demand={"kind": "replay", "history": [[1.0] * 80] * 3}),
-     "demand history has 3 SKUs (rows), num_skus = 16"),
+     "lead_time needs one value or one per SKU of the catalog = 3 values (rows of the demand "
+     "history), got 16"),
     (dict(demand={"kind": "replay", "history": [[1.0] * 20] * 16}),
      "demand history has 20 days; an episode needs"),
     (dict(initial_state="full"), "initial_state must be one of"),
@@ -408,8 +409,9 @@ def test_registered_instance_family():
         with pytest.raises(ValueError, match=re.escape("instance 'fixed_lead:L=5': fixed_lead "
                                                        "needs L in 0..2")):
             InstanceConfig.from_name("fixed_lead:L=5")
-        with pytest.raises(ValueError, match="use one of 'zipkin:...', 'paper:...', "
-                                             "'fixed_lead:...', or a config file"):
+        with pytest.raises(ValueError, match=re.escape(
+                "use one of 'zipkin:...', 'paper:...', 'sales:...', 'fixed_lead:...', or a "
+                "config file")):
             InstanceConfig.from_name("nowhere:x=1")
         with pytest.raises(ValueError, match="'zipkin' is registered already"):
             instances.register("zipkin")(fixed_lead)

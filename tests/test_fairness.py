@@ -188,11 +188,11 @@ def test_reference_rows_cost_policies_as_the_environment_does(name):
     # rebuild the best base-stock policy and cost it through the environment itself
     env = held_out_env(test, 4)
     episode = env.sample_episode()
-    fit = compare._fit_episodes(instance, test, compare.identical_skus(instance), 8, 4, "cpu")
+    fit = compare.fit_episodes(instance, test, compare.identical_skus(instance), 8, 4, "cpu")
     lead = test.per_sku_tensor("lead_time", "cpu", torch.int64)
     pooled = compare.identical_skus(instance)
     policy, _ = baselines.fit("base_stock", fit[1], lead[:1] if pooled else lead,
-                              on_hand=fit[2], pipeline=fit[3], **compare._costing(fit[0], "cpu"))
+                              on_hand=fit[2], pipeline=fit[3], **compare.costing(fit[0], "cpu"))
     level = policy.params[:, 0].expand(test.num_skus).to(env.dtype)
     cap = test.max_order if test.max_order is not None else math.inf
     via_env = env.simulate(lambda s: base_stock_order(level, s.inventory_position, cap),

@@ -8,7 +8,9 @@ import dataclasses
 import gzip
 import itertools
 import math
+import pathlib
 import re
+import tempfile
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ import torch
 from hypothesis import given, strategies as st
 
 import deepstock_fast as ds
-from deepstock_fast import demand as demand_lib
+from deepstock_fast import demand as demand_lib, synthetic
 from deepstock_fast.envs import InstanceConfig, InventoryEnv
 from deepstock_fast.demand import DEMAND_KINDS
 from deepstock_fast.envs.config import COEFF_FEATURES, EXTRA_OBSERVATIONS, INITIAL_STATES
@@ -68,6 +70,11 @@ FIELD_VALUES = {
     "dtype": st.sampled_from(["float32", "float64"]),
 }
 
+# a small long-format sales file (and its attribute table) for the "sales" kind
+_SALES_DIR = pathlib.Path(tempfile.mkdtemp(prefix="deepstock-fuzz-sales-"))
+SALES_FILE, ATTRIBUTES_FILE = (str(p) for p in synthetic.write_synthetic(
+    _SALES_DIR / "sales.csv", SKUS + 2, 90, seed=3))
+
 DEMAND_PARAMS = {
     "poisson": {"rate": per_sku(st.floats(0, 50))},
     "normal": {"mean": per_sku(st.floats(-10, 50)), "std": per_sku(st.floats(0, 20)),
@@ -82,6 +89,16 @@ DEMAND_PARAMS = {
     "replay": {"history": st.integers(1, 80).flatmap(lambda days: st.lists(
         st.lists(st.floats(0, 1e3), min_size=days, max_size=days), min_size=SKUS,
         max_size=SKUS))},
+    "sales": {"path": st.just(SALES_FILE), "sku_column": st.just("sku"),
+              "date_column": st.just("date"), "quantity_column": st.just("quantity"),
+              "warehouse_column": st.none(), "features": st.none() | st.just(["price"]),
+              "attributes": st.none() | st.just(ATTRIBUTES_FILE),
+              "missing": st.just("zero"), "duplicates": st.sampled_from(["sum", "error"]),
+              "valid_start": st.sampled_from([0.5, 0.6, "2024-02-10"]),
+              "test_start": st.sampled_from([0.8, "2024-03-20"]),
+              "test_end": st.sampled_from([0.9, "2024-03-31"]),
+              "period": st.sampled_from(["train", "validation", "test"]),
+              "known_ahead": st.just([]) | st.just(["price"])},
 }
 
 

@@ -36,3 +36,35 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "l4p39" / "policy.pt").exists()
     assert math.isfinite(namespace["test"].average_cost_se)
     assert namespace["sol"].average_cost > 0
+
+
+def test_readme_sales_workflow_runs(tmp_path, monkeypatch):
+    """The shell commands of "From a sales file to a tested policy", at small sizes: the
+    synthetic file, a run with its test report, and the data-parallel run (2 gloo ranks)."""
+    import json
+    import shlex
+    import subprocess
+    import sys
+
+    from deepstock_fast import cli
+
+    text = README.read_text().split("## From a sales file to a tested policy", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", text, re.S).group(1).replace("\\\n", " ")
+    commands = [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+    assert [c[0] for c in commands] == [".venv/bin/deepstock"] * 2 + [".venv/bin/torchrun"]
+    monkeypatch.chdir(tmp_path)
+    small = {"1000": "30"}
+    quick = ["--epochs", "2", "--eval-every", "1", "--no-progress"]
+    for command in commands:
+        args = [small.get(a, a) for a in command[1:]]
+        if command[0].endswith("deepstock"):
+            assert cli.main(args + (quick if args[0] == "train" else [])) == 0
+        else:
+            torchrun = pathlib.Path(sys.executable).with_name("torchrun")
+            subprocess.run([str(torchrun), *args, *quick], check=True, timeout=300,
+                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    results = json.loads(next(tmp_path.glob("runs/sales-ds/results.json")).read_text())
+    assert {r["policy"] for r in results["backtest"]["by_category"]} >= {
+        "ds + none", "ds + base", "best base-stock per SKU"}
+    assert len(results["rolling_origin"]) == 2
+    assert (tmp_path / "runs" / "sales-2ranks" / "base" / "policy.pt").exists()

@@ -20,6 +20,7 @@ import torch
 from .. import demand as demand_lib
 from ..checks import (boolean, choice, fail, integer, is_number, names, number, optional,
                       per_sku)
+from .features import exogenous_feature
 from .instances import FAMILIES
 
 #: The demand features the Coeff regularization weighs (docs/METHOD.md): trailing means over 28 and 7
@@ -42,6 +43,19 @@ def _obs_scale(name, v):
     if v != "history":
         number(MIN_OBS_SCALE, MAX_QUANTITY)(name, v) if is_number(v) else fail(
             name, f"'history' or a finite number in [{MIN_OBS_SCALE:g}, {MAX_QUANTITY:g}]", v)
+
+
+def _features(name, v):
+    """Distinct names, each a demand feature of COEFF_FEATURES or an exogenous column's
+    (``<column>_next_<k>``, ``<column>_last``: features.exogenous_feature)."""
+    if not (isinstance(v, (list, tuple)) and all(
+            isinstance(x, str) and (x in COEFF_FEATURES or exogenous_feature(x)) for x in v)
+            and len(set(v)) == len(v)):
+        unknown = [x for x in v if not isinstance(x, str) or (
+            x not in COEFF_FEATURES and not exogenous_feature(x))] \
+            if isinstance(v, (list, tuple)) else v
+        fail(name, f"a list of distinct names from {COEFF_FEATURES} or exogenous columns' "
+             f"<column>_next_<days> / <column>_last (unknown: {unknown!r})", v)
 
 
 def _demand(name, v):
@@ -79,7 +93,7 @@ _FIELD_CHECKS = {
     "max_lead_time": optional(integer(0, MAX_DAYS)),
     "initial_state": choice(INITIAL_STATES),
     "demand": _demand,
-    "features": names(COEFF_FEATURES),
+    "features": _features,
     "observe_features": boolean,
     "extra_observations": names(EXTRA_OBSERVATIONS),
     "observed_demand_days": integer(0, MAX_DAYS),
@@ -139,16 +153,30 @@ class InstanceConfig:
         self.lead_time = _as_list(self.lead_time)
         for name in ("holding_cost", "penalty_cost", "order_cost"):
             setattr(self, name, _as_list(getattr(self, name)))
+        self._catalog = None  # a catalog's demand process (its SKUs are a history's rows)
+        if demand_lib.DEMAND_KINDS[self.demand["kind"]].catalog:
+            self._catalog = self.demand_process("cpu")
         self._validate()
 
     # ---- validation ----------------------------------------------------------------------
     def _per_sku(self, name: str) -> list:
         value = getattr(self, name)
         values = value if isinstance(value, list) else [value]
-        if len(values) not in (1, self.num_skus):
+        if self._catalog is not None:
+            if len(values) not in (1, self.catalog_size):
+                raise ValueError(f"{name} needs one value or one per SKU of the catalog = "
+                                 f"{self.catalog_size} values (rows of the demand history), "
+                                 f"got {len(values)}")
+        elif len(values) not in (1, self.num_skus):
             raise ValueError(f"{name} needs one value or num_skus = {self.num_skus} values, "
                              f"got {len(values)}")
         return values
+
+    @property
+    def catalog_size(self) -> int | None:
+        """The SKUs of a catalog's history (replay, sales), from which every episode draws its
+        ``num_skus`` SKUs; None for generated demand (an episode's SKUs are its own)."""
+        return None if self._catalog is None else self._catalog.num_skus
 
     def _validate(self) -> None:
         """The relations between fields (each field's own value is checked by _FIELD_CHECKS)."""
@@ -156,10 +184,12 @@ class InstanceConfig:
             if not ok:
                 raise ValueError(message)
 
-        leads = self._per_sku("lead_time")
+        for name in ("lead_time", "holding_cost", "penalty_cost", "order_cost"):
+            self._per_sku(name)
+        longest = int(self.per_sku_tensor("lead_time", "cpu", torch.int64).max())
         if self.max_lead_time is not None:
-            need(self.max_lead_time >= max(leads),
-                 f"lead_time {max(leads)} exceeds max_lead_time = {self.max_lead_time}")
+            need(self.max_lead_time >= longest,
+                 f"lead_time {longest} exceeds max_lead_time = {self.max_lead_time}")
         need(self.horizon % self.review_period == 0,
              f"horizon = {self.horizon} must be a positive multiple of review_period = "
              f"{self.review_period}")
@@ -167,8 +197,6 @@ class InstanceConfig:
              f"warmup = {self.warmup} must be a multiple of review_period = {self.review_period}")
         need(self.warmup < self.horizon,
              f"horizon = {self.horizon} must be longer than warmup = {self.warmup}")
-        for name in ("holding_cost", "penalty_cost", "order_cost"):
-            self._per_sku(name)
         need(self.initial_state != "mean_demand" or self.history_days >= 1,
              "initial_state 'mean_demand' needs history_days >= 1")
         need(self.observed_demand_days <= self.history_days,
@@ -184,25 +212,51 @@ class InstanceConfig:
                 need(len(value) in (1, self.num_skus),
                      f"demand.{key} needs one value or num_skus = {self.num_skus} values, "
                      f"got {len(value)}")
-        process = self.demand_process("cpu")  # the relations between demand parameters
-        if isinstance(process, demand_lib.Replay):
-            need(process.num_skus == self.num_skus,
-                 f"demand history has {process.num_skus} SKUs (rows), num_skus = {self.num_skus}")
-            need(process.history.shape[1] >= self.days_per_episode,
-                 f"demand history has {process.history.shape[1]} days; an episode needs "
-                 f"history_days + horizon + forecast days = {self.days_per_episode}")
+        # the relations between demand parameters
+        process = self._catalog or self.demand_process("cpu")
+        if self._catalog is not None:
+            if not isinstance(process, demand_lib.Sales):
+                need(process.history.shape[1] >= self.days_per_episode,
+                     f"demand history has {process.history.shape[1]} days; an episode needs "
+                     f"history_days + horizon + forecast days = {self.days_per_episode}")
+            try:
+                process.start_range(self.days_per_episode, self.history_days)
+            except ValueError as e:
+                raise ValueError(f"demand ({kind}): {e}") from None
+        periods = getattr(self._catalog, "attributes", {}).get("review_period")
+        need(periods is None or bool((periods == self.review_period).all())
+             or (self.review_period == 1 and bool((periods >= 1).all())),
+             f"the sales data's review_period column holds {sorted(set(periods.tolist()))[:5]}"
+             f": SKUs with their own review periods need review_period = 1 (daily steps; "
+             f"each SKU orders every its own number of days), not {self.review_period}"
+             if periods is not None else "")
+        for name in self.features:
+            exogenous = exogenous_feature(name)
+            if exogenous is None:
+                continue
+            column, ahead = exogenous
+            columns = list(getattr(process, "exogenous", {}))
+            need(column in columns,
+                 f"feature {name!r} reads column {column!r}, which the demand has not "
+                 f"(exogenous columns: {columns})")
+            need(ahead or self.history_days >= 1, f"feature {name!r} needs history_days >= 1")
+            need(not ahead or column in process.known_ahead,
+                 f"feature {name!r} reads {column!r} ahead, but {column!r} is not known ahead "
+                 f"(demand.known_ahead = {list(process.known_ahead)}); use {column}_last")
 
     # ---- derived quantities --------------------------------------------------------------
     @property
     def max_lead(self) -> int:
-        leads = self._per_sku("lead_time")
-        return self.max_lead_time if self.max_lead_time is not None else max(leads)
+        longest = int(self.per_sku_tensor("lead_time", "cpu", torch.int64).max())
+        return self.max_lead_time if self.max_lead_time is not None else longest
 
     @property
     def forecast_days(self) -> int:
-        """Days of demand after the horizon that the forward-mean features look at."""
-        return max([int(f.split("_")[1]) for f in self.features if f.startswith("forecast")],
-                   default=0)
+        """Days after the horizon that the forward-looking features read (forecast means of
+        demand, known-ahead exogenous columns)."""
+        ahead = [int(f.split("_")[1]) for f in self.features if f.startswith("forecast")]
+        ahead += [exogenous_feature(f)[1] for f in self.features if exogenous_feature(f)]
+        return max(ahead, default=0)
 
     @property
     def days_per_episode(self) -> int:
@@ -213,11 +267,55 @@ class InstanceConfig:
         return getattr(torch, self.dtype)
 
     def per_sku_tensor(self, name: str, device, dtype=None) -> torch.Tensor:
-        """A per-SKU field as a [num_skus] tensor (or [1] when shared)."""
-        return torch.tensor(self._per_sku(name), dtype=dtype or self.torch_dtype, device=device)
+        """A per-SKU field as a [num_skus] tensor (or [1] when shared); of a catalog, one value
+        per catalog SKU ([catalog_size]), where a column of the sales data's attributes
+        (lead times, costs) takes precedence over the field."""
+        dtype = dtype or self.torch_dtype
+        attributes = getattr(self._catalog, "attributes", {})
+        if name in attributes:
+            return torch.as_tensor(attributes[name], device=device).to(dtype)
+        return torch.tensor(self._per_sku(name), dtype=dtype, device=device)
+
+    def sku_review_periods(self, device) -> torch.Tensor | None:
+        """Each catalog SKU's review period [catalog_size] (int64) when the sales data gives
+        SKUs different ones (the instance then steps daily and a SKU orders on the days that
+        are multiples of its period); else None (every SKU reviews every ``review_period``)."""
+        periods = getattr(self._catalog, "attributes", {}).get("review_period")
+        if periods is None or bool((periods == self.review_period).all()):
+            return None
+        return torch.as_tensor(periods, device=device, dtype=torch.int64)
 
     def varies(self, name: str) -> bool:
-        return len(set(self._per_sku(name))) > 1
+        values = self.per_sku_tensor(name, "cpu", torch.float64)
+        return bool((values != values[0]).any())
+
+    @property
+    def periods(self) -> bool:
+        """True when the demand is a sales history cut into training, validation and test
+        periods (:meth:`for_period`)."""
+        return isinstance(self._catalog, demand_lib.Sales)
+
+    def for_period(self, period: str, whole: bool | None = None) -> "InstanceConfig":
+        """The instance drawing its episodes from ``period`` ("train", "validation", "test") of
+        a sales history; any other instance unchanged. ``whole`` (default: True but for
+        "train"): the horizon spans the whole period (its last forecast days aside), so that
+        one episode per SKU covers it, and the warm-up shrinks to fit."""
+        if not self.periods:
+            return self
+        demand = dict(self.demand, period=period)
+        if whole is None:
+            whole = period != "train"
+        if not whole:
+            return self.replace(demand=demand)
+        lo, hi = self._catalog.bounds(period)
+        P = self.review_period
+        horizon = (hi - lo - self.forecast_days - (self.history_days - min(self.history_days, lo)
+                                                   if period == "train" else 0)) // P * P
+        if horizon < P:
+            raise ValueError(f"the {period} period has {hi - lo} days: too few for one review "
+                             f"period after {self.forecast_days} forecast days")
+        return self.replace(demand=demand, horizon=horizon,
+                            warmup=min(self.warmup, horizon - P) // P * P)
 
     def demand_process(self, device):
         """The demand process of ``demand`` for num_skus SKUs on ``device`` (a replayed file is

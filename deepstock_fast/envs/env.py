@@ -18,7 +18,10 @@ Observation ``[B, obs_size]``, names in ``env.obs_names``, in this order:
     on_hand, pipeline_0 .. pipeline_{max_lead-1}      (quantities)
     demand_-k .. demand_-1: the last ``observed_demand_days`` days (quantities)
     the ``features`` (quantities, except ``constant`` = 1), unless ``observe_features`` is False
-    lead_time, holding_cost, penalty_cost, order_cost: only those that differ between SKUs
+    the exogenous features among them (a sales history's ``<column>_next_<k>``,
+    ``<column>_last``) are not quantities and are not scaled
+    lead_time, holding_cost, penalty_cost, order_cost: only those that differ between SKUs;
+    review_period when the SKUs of a catalog have their own
     extra observations: ``day`` (day / horizon), ``yesterday`` (quantity), ``std`` (quantity:
     the demand process's per-SKU standard deviation parameter)
 Quantities are divided by the SKU's ``scale`` [B]: the mean demand of the ``history_days`` drawn
@@ -36,7 +39,7 @@ from torch import Tensor
 from ..metrics import Metrics, business_metrics
 from ..ops import env_step, inventory_step, observation
 from .config import InstanceConfig
-from .features import demand_features
+from .features import demand_features, exogenous_feature, exogenous_features
 from .simulate import SimState, SimulationResult, simulate
 
 
@@ -50,6 +53,14 @@ class Episode(NamedTuple):
     scale: Tensor           # [B]
     on_hand: Tensor         # [B] initial state
     pipeline: Tensor        # [B, max_lead] initial state
+    # the SKUs' parameters ([B], or [1] when shared); of a catalog, those of the SKUs drawn
+    lead_time: Tensor | None = None
+    holding_cost: Tensor | None = None
+    penalty_cost: Tensor | None = None
+    order_cost: Tensor | None = None
+    sku: Tensor | None = None          # [B] the catalog rows drawn (None: not a catalog)
+    start: Tensor | None = None        # [B] the first day of each window in the history
+    review_period: Tensor | None = None  # [B] each SKU's own review period (None: the instance's)
 
 
 class InventoryEnv:
@@ -82,12 +93,26 @@ class InventoryEnv:
         else:
             self._generator.manual_seed(seed)
         B = self.num_envs
-        self.lead_time = config.per_sku_tensor("lead_time", self.device, torch.int64).expand(B)
-        self.holding_cost, self.penalty_cost, self.order_cost = (
-            config.per_sku_tensor(n, self.device) for n in
-            ("holding_cost", "penalty_cost", "order_cost"))
+        # per-SKU parameters: of the environment's SKUs, or of every catalog SKU (an episode
+        # then takes those of the SKUs it draws)
+        self._params = {"lead_time": config.per_sku_tensor("lead_time", self.device,
+                                                           torch.int64)}
+        for name in ("holding_cost", "penalty_cost", "order_cost"):
+            self._params[name] = config.per_sku_tensor(name, self.device)
+        self._catalog = config.catalog_size is not None
+        # the current episode's (a catalog's are known once an episode has drawn its SKUs)
+        self.lead_time = self.holding_cost = self.penalty_cost = self.order_cost = None
+        if not self._catalog:
+            self.lead_time = self._params["lead_time"].expand(B)
+            self.holding_cost, self.penalty_cost, self.order_cost = (
+                self._params[n] for n in ("holding_cost", "penalty_cost", "order_cost"))
         self._varying = [n for n in ("lead_time", "holding_cost", "penalty_cost", "order_cost")
                          if config.varies(n)]
+        # SKUs with their own review periods (daily steps; an order only on a SKU's review days)
+        review = config.sku_review_periods(self.device)
+        if review is not None:
+            self._params["review_period"] = review
+            self._varying.append("review_period")
         if "std" in config.extra_observations:
             # InstanceConfig checked that the demand process has one of the two
             std = getattr(self._process, "std", getattr(self._process, "sigma", None))
@@ -124,7 +149,8 @@ class InventoryEnv:
             self._episode = None
             return
         to = lambda t: t.to(self.device)  # noqa: E731
-        self._episode = Episode(**{k: to(v) for k, v in state["episode"].items()})
+        self._episode = Episode(**{k: None if v is None else to(v)
+                                   for k, v in state["episode"].items()})
         self._begin_state(self._episode)
         self._epoch = state["epoch"]
         self._on_hand, self._pipeline, self._obs = (to(state[k]) for k in
@@ -137,15 +163,29 @@ class InventoryEnv:
         environment's generator unless another is given)."""
         c, g = self.config, generator or self._generator
         B, H, T, P, E = c.num_skus, c.history_days, c.horizon, c.review_period, self.num_epochs
-        path = self._process.sample(c.days_per_episode, generator=g).reshape(B, -1)
-        if path.shape[1] > c.days_per_episode:  # a longer replayed history: random start each
-            offset = torch.randint(0, path.shape[1] - c.days_per_episode + 1, (B, 1),
-                                   generator=g, device=self.device)
-            index = offset + torch.arange(c.days_per_episode, device=self.device)
-            path = path.gather(1, index)
+        sku = start = None
+        exogenous_columns = {}
+        if self._catalog:
+            sku, start, path, exogenous_columns = self._draw_windows(g)
+            params = {n: t if t.numel() == 1 else t[sku] for n, t in self._params.items()}
+        else:
+            path = self._process.sample(c.days_per_episode, generator=g).reshape(B, -1)
+            params = dict(self._params)
+        params["lead_time"] = params["lead_time"].expand(B)
+        params.setdefault("review_period", None)
         # features from the float64 draws; everything else in the config's dtype
-        features = demand_features(path, H, range(0, T + 1, P), c.features,
+        names = c.features
+        demand_names = tuple(n for n in names if exogenous_feature(n) is None)
+        features = demand_features(path, H, range(0, T + 1, P), demand_names,
                                    c.forecast_noise_std, g, dtype=self.dtype)  # [E + 1, B, m]
+        if len(demand_names) < len(names):
+            exogenous = exogenous_features(exogenous_columns, H, range(0, T + 1, P),
+                                           tuple(n for n in names if n not in demand_names),
+                                           self.dtype)
+            order = [demand_names.index(n) if n in demand_names else
+                     len(demand_names) + [m for m in names if m not in demand_names].index(n)
+                     for n in names]
+            features = torch.cat([features, exogenous], 2)[:, :, order]
         path = path.to(self.dtype)
         if c.obs_scale == "history":
             mean = path[:, :H].mean(1) if H else path.new_ones(B)
@@ -170,12 +210,12 @@ class InventoryEnv:
         if c.observed_demand_days:  # the k days before each epoch start
             k = c.observed_demand_days
             put(path[:, H - k:H + T].unfold(1, k, P).transpose(0, 1) * inv_scale)
-        quantity = torch.tensor([f != "constant" for f in c.features], dtype=torch.bool,
-                                device=self.device)
+        quantity = torch.tensor([f != "constant" and exogenous_feature(f) is None
+                                 for f in c.features], dtype=torch.bool, device=self.device)
         if c.observe_features:
             put(features, torch.where(quantity, inv_scale, 1.0))
         for name in self._varying:
-            put(getattr(self, name).to(self.dtype).view(1, -1, 1))
+            put(params[name].to(self.dtype).expand(B).view(1, -1, 1))
         for name in c.extra_observations:
             if name == "day":
                 put(torch.arange(0, T + 1, P, device=self.device).to(self.dtype).view(-1, 1, 1)
@@ -191,10 +231,41 @@ class InventoryEnv:
         if c.initial_state == "mean_demand":
             mean = path[:, :H].mean(1) if H else path.new_zeros(B)
             on_hand = mean.clone()
-            in_transit = torch.arange(self.max_lead, device=self.device) < self.lead_time.view(-1, 1)
+            in_transit = torch.arange(self.max_lead, device=self.device) < \
+                params["lead_time"].view(-1, 1)
             pipeline = torch.where(in_transit, mean.view(-1, 1), 0.0)
         return Episode(demand, demand.reshape(B, E, P).transpose(0, 1).contiguous(),
-                       features.contiguous(), exogenous, scale, on_hand, pipeline)
+                       features.contiguous(), exogenous, scale, on_hand, pipeline,
+                       params["lead_time"], params["holding_cost"], params["penalty_cost"],
+                       params["order_cost"], sku=sku, start=start,
+                       review_period=params["review_period"])
+
+    def _draw_windows(self, g: torch.Generator):
+        """An episode's SKUs and windows of a catalog: all SKUs in order when the environment
+        has as many, else a random subset (or every SKU in turn, more than once, when it has
+        more); a window per SKU at a random start allowed by the demand's period. Returns
+        (sku [B], start [B], demand path [B, days], exogenous columns {name: [B, days]})."""
+        c, process = self.config, self._process
+        B, K, days = c.num_skus, process.num_skus, c.days_per_episode
+        if B == K:
+            sku = torch.arange(K, device=self.device)
+        elif B < K:
+            sku = torch.randperm(K, generator=g, device=self.device)[:B]
+        else:
+            sku = torch.arange(B, device=self.device) % K
+        lo, hi = process.start_range(days, c.history_days)
+        start = torch.full((B,), lo, device=self.device, dtype=torch.int64)
+        if hi > lo:
+            start += torch.randint(0, hi - lo + 1, (B,), generator=g, device=self.device)
+        index = start.view(-1, 1) + torch.arange(days, device=self.device)
+
+        def window(history: Tensor) -> Tensor:
+            rows = history if B == K else history.index_select(0, sku)
+            return rows.gather(1, index)
+
+        used = {exogenous_feature(n)[0] for n in c.features if exogenous_feature(n)}
+        return sku, start, window(process.history), {
+            n: window(process.exogenous[n]) for n in used}
 
     def _observation(self, episode: Episode, on_hand: Tensor, pipeline: Tensor,
                      epoch: int) -> Tensor:
@@ -209,7 +280,7 @@ class InventoryEnv:
 
     def _state_from(self, episode, on_hand, pipeline, epoch, obs) -> SimState:
         day = epoch * self.config.review_period
-        return SimState(on_hand, pipeline, on_hand + pipeline.sum(1), self.lead_time, day,
+        return SimState(on_hand, pipeline, on_hand + pipeline.sum(1), episode.lead_time, day,
                         episode.demand[:, :day], obs, episode.features[epoch], episode.scale)
 
     # ---- gymnasium-style interface ------------------------------------------------------------
@@ -239,10 +310,11 @@ class InventoryEnv:
         if self.max_order is not None:
             order = order.clamp(max=self.max_order)
         c, e, episode = self.config, self._epoch, self._episode
-        out = env_step(self._on_hand, self._pipeline, self.lead_time, order,
-                       episode.epoch_demand[e], self.holding_cost, self.penalty_cost,
-                       self.order_cost, c.lost_sales, episode.exogenous_obs[e + 1], episode.scale,
-                       self._cost, self._stats, accumulate=e * c.review_period >= c.warmup)
+        order = reviewed(order, episode, e * c.review_period)
+        out = env_step(self._on_hand, self._pipeline, episode.lead_time, order,
+                       episode.epoch_demand[e], episode.holding_cost, episode.penalty_cost,
+                       episode.order_cost, c.lost_sales, episode.exogenous_obs[e + 1],
+                       episode.scale, self._cost, self._stats, accumulate=e * c.review_period >= c.warmup)
         self._epoch = e + 1
         self._cost, self._stats = out.cost_total, out.stats_total
         info = {"cost": out.cost, "stats": out.stats}
@@ -276,8 +348,19 @@ class InventoryEnv:
     def _begin(self) -> None:
         self._begin_state(self.sample_episode())
 
+    def _complete(self, episode: Episode) -> Episode:
+        """The episode with the environment's SKU parameters where it has none (an episode
+        saved before episodes carried them)."""
+        if episode.lead_time is not None:
+            return episode
+        return episode._replace(lead_time=self.lead_time, holding_cost=self.holding_cost,
+                                penalty_cost=self.penalty_cost, order_cost=self.order_cost)
+
     def _begin_state(self, episode: Episode) -> None:
+        episode = self._complete(episode)
         self._episode = episode
+        self.lead_time, self.holding_cost, self.penalty_cost, self.order_cost = (
+            episode.lead_time, episode.holding_cost, episode.penalty_cost, episode.order_cost)
         self._epoch = 0
         self._on_hand, self._pipeline = episode.on_hand, episode.pipeline
         self._obs = self._observation(episode, episode.on_hand, episode.pipeline, 0)
@@ -295,11 +378,23 @@ class InventoryEnv:
         ``state()``. Costs and stats count the days after warm-up."""
         c = self.config
         episode = episode or self.sample_episode()
-        return simulate(policy, episode.demand, self.lead_time, on_hand=episode.on_hand,
+        episode = self._complete(episode)
+        if episode.review_period is not None:  # each SKU orders on its own review days
+            inner = policy
+            policy = lambda state: reviewed(inner(state), episode, state.day)  # noqa: E731
+        return simulate(policy, episode.demand, episode.lead_time, on_hand=episode.on_hand,
                         pipeline=episode.pipeline, review_period=c.review_period,
-                        warmup=c.warmup, holding_cost=self.holding_cost,
-                        penalty_cost=self.penalty_cost, order_cost=self.order_cost,
+                        warmup=c.warmup, holding_cost=episode.holding_cost,
+                        penalty_cost=episode.penalty_cost, order_cost=episode.order_cost,
                         lost_sales=c.lost_sales,
                         max_order=c.max_order if c.max_order is not None else float("inf"),
                         step=step,
                         observe=lambda x, pipe, epoch: self.observe(episode, x, pipe, epoch))
+
+
+def reviewed(order: Tensor, episode: Episode, day: int) -> Tensor:
+    """``order`` [B] on the SKUs whose review period divides ``day``, 0 on the others (all
+    of it when the SKUs share the instance's review period)."""
+    if episode.review_period is None:
+        return order
+    return torch.where(day % episode.review_period == 0, order, torch.zeros_like(order))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import Tensor
 
@@ -62,3 +64,43 @@ def demand_features(path: Tensor, history_days: int, days: range, names: tuple[s
             torch.sub(at(k), at(0), out=column).div_(k).add_(noise.mul_(noise_std))
             features[:, :, j] = column
     return features
+
+
+#: Feature names of exogenous columns (a sales history's price, promotion, ...):
+#: ``<column>_next_<k>``: the column's mean over days t .. t+k-1, for columns known ahead
+#: (planned prices and promotions); ``<column>_last``: its value on day t-1 (any column).
+_EXOGENOUS = re.compile(r"(?P<column>.+?)_(?:next_(?P<k>[0-9]+)|last)")
+
+
+def exogenous_feature(name: str) -> tuple[str, int] | None:
+    """(column, k) of an exogenous feature name: k days ahead for ``<column>_next_<k>``, 0 for
+    ``<column>_last``; None for a demand feature (``config.COEFF_FEATURES``)."""
+    match = _EXOGENOUS.fullmatch(name)
+    if match is None:
+        return None
+    k = match.group("k")
+    return match.group("column"), int(k) if k is not None else 0
+
+
+def exogenous_features(columns: dict[str, Tensor], history_days: int, days: range,
+                       names: tuple[str, ...], dtype: torch.dtype) -> Tensor:
+    """Features [len(days), B, len(names)] of exogenous columns (each [B, history_days + D],
+    aligned with the demand path): for ``<column>_next_<k>`` the mean over days t .. t+k-1
+    (known ahead), for ``<column>_last`` the value on day t-1; nothing later is read."""
+    count = len(days)
+    first = next(iter(columns.values()))
+    out = first.new_empty(count, first.shape[0], len(names), dtype=dtype)
+    starts = torch.arange(history_days + days.start, history_days + days.stop, days.step,
+                          device=first.device)
+    for j, name in enumerate(names):
+        column, k = exogenous_feature(name)
+        values = columns[column].to(torch.float64)
+        if k == 0:
+            out[:, :, j] = values[:, starts - 1].T
+        else:
+            if int(starts[-1]) + k > values.shape[1]:
+                raise ValueError(f"{name} needs {k} days from day {days[-1]}; the path ends at "
+                                 f"day {values.shape[1] - history_days - 1}")
+            cumulative = torch.nn.functional.pad(values.cumsum(1), (1, 0))
+            out[:, :, j] = ((cumulative[:, starts + k] - cumulative[:, starts]) / k).T
+    return out

@@ -70,3 +70,46 @@ def paper(params: dict) -> dict:
     return dict(dict(lead_time=1, review_period=2, horizon=30, warmup=4,
                      holding_cost=0.1, penalty_cost=0.9, lost_sales=False,
                      max_order=100.0, finite_horizon=True), **settings[setting])
+
+
+#: ``demand`` keys of a ``sales:`` instance (the others set config fields).
+SALES_KEYS = ("path", "sku_column", "date_column", "quantity_column", "warehouse_column",
+              "features", "attributes", "missing", "duplicates", "valid_start", "test_start",
+              "test_end", "known_ahead")
+#: Days ahead that a known-ahead column's feature averages over.
+AHEAD_DAYS = 7
+
+
+@register("sales")
+def sales(params: dict) -> dict:
+    """``sales:path=<file>[,valid_start=<date>,test_start=<date>,...]``: a catalog's long-format
+    sales history (:mod:`deepstock_fast.sales`; ``deepstock train --sales FILE``), every SKU
+    with its lead time and costs where the data has them (else the fields' values), cut into
+    training, validation and test periods (``valid_start``, ``test_start``: dates or fractions,
+    default 0.7 and 0.85). Lost sales, daily review, episodes of up to 100 days of the
+    training period starting at mean demand on hand and in transit, 28 days of history, the
+    trailing means and for each exogenous column its mean over the next 7 days when it is known
+    ahead (``known_ahead``, default price and promotion), else its last value."""
+    from .. import demand as demand_lib
+    from .. import sales as sales_lib
+
+    if "path" not in params:
+        raise ValueError("sales needs path=<sales file>")
+    spec = {"kind": "sales", **{k: params.pop(k) for k in SALES_KEYS if k in params}}
+    for key in ("features", "known_ahead"):  # from a name: columns separated by '+'
+        if isinstance(spec.get(key), str):
+            spec[key] = [c for c in spec[key].split("+") if c]
+    data = sales_lib.read_sales(spec["path"], **{k: spec[k] for k in demand_lib.READ_OPTIONS
+                                                 if k in spec})
+    known = spec.get("known_ahead", [c for c in demand_lib.KNOWN_AHEAD if c in data.features])
+    exogenous = [f"{c}_next_{AHEAD_DAYS}" if c in known else f"{c}_last" for c in data.features]
+    history = params.get("history_days", 28)
+    valid = data.day_index(spec.get("valid_start", demand_lib.DEFAULT_VALID_START),
+                           "valid_start")
+    forecast = AHEAD_DAYS if any(c in known for c in data.features) else 0
+    periods = data.attributes.get("review_period")
+    review = int(periods[0]) if periods is not None and (periods == periods[0]).all() else 1
+    horizon = max(1, min(100, valid - history - forecast) // review) * review
+    return dict(num_skus=data.num_series, demand=spec, lost_sales=True, review_period=review,
+                horizon=horizon, warmup=0, initial_state="mean_demand", history_days=history,
+                features=("trailing_28", "trailing_7", "constant", *exogenous))

@@ -415,7 +415,8 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
              checkpoint_every: int, time_budget: float | None, policy, stateful: dict,
              generators: dict, identity: dict, out_dir=None, resume: bool = False,
              progress: bool = True, on_validation=None, unit: str = "epoch",
-             healthy: Callable[[], bool] | None = None, callbacks=()) -> RunResult:
+             healthy: Callable[[], bool] | None = None, callbacks=(),
+             write: bool = True) -> RunResult:
     """The loop every trainer runs: ``iterate(i)`` does one training iteration (an epoch, an
     environment step, a rollout and its update) and returns a number to display (a float or a
     0-d tensor, read from the device only when shown or recorded); every
@@ -449,9 +450,12 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
     keeps on the device, read back only here) is asked before every validation and checkpoint
     and when ``iterate`` raises a ``RuntimeError``: False stops the run as diverged, so a
     checkpoint never holds spoilt weights although losses are not checked at every iteration.
+    ``write=False`` (the ranks but 0 of a data-parallel run): ``out_dir`` is only read (the
+    checkpoint, on ``resume``), never claimed or written.
     """
     try:
-        with (output_dir(out_dir) if out_dir is not None else contextlib.nullcontext()), \
+        with (output_dir(out_dir) if out_dir is not None and write else
+              contextlib.nullcontext()), \
                 Interruption() as interruption:
             return _loop(label=label, total=total, iterate=iterate, validate=validate,
                          eval_every=eval_every, patience=patience,
@@ -459,7 +463,7 @@ def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, pati
                          policy=policy, stateful=stateful, generators=generators,
                          identity=identity, out_dir=out_dir, resume=resume, progress=progress,
                          on_validation=on_validation, unit=unit, healthy=healthy,
-                         interruption=interruption, callbacks=list(callbacks))
+                         interruption=interruption, callbacks=list(callbacks), write=write)
     finally:
         for callback in callbacks:
             if callable(getattr(callback, "close", None)):
@@ -480,7 +484,8 @@ def _callback_stop(callbacks: list, entry: dict) -> str | None:
 
 def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_every,
           time_budget, policy, stateful, generators, identity, out_dir, resume, progress,
-          on_validation, unit, healthy, interruption: Interruption, callbacks) -> RunResult:
+          on_validation, unit, healthy, interruption: Interruption, callbacks,
+          write: bool = True) -> RunResult:
     """:func:`run_loop`'s body, inside its claim of ``out_dir`` and its SIGINT handler."""
     checkpoint = Checkpoint(pathlib.Path(out_dir) / "checkpoint.pt", identity, stateful,
                             generators) if out_dir is not None else None
@@ -500,7 +505,7 @@ def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_e
     cpu_elapsed = lambda: cpu_before + time.process_time() - cpu_start  # noqa: E731
     optimizers = [o for o in stateful.values() if isinstance(o, torch.optim.Optimizer)]
     metrics = MetricsCSV(pathlib.Path(out_dir) / "metrics.csv", history) \
-        if out_dir is not None else None
+        if out_dir is not None and write else None
 
     def record(train, value: float) -> str | None:
         """Appends a validation's entry to the history and the metrics; a callback's name
@@ -525,7 +530,7 @@ def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_e
         return None
 
     def save(stopped: str | None) -> None:
-        if checkpoint is not None:
+        if checkpoint is not None and write:
             checkpoint.save(stopper, done=done, history=history, seconds=elapsed(),
                             cpu_seconds=cpu_elapsed(), stopped=stopped)
 
@@ -625,7 +630,7 @@ def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_e
     if stopper.best_epoch == 0 and done > 0 and stopped != "diverged":
         message = "; ".join(filter(None, [message, "no validation improved on the initial "
                                           "policy, which is returned"]))
-    if out_dir is not None and not at_once:
+    if out_dir is not None and write and not at_once:
         policy.save(pathlib.Path(out_dir) / "policy.pt", instance=identity["instance"])
     return RunResult(best_validation=stopper.best, best_iteration=stopper.best_epoch,
                      iterations=done, unit=unit, seconds=elapsed(), stopped=stopped,
@@ -660,8 +665,11 @@ def setup(instance: InstanceConfig | str, policy_config: PolicyConfig, *,
                        device, seed=seeding.stream(seed, "train"))
     if reset:
         env.reset()
-    valid_env = InventoryEnv(instance.replace(num_skus=validation_skus), device,
-                             seed=seeding.stream(seed, "validation"))
+    # a sales history's validation episode spans its validation period (else: the instance's);
+    # a catalog validates on a fixed subset of at most all its SKUs
+    valid_env = InventoryEnv(instance.for_period("validation").replace(
+        num_skus=min(validation_skus, instance.catalog_size or validation_skus)),
+        device, seed=seeding.stream(seed, "validation"))
     validation = valid_env.sample_episode()
     torch.manual_seed(seeding.stream(seed, "weights"))
     policy = Policy.for_instance(instance, policy_config, env.obs_names).to(device)
@@ -671,6 +679,8 @@ def setup(instance: InstanceConfig | str, policy_config: PolicyConfig, *,
 
 #: SKUs of the reference episode when an instance's SKUs are identical copies.
 REFERENCE_SKUS = 256
+#: At most this many SKUs of a catalog in the reference episode (its observations are kept).
+CATALOG_REFERENCE_SKUS = 4096
 
 
 def reference_policy(instance: InstanceConfig):
@@ -693,6 +703,8 @@ def reference_episode(instance: InstanceConfig, seed: int, purpose: str, device,
     environment, the :class:`SimulationResult`)."""
     if identical_skus(instance):
         instance = instance.replace(num_skus=REFERENCE_SKUS)
+    elif instance.catalog_size is not None:  # a random subset of a large catalog
+        instance = instance.replace(num_skus=min(instance.num_skus, CATALOG_REFERENCE_SKUS))
     env = InventoryEnv(instance, device, seed=seeding.stream(seed, purpose))
     policy = reference_policy(instance)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import distributed
 from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig
 from . import TRAINERS, register
@@ -67,9 +68,15 @@ def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None 
     """
     policy_config = policy_config or PolicyConfig(hidden=TRAINERS["ds"].hidden)
     config = config or DSConfig()
+    # data-parallel under torchrun: this rank's shard of every episode (distributed.py)
+    ctx = distributed.context()
+    if ctx.world > 1 and config.time_budget is not None:
+        raise ValueError("time_budget: ranks would stop at different epochs; give a data-"
+                         "parallel run a number of epochs")
     run = setup(instance, policy_config, train_skus=config.batch_size,
                 validation_skus=config.validation_skus, seed=config.seed, device=device)
     instance, train_env, policy = run.instance, run.env, run.policy
+    distributed.shard(train_env.num_envs, ctx)  # equal shards, or an error now
     optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr)
@@ -77,11 +84,13 @@ def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None 
 
     def epoch(i: int) -> float:
         episode = fixed_episode if fixed_episode is not None else train_env.sample_episode()
+        episode = distributed.shard_episode(episode, ctx)
         loss = train_env.simulate(policy, episode).average_cost.mean()
-        if not torch.isfinite(loss):
+        if not torch.isfinite(distributed.mean(loss, ctx)):  # every rank decides alike
             raise Diverged(f"loss is {float(loss.detach())} at epoch {i + 1}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.all_reduce_gradients(policy, ctx)
         norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip)
         if not torch.isfinite(norm):
             raise Diverged(f"gradient norm is {float(norm)} at epoch {i + 1}")
@@ -89,7 +98,8 @@ def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None 
         return float(loss.detach())
 
     result = run_loop(
-        label=label, total=config.epochs, iterate=epoch, validate=run.validate,
+        label=label, total=config.epochs, iterate=epoch,
+        validate=distributed.validator(run, ctx),
         eval_every=config.eval_every, patience=config.patience,
         checkpoint_every=config.checkpoint_every, time_budget=config.time_budget,
         policy=policy, stateful={"policy": policy, "optimizer": optimizer,
@@ -98,7 +108,8 @@ def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None 
         identity={"algo": "ds", "instance": instance.to_dict(),
                   "config": dataclasses.asdict(config),
                   "policy_config": dataclasses.asdict(policy.config)},
-        out_dir=out_dir, resume=resume, progress=progress, callbacks=callbacks,
+        out_dir=out_dir, resume=resume, progress=progress and ctx.writer,
+        callbacks=callbacks if ctx.writer else (), write=ctx.writer,
         on_validation=scheduler.step, healthy=lambda: healthy(policy))
     return policy, result
 
