@@ -26,6 +26,7 @@ from deepstock_fast.policies import Policy, PolicyConfig
 from deepstock_fast.trainers import (TRAINERS, DDPGConfig, DSConfig, PPOConfig, register,
                                      train_ddpg, train_ds, train_ppo)
 from deepstock_fast.trainers.common import Setup
+from deepstock_fast.trainers.population import StackedAdam
 
 SMALL = "zipkin:L=1,p=9,horizon=40,warmup=10"
 TINY = {
@@ -268,7 +269,8 @@ def same_run(algo, policy, result):
 # optimizer step (PPO: a minibatch of its second update; DDPG: an update at step 6) and the
 # first validation. The counts skip the calls that setup() and the reward scale make.
 INTERRUPTIONS = {
-    "ds": [(InventoryEnv, "simulate", 4), (torch.optim.Adam, "step", 3), (Setup, "validate", 1)],
+    "ds": [(InventoryEnv, "simulate", 4), (StackedAdam, "step", 3),
+           (InventoryEnv, "simulate", 2)],  # the reference episode's, then the validation's
     "ppo": [(InventoryEnv, "step", 20), (torch.optim.Adam, "step", 11), (Setup, "validate", 1)],
     "ddpg": [(InventoryEnv, "step", 5), (torch.optim.Adam, "step", 10), (Setup, "validate", 1)],
 }
@@ -298,7 +300,7 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, m
     with monkeypatch.context() as m:  # both in epoch 7: the last checkpoint is epoch 5's
         # (simulate: the reference episode, the initial validation, epochs 1-5, validation)
         sigint_at(m, InventoryEnv, "simulate", 10)
-        sigint_at(m, torch.optim.Adam, "step", 7)
+        sigint_at(m, StackedAdam, "step", 7)
         _, part = run("ds", tmp_path)
     assert part.stopped == "interrupted" and "nothing was written" in part.message
     assert "the last checkpoint" in part.message

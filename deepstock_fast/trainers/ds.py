@@ -16,7 +16,7 @@ leaves the last good checkpoint in place.
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import pathlib
 from dataclasses import dataclass
 
@@ -25,8 +25,11 @@ import torch
 from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig
 from . import TRAINERS, register
-from .common import (NON_NEGATIVE, SEEDS, Diverged, Range, RunResult, check_fields, run_loop,
+from .common import (NON_NEGATIVE, SEEDS, MemberPlan, Range, check_fields, run_members,
                      setup)
+from .population import (PlateauLR, StackedAdam, StackedPolicy, StackedWeights,
+                         clip_grad_norms_, concat_envs, concat_episodes, identity,
+                         train_members)
 
 
 @dataclass
@@ -53,54 +56,106 @@ class DSConfig:
         check_fields(self, lr_factor=Range(0.0, 1.0, open_low=True, open_high=True),
                      min_lr=NON_NEGATIVE, seed=SEEDS)
 
+#: DSConfig fields that members of one population may differ in; the others (batch and
+#: validation SKUs, the schedule of validations and checkpoints, a fixed training set) must
+#: match, and lists mixing them are split into populations (:func:`~.population.train_members`).
+PER_MEMBER = ("epochs", "lr", "lr_factor", "lr_patience", "min_lr", "grad_clip", "patience",
+              "time_budget", "seed")
+
+
 @register("ds", DSConfig, hidden=(64, 64))
-def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
-             config: DSConfig | None = None, *, device: str | torch.device = "cpu",
-             out_dir: str | pathlib.Path | None = None, resume: bool = False,
-             progress: bool = True, label: str = "DS",
-             callbacks=()) -> tuple[Policy, RunResult]:
+def train_ds(instance: InstanceConfig | str,
+             policy_config: PolicyConfig | list[PolicyConfig] | None = None,
+             config: DSConfig | list[DSConfig] | None = None, *,
+             device: str | torch.device = "cpu", out_dir: str | pathlib.Path | None = None,
+             resume: bool = False, progress: bool = True, label: str = "DS", callbacks=(),
+             threads: int | None = None):
     """Trains a policy on ``instance`` and returns (the best policy, the run's record).
 
     With ``out_dir``, writes ``checkpoint.pt`` (resumable), ``policy.pt`` (the best policy) and
     ``metrics.csv``; ``resume=True`` continues from ``out_dir/checkpoint.pt``. ``callbacks`` get
-    each validation's metrics and may stop the run (:func:`~.common.run_loop`).
+    each validation's metrics and may stop the run (:func:`~.common.run_members`).
+
+    Population: given a list of K policy configs and/or K configs (a single one of either is
+    used for every member), trains the K members together (:mod:`~.population`) and returns
+    (K policies, K RunResults) in the input order; member k ends as ``train_ds`` of its
+    configurations alone would. With ``out_dir``: ``member-<k>/policy.pt`` and
+    ``member-<k>/metrics.csv`` per member and one checkpoint for all (``checkpoint-<g>.pt``
+    for each further group of other shapes); callbacks' metrics then carry ``member``: k.
+    ``threads``: torch threads (None: from the work's size, :func:`~.population.choose_threads`).
     """
-    policy_config = policy_config or PolicyConfig(hidden=TRAINERS["ds"].hidden)
-    config = config or DSConfig()
-    run = setup(instance, policy_config, train_skus=config.batch_size,
-                validation_skus=config.validation_skus, seed=config.seed, device=device)
-    instance, train_env, policy = run.instance, run.env, run.policy
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr)
-    fixed_episode = train_env.sample_episode() if config.fixed_train_set else None
+    return train_members(
+        "ds", _train_group, instance, policy_config, config, per_member=PER_MEMBER,
+        default_policy=lambda: PolicyConfig(hidden=TRAINERS["ds"].hidden),
+        config_class=DSConfig, device=device, out_dir=out_dir, resume=resume,
+        progress=progress, label=label, callbacks=callbacks, threads=threads,
+        skus=lambda c: c.batch_size or 128)
 
-    def epoch(i: int) -> float:
-        episode = fixed_episode if fixed_episode is not None else train_env.sample_episode()
-        loss = train_env.simulate(policy, episode).average_cost.mean()
-        if not torch.isfinite(loss):
-            raise Diverged(f"loss is {float(loss.detach())} at epoch {i + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip)
-        if not torch.isfinite(norm):
-            raise Diverged(f"gradient norm is {float(norm)} at epoch {i + 1}")
-        optimizer.step()
-        return float(loss.detach())
 
-    result = run_loop(
-        label=label, total=config.epochs, iterate=epoch, validate=run.validate,
-        eval_every=config.eval_every, patience=config.patience,
-        checkpoint_every=config.checkpoint_every, time_budget=config.time_budget,
-        policy=policy, stateful={"policy": policy, "optimizer": optimizer,
-                                 "scheduler": scheduler},
-        generators={"train": train_env.generator},
-        identity={"algo": "ds", "instance": instance.to_dict(),
-                  "config": dataclasses.asdict(config),
-                  "policy_config": dataclasses.asdict(policy.config)},
-        out_dir=out_dir, resume=resume, progress=progress, callbacks=callbacks,
-        on_validation=scheduler.step, healthy=lambda: healthy(policy))
-    return policy, result
+def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
+                 configs: list[DSConfig], *, members, checkpoint_path, dirs, population,
+                 resume, progress, label, callbacks, interruption, device):
+    """One population of DS members of the same shapes: (K policies, K RunResults)."""
+    K, first = len(configs), configs[0]
+    runs = [setup(instance, pc, train_skus=c.batch_size, validation_skus=c.validation_skus,
+                  seed=c.seed, device=device) for pc, c in zip(policy_configs, configs)]
+    instance = runs[0].instance
+    policy = StackedPolicy([r.policy for r in runs])
+    train_env = concat_envs([r.env for r in runs])
+    valid_env = concat_envs([r.valid_env for r in runs])
+    validation = concat_episodes([r.validation for r in runs])
+    B, V = runs[0].env.num_envs, first.validation_skus
+    params = list(policy.parameters())
+    optimizer = StackedAdam(params, [c.lr for c in configs])
+    scheduler = PlateauLR(optimizer, [c.lr_factor for c in configs],
+                          [c.lr_patience for c in configs], [c.min_lr for c in configs])
+    fixed = [r.env.sample_episode() if first.fixed_train_set else None for r in runs]
+    last: list = list(fixed)  # each member's latest episode (a frozen member keeps its slot)
+
+    def epoch(done: list[int], active: list[bool]):
+        for k in range(K):
+            if active[k] and fixed[k] is None:
+                last[k] = runs[k].env.sample_episode()
+        spare = next(e for e in last if e is not None)  # a stopped member's slot, never used
+        episode = concat_episodes([e if e is not None else spare for e in last])
+        loss = train_env.simulate(policy, episode).average_cost.view(K, B).mean(1)  # [K]
+        finite = torch.isfinite(loss)
+        optimizer.zero_grad()
+        # each member's gradient is that of its own loss: the members share no weights
+        torch.where(finite, loss, 0.0).sum().backward()
+        norms = clip_grad_norms_(params, [c.grad_clip for c in configs])
+        losses, norms = loss.detach().tolist(), norms.tolist()
+        problems = {}
+        for k in range(K):
+            if not active[k]:
+                continue
+            if not math.isfinite(losses[k]):
+                problems[k] = f"loss is {losses[k]}"
+            elif not math.isfinite(norms[k]):
+                problems[k] = f"gradient norm is {norms[k]}"
+        optimizer.step([a and k not in problems for k, a in enumerate(active)])
+        return losses, problems
+
+    def validate(active: list[bool]) -> list[float]:
+        with torch.no_grad():
+            cost = valid_env.simulate(policy, validation).average_cost
+        return cost.view(K, V).mean(1).tolist()
+
+    results = run_members(
+        label=label, plans=[MemberPlan(c.epochs, c.patience, c.time_budget, d)
+                            for c, d in zip(configs, dirs)],
+        iterate=epoch, validate=validate, eval_every=first.eval_every,
+        checkpoint_every=first.checkpoint_every, weights=StackedWeights(policy, instance),
+        stateful={"policy": policy, "optimizer": optimizer, "scheduler": scheduler},
+        generators={f"train{'' if K == 1 else k}": r.env.generator
+                    for k, r in enumerate(runs)},
+        identity=identity("ds", instance, policy_configs, configs, members, population,
+                          [r.policy for r in runs]),
+        checkpoint_path=checkpoint_path, resume=resume, progress=progress,
+        on_validation=scheduler.step, lrs=lambda: optimizer.lr, unit="epoch",
+        healthy=policy.healthy, callbacks=callbacks, interruption=interruption,
+        population=population, check_every_iteration=True)
+    return [policy.member(k) for k in range(K)], results
 
 
 @torch.no_grad()

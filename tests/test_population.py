@@ -1,0 +1,255 @@
+"""Population training: K configurations trained at once end as each trained alone.
+
+The single runs compared with are written here with torch's own optimizer, clipping and
+plateau schedule on one :class:`Policy` (the trainers' code before populations), so that the
+population's per-member arithmetic is checked against something independent of it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from deepstock_fast.checkpoint import load_file
+from deepstock_fast.policies import Policy, PolicyConfig
+from deepstock_fast.trainers import DSConfig, train_ds
+from deepstock_fast.trainers.common import setup
+from deepstock_fast.trainers.population import (PlateauLR, StackedAdam, StackedPolicy,
+                                                choose_threads, clip_grad_norms_)
+
+SMALL = "zipkin:L=1,p=9,horizon=40,warmup=10"
+POLICY = PolicyConfig(hidden=(16, 16))
+
+
+def config(**kw) -> DSConfig:
+    return DSConfig(**{**dict(epochs=18, batch_size=16, validation_skus=32, eval_every=3,
+                              checkpoint_every=3, lr_patience=1, lr_factor=0.5), **kw})
+
+
+#: Members differing in every per-member hyperparameter the plateau, clipping and seeds touch.
+MEMBERS = [config(lr=3e-3, seed=0, grad_clip=10.0),
+           config(lr=1e-2, seed=1, grad_clip=0.5, lr_factor=0.8),
+           config(lr=3e-2, seed=2, grad_clip=1.0, min_lr=2e-2)]
+
+
+@pytest.fixture
+def float64():
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # the policies' weights too
+    yield
+    torch.set_default_dtype(before)
+
+
+def solo(instance, policy_config: PolicyConfig, c: DSConfig):
+    """A single DS run written with torch.optim.Adam, clip_grad_norm_ and ReduceLROnPlateau:
+    the policy's weights and the validation cost at each validation (no early stopping)."""
+    run = setup(instance, policy_config, train_skus=c.batch_size,
+                validation_skus=c.validation_skus, seed=c.seed, device="cpu")
+    params = list(run.policy.parameters())
+    optimizer = torch.optim.Adam(params, lr=c.lr)
+    schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=c.lr_factor, patience=c.lr_patience, min_lr=c.min_lr)
+    states, costs, lrs = [dict(run.policy.state_dict())], [run.validate()], [c.lr]
+    for i in range(c.epochs):
+        loss = run.env.simulate(run.policy, run.env.sample_episode()).average_cost.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+        optimizer.step()
+        if (i + 1) % c.eval_every == 0:
+            costs.append(run.validate())
+            schedule.step(costs[-1])
+            lrs.append(optimizer.param_groups[0]["lr"])
+            states.append({k: v.clone() for k, v in run.policy.state_dict().items()})
+    return states, costs, lrs
+
+
+def assert_member_is_solo(policy, result, instance, policy_config, c, tol):
+    states, costs, lrs = solo(instance, policy_config, c)
+    got = [h["validation_cost"] for h in result.history]
+    assert got == pytest.approx(costs, rel=tol, abs=0)
+    assert [h["lr"] for h in result.history] == lrs
+    best = states[result.best_iteration // c.eval_every]
+    for name, value in policy.state_dict().items():
+        torch.testing.assert_close(value, best[name], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 2e-5)])
+def test_each_member_ends_as_its_single_run(dtype, tol, request):
+    """float64: equal to rounding; float32: within 2e-5 (relative) after 12 epochs."""
+    if dtype == "float64":
+        request.getfixturevalue("float64")
+    instance = f"{SMALL},dtype={dtype}"
+    policies, results = train_ds(instance, POLICY, MEMBERS, progress=False)
+    assert len(policies) == len(results) == 3
+    for policy, result, c in zip(policies, results, MEMBERS):
+        assert result.stopped == "completed" and result.iterations == c.epochs
+        assert_member_is_solo(policy, result, instance, POLICY, c, tol)
+    assert any(h["lr"] < c.lr for r, c in zip(results, MEMBERS) for h in r.history)
+
+
+def test_members_with_their_own_heads_bias_and_budgets(float64):
+    """Initial outputs, epochs and patience per member; early stopping freezes a member."""
+    instance = f"{SMALL},dtype=float64"
+    pcs = [POLICY, dataclasses.replace(POLICY, initial_output=[2.5])]
+    cfgs = [config(epochs=6, seed=3), config(epochs=15, seed=4, patience=1, lr=0.05)]
+    policies, results = train_ds(instance, pcs, cfgs, progress=False)
+    assert results[0].stopped == "completed" and results[0].iterations == 6
+    assert results[1].stopped == "early_stopped" and results[1].iterations < 15
+    for policy, result, pc, c in zip(policies, results, pcs, cfgs):
+        c = dataclasses.replace(c, epochs=result.iterations)
+        assert_member_is_solo(policy, result, instance, pc, c, 1e-12)
+
+
+def test_a_diverging_member_is_frozen_and_the_others_go_on():
+    blowing_up = config(lr=1e30, grad_clip=1e30, seed=7)
+    policies, results = train_ds(SMALL, POLICY, [MEMBERS[0], blowing_up, MEMBERS[1]],
+                                 progress=False)
+    assert results[1].stopped == "diverged" and "not finite" in results[1].message
+    assert results[1].iterations < 18
+    assert all(torch.isfinite(v).all() for v in policies[1].state_dict().values())
+    for k, c in ((0, MEMBERS[0]), (2, MEMBERS[1])):
+        assert_member_is_solo(policies[k], results[k], SMALL, POLICY, c, 2e-5)
+
+
+def test_files_and_a_killed_population_resumes_exactly(tmp_path):
+    cfgs = MEMBERS[:2]
+    whole, whole_results = train_ds(SMALL, POLICY, cfgs, progress=False)
+
+    def kill(metrics):  # a second Ctrl-C at member 1's validation at epoch 9
+        if metrics["member"] == 1 and metrics["iteration"] == 9:
+            raise KeyboardInterrupt
+
+    _, part = train_ds(SMALL, POLICY, cfgs, out_dir=tmp_path, progress=False, callbacks=[kill])
+    assert [r.stopped for r in part] == ["interrupted"] * 2
+    assert load_file(tmp_path / "checkpoint.pt")["done"] == 6  # the last checkpoint stays
+    policies, results = train_ds(SMALL, POLICY, cfgs, out_dir=tmp_path, resume=True,
+                                 progress=False)
+    for k in range(2):
+        assert [h["validation_cost"] for h in results[k].history] == \
+            [h["validation_cost"] for h in whole_results[k].history]
+        saved = Policy.load(tmp_path / f"member-{k}" / "policy.pt")
+        for name, value in whole[k].state_dict().items():
+            assert torch.equal(value, policies[k].state_dict()[name])
+            assert torch.equal(value, saved.state_dict()[name])
+        rows = (tmp_path / f"member-{k}" / "metrics.csv").read_text().splitlines()
+        assert len(rows) == 1 + len(results[k].history)
+    with pytest.raises(ValueError, match=r"members\.1\.config\.lr: 0\.01 there, 0\.02 here"):
+        train_ds(SMALL, POLICY, [cfgs[0], dataclasses.replace(cfgs[1], lr=0.02)],
+                 out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_a_callback_stops_one_member():
+    def prune(metrics):
+        return metrics["member"] == 0 and metrics["iteration"] >= 3
+
+    _, results = train_ds(SMALL, POLICY, MEMBERS[:2], progress=False, callbacks=[prune])
+    assert results[0].stopped == "callback" and results[0].iterations == 3
+    assert results[1].stopped == "completed" and results[1].iterations == 18
+
+
+def test_configs_of_other_shapes_are_split_into_populations(tmp_path):
+    cfgs = [config(seed=0), config(seed=1, batch_size=8), config(seed=2)]
+    pcs = [POLICY, POLICY, PolicyConfig(hidden=(8,))]
+    policies, results = train_ds(SMALL, pcs, cfgs, out_dir=tmp_path, progress=False)
+    assert [p.config.hidden for p in policies] == [(16, 16), (16, 16), (8,)]
+    assert {p.name for p in tmp_path.glob("checkpoint*.pt")} == {
+        "checkpoint.pt", "checkpoint-1.pt", "checkpoint-2.pt"}
+    for k in range(3):
+        alone, result = train_ds(SMALL, pcs[k], cfgs[k], progress=False)
+        assert [h["validation_cost"] for h in result.history] == \
+            [h["validation_cost"] for h in results[k].history]
+
+
+def test_one_config_broadcast_to_a_list_and_bad_lists():
+    policies, results = train_ds(SMALL, [POLICY, dataclasses.replace(POLICY, head="none")],
+                                 config(epochs=3), progress=False)
+    assert [p.config.head for p in policies] == ["base", "none"]
+    with pytest.raises(ValueError, match="same length, got 2 and 3"):
+        train_ds(SMALL, [POLICY] * 2, MEMBERS, progress=False)
+    with pytest.raises(ValueError, match="empty list"):
+        train_ds(SMALL, POLICY, [], progress=False)
+    with pytest.raises(ValueError, match=r"config\[1\] must be a DSConfig, got dict"):
+        train_ds(SMALL, POLICY, [config(), {"lr": 0.1}], progress=False)
+    with pytest.raises(ValueError, match="threads must be an int >= 1"):
+        train_ds(SMALL, POLICY, config(), progress=False, threads=0)
+
+
+# ---- the per-member optimizer, clipping and schedule against torch's ------------------------
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_stacked_adam_is_torch_adam_per_member(dtype):
+    g = torch.Generator().manual_seed(0)
+    K, lrs = 3, [1e-3, 0.1, 3.0]
+    start = torch.randn(K, 4, 5, generator=g, dtype=dtype)
+    stacked = start.clone().requires_grad_()
+    alone = [start[k].clone().requires_grad_() for k in range(K)]
+    adam = StackedAdam([stacked], lrs)
+    torch_adams = [torch.optim.Adam([p], lr=lr) for p, lr in zip(alone, lrs)]
+    for step in range(6):
+        grad = torch.randn(K, 4, 5, generator=g, dtype=dtype) * 10 ** step
+        active = [True, step % 2 == 0, True]  # member 1 sits out odd steps
+        stacked.grad = grad.clone()
+        adam.step(active)
+        for k in range(K):
+            if active[k]:
+                alone[k].grad = grad[k].clone()
+                torch_adams[k].step()
+        if step == 3:
+            adam.lr[2] = torch_adams[2].param_groups[0]["lr"] = 0.5
+    for k in range(K):
+        assert torch.equal(stacked[k], alone[k]), k
+    assert adam.steps == [6, 3, 6]
+
+
+def test_clip_grad_norms_is_torch_clipping_per_member():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(3, 4, 5, generator=g), torch.randn(3, 7, generator=g)
+    params = [torch.zeros_like(a, requires_grad=True), torch.zeros_like(b, requires_grad=True)]
+    params[0].grad, params[1].grad = a.clone(), b.clone()
+    top = [0.1, 100.0, 1.0]
+    norms = clip_grad_norms_(params, top)
+    for k in range(3):
+        alone = [torch.zeros_like(a[k], requires_grad=True), torch.zeros_like(b[k],
+                                                                          requires_grad=True)]
+        alone[0].grad, alone[1].grad = a[k].clone(), b[k].clone()
+        norm = torch.nn.utils.clip_grad_norm_(alone, top[k])
+        torch.testing.assert_close(norms[k], norm)
+        for p, q in zip(params, alone):
+            torch.testing.assert_close(p.grad[k], q.grad)
+
+
+def test_plateau_is_torch_reduce_lr_on_plateau_per_member():
+    values = [5.0, 4.0, 4.0, 3.9999, 4.1, 4.2, 4.3, 2.0, 2.0, 2.0, 2.0, 2.0]
+    adam = StackedAdam([torch.zeros(2, 1)], [0.1, 0.1])
+    plateau = PlateauLR(adam, [0.5, 0.9], [1, 2], [1e-3, 0.08])
+    for k, (factor, patience, low) in enumerate([(0.5, 1, 1e-3), (0.9, 2, 0.08)]):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        reference = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=factor,
+                                                               patience=patience, min_lr=low)
+        for v in values:
+            plateau.step(k, v)
+            reference.step(v)
+            assert adam.lr[k] == opt.param_groups[0]["lr"]
+
+
+def test_stacked_policy_is_its_members(float64):
+    instance = f"{SMALL},dtype=float64"
+    members = [setup(instance, PolicyConfig(head=h, hidden=(8, 8), output_bounds=b),
+                     train_skus=4, validation_skus=4, seed=s, device="cpu").policy
+               for s, (h, b) in enumerate([("coeff", (-30.0, 30.0)), ("coeff", (-20.0, 10.0))])]
+    stacked = StackedPolicy(members)
+    obs = torch.randn(2 * 5, len(members[0].obs_names))
+    raw = stacked.raw(obs).view(2, 5, -1)
+    for k, p in enumerate(members):
+        torch.testing.assert_close(raw[k], p.raw(obs[5 * k:5 * (k + 1)]), rtol=1e-13, atol=0)
+        for name, value in stacked.member(k).state_dict().items():
+            assert torch.equal(value, p.state_dict()[name])
+    with pytest.raises(ValueError, match="policy 1: hidden"):
+        StackedPolicy([members[0], Policy(members[0].obs_names, members[0].features,
+                                          PolicyConfig(head="coeff", hidden=(4,)))])
+
+
+def test_threads_follow_the_work():
+    assert choose_threads(128) == 1 and choose_threads(16 * 128) == 1
+    assert 1 <= choose_threads(2 ** 20) <= (__import__("os").cpu_count() or 1)
