@@ -172,6 +172,8 @@ def _ours(out: pathlib.Path) -> list[pathlib.Path]:
     found = [out / name for name in TOP_FILES]
     for head in HEADS:
         found += [out / head / name for name in (*RUN_FILES, "tensorboard")]
+        found += sorted((out / head).glob("checkpoint-*.pt"))   # populations' groups
+        found += sorted((out / head).glob("member-*"))          # populations' members
     return [path for path in found if path.exists()]
 
 
@@ -197,20 +199,32 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
     for head in args.head:
         policy_config = PolicyConfig(head=head, hidden=hidden, activation=args.activation)
         callbacks = [TensorBoard(out / head / "tensorboard")] if args.tensorboard else []
-        policy, result = train(instance, policy_config, config, device=args.device,
-                               out_dir=out / head, resume=args.resume,
-                               progress=not args.no_progress, label=f"{args.algo}+{head}",
-                               callbacks=callbacks)
-        if result.stopped == "diverged":
-            print(f"deepstock train: error: {args.algo}+{head}: {result.message}",
-                  file=sys.stderr)
+        # a population: K seeds of the configuration, member k seeded with --seed + k
+        configs = config if args.population is None else [
+            dataclasses.replace(config, seed=config.seed + k) for k in range(args.population)]
+        policies, results = train(instance, policy_config, configs, device=args.device,
+                                  out_dir=out / head, resume=args.resume,
+                                  progress=not args.no_progress, label=f"{args.algo}+{head}",
+                                  callbacks=callbacks, threads=args.threads)
+        if args.population is None:
+            members = {head: (policies, results)}
+        else:
+            members = {f"{head} seed {c.seed}": pair for c, pair in
+                       zip(configs, zip(policies, results))}
+        for name, (policy, result) in members.items():
+            if result.stopped == "diverged":
+                print(f"deepstock train: error: {args.algo}+{name}: {result.message}",
+                      file=sys.stderr)
+            elif result.message:
+                print(f"{args.algo}+{name}: {result.message}", file=sys.stderr)
+        if all(r.stopped == "diverged" for _, r in members.values()):
             return 1
-        if result.message:
-            print(f"{args.algo}+{head}: {result.message}", file=sys.stderr)
-        if result.stopped == "interrupted":
+        if any(r.stopped == "interrupted" for _, r in members.values()):
             return 130
-        ev = evaluate(policy, test, seed=args.seed, device=args.device)
-        runs[head] = (policy, result, ev)
+        for name, (policy, result) in members.items():
+            if result.stopped != "diverged":
+                runs[name] = (policy, result,
+                              evaluate(policy, test, seed=args.seed, device=args.device))
     print("costing the references on the same test episode...", file=sys.stderr)
     failed = {}  # the comparisons that could not be made: the training's results stay
     try:  # a reference beyond its limits is a row saying why; this catches anything else
@@ -237,6 +251,7 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
                "algo": args.algo, "config": dataclasses.asdict(config),
                "seeds": {"seed": args.seed, **{p: seeding.stream(args.seed, p) for p in
                                                ("train", "validation", "test")}},
+               "population": args.population,
                "runs": {head: {"policy_config": dataclasses.asdict(policy.config),
                                "result": dataclasses.asdict(result),
                                "test": {"average_cost_se": ev.average_cost_se,
@@ -436,6 +451,13 @@ def parser() -> argparse.ArgumentParser:
                    help=f"iterations between checkpoints {_defaults('checkpoint_every')}")
     t.add_argument("--time-budget", type=_positive(float), default=None,
                    help="seconds of training per head (default: no limit)")
+    t.add_argument("--population", type=_positive(int), default=None, metavar="K",
+                   help="train K seeds of the configuration at once as one population (DS): "
+                        "member k has seed --seed + k; files per member in "
+                        "--out/<head>/member-<k>/ (default: one run)")
+    t.add_argument("--threads", type=_positive(int), default=None,
+                   help="torch threads for training (default: from the work's size, one "
+                        "for small batches)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other hyperparameter of the algo's config, e.g. --set tau=0.01 "
                         "or --set update_epochs=10 (PPO's passes per rollout); repeatable "

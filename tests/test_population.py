@@ -253,3 +253,26 @@ def test_stacked_policy_is_its_members(float64):
 def test_threads_follow_the_work():
     assert choose_threads(128) == 1 and choose_threads(16 * 128) == 1
     assert 1 <= choose_threads(2 ** 20) <= (__import__("os").cpu_count() or 1)
+
+
+# ---- the command line ------------------------------------------------------------------------
+def test_deepstock_train_population(tmp_path):
+    from deepstock_fast import cli
+
+    out = tmp_path / "run"
+    args = ["train", "--instance", SMALL, "--batch-size", "16", "--validation-skus", "32",
+            "--eval-every", "5", "--checkpoint-every", "5", "--test-skus", "64",
+            "--test-horizon", "120", "--hidden", "8", "--no-progress", "--population", "2",
+            "--threads", "1", "--seed", "3", "--out", str(out)]
+    assert cli.main([*args, "--epochs", "5"]) == 0
+    results = __import__("json").loads((out / "results.json").read_text())
+    assert set(results["runs"]) == {"base seed 3", "base seed 4"} and results["population"] == 2
+    assert load_file(out / "base" / "checkpoint.pt")["done"] == 5
+    assert cli.main([*args, "--epochs", "10", "--resume"]) == 0  # trains on to 10 epochs
+    assert load_file(out / "base" / "checkpoint.pt")["done"] == 10
+    rows = (out / "base" / "member-1" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "5", "10"]
+    with pytest.raises(SystemExit):
+        cli.main([*args[:-2], "--threads", "0"])
+    assert cli.main(["train", "--instance", SMALL, "--algo", "ppo", "--population", "2",
+                     "--out", str(tmp_path / "ppo"), "--no-progress"]) == 2

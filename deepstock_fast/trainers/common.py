@@ -363,9 +363,10 @@ class TensorBoard:
         step = metrics["iteration"]
         if self.writer is None:
             self.writer = self.writer_class(self.log_dir, purge_step=step)
+        prefix = f"member-{metrics['member']}/" if "member" in metrics else ""  # populations
         for key in ("train", "validation_cost", "best_validation_cost", "lr"):
             if metrics[key] is not None:
-                self.writer.add_scalar(key, metrics[key], step)
+                self.writer.add_scalar(prefix + key, metrics[key], step)
         self.writer.flush()
 
     def close(self) -> None:

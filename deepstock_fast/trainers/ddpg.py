@@ -30,6 +30,7 @@ from .. import seeding
 from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig, default_bounds, mlp
 from . import TRAINERS, register
+from .population import choose_threads, torch_threads
 from .common import (DISCOUNT, NON_NEGATIVE, SEEDS, Range, RunResult, Scalars, check_fields,
                      objective_reward, reward_scale, run_loop, setup)
 
@@ -113,8 +114,14 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
                config: DDPGConfig | None = None, *, device: str | torch.device = "cpu",
                out_dir: str | pathlib.Path | None = None, resume: bool = False,
                progress: bool = True, label: str = "DDPG",
-               callbacks=()) -> tuple[Policy, RunResult]:
-    """Trains a regularized policy with DDPG; returns (the best policy, the run's record)."""
+               callbacks=(), threads: int | None = None) -> tuple[Policy, RunResult]:
+    """Trains a regularized policy with DDPG; returns (the best policy, the run's record).
+    ``threads``: torch threads (None: from the SKUs stepped together,
+    :func:`~.population.choose_threads`). Populations (lists of configurations) are DS's only
+    so far."""
+    if isinstance(policy_config, (list, tuple)) or isinstance(config, (list, tuple)):
+        raise ValueError("population training (lists of configurations) is implemented for "
+                         "DS only so far; train DDPG configurations one at a time")
     if isinstance(instance, str):
         instance = InstanceConfig.from_name(instance)
     policy_config = policy_config or PolicyConfig(hidden=TRAINERS["ddpg"].hidden)
@@ -201,16 +208,17 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
                 update(train_actor=done_updates + k >= config.critic_warmup)
         return -reward.mean()
 
-    result = run_loop(
-        label=label, total=config.iterations, iterate=step, validate=run.validate,
-        eval_every=config.eval_every, patience=config.patience,
-        checkpoint_every=config.checkpoint_every, time_budget=config.time_budget,
-        policy=actor, stateful={"actor": actor, "extra": extra, "actor_opt": actor_opt,
-                                "critic_opt": critic_opt, "env": env},
-        generators={"sampler": sampler, "noise": noise},
-        identity={"algo": "ddpg", "instance": instance.to_dict(),
-                  "config": dataclasses.asdict(config),
-                  "policy_config": dataclasses.asdict(actor.config)},
-        out_dir=out_dir, resume=resume, progress=progress, callbacks=callbacks, unit="step",
-        healthy=lambda: bool(finite))
+    with torch_threads(choose_threads(config.num_envs) if threads is None else threads):
+        result = run_loop(
+            label=label, total=config.iterations, iterate=step, validate=run.validate,
+            eval_every=config.eval_every, patience=config.patience,
+            checkpoint_every=config.checkpoint_every, time_budget=config.time_budget,
+            policy=actor, stateful={"actor": actor, "extra": extra, "actor_opt": actor_opt,
+                                    "critic_opt": critic_opt, "env": env},
+            generators={"sampler": sampler, "noise": noise},
+            identity={"algo": "ddpg", "instance": instance.to_dict(),
+                      "config": dataclasses.asdict(config),
+                      "policy_config": dataclasses.asdict(actor.config)},
+            out_dir=out_dir, resume=resume, progress=progress, callbacks=callbacks, unit="step",
+            healthy=lambda: bool(finite))
     return actor, result

@@ -26,6 +26,7 @@ from .. import seeding
 from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig, mlp
 from . import TRAINERS, register
+from .population import choose_threads, torch_threads
 from .common import (DISCOUNT, NON_NEGATIVE, SEEDS, UNIT, Range, RunResult, Scalars,
                      check_fields, objective_reward, reward_scale, run_loop, setup)
 
@@ -103,8 +104,14 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
               config: PPOConfig | None = None, *, device: str | torch.device = "cpu",
               out_dir: str | pathlib.Path | None = None, resume: bool = False,
               progress: bool = True, label: str = "PPO",
-              callbacks=()) -> tuple[Policy, RunResult]:
-    """Trains a regularized policy with PPO; returns (the best policy, the run's record)."""
+              callbacks=(), threads: int | None = None) -> tuple[Policy, RunResult]:
+    """Trains a regularized policy with PPO; returns (the best policy, the run's record).
+    ``threads``: torch threads (None: from the SKUs stepped together,
+    :func:`~.population.choose_threads`). Populations (lists of configurations) are DS's only
+    so far."""
+    if isinstance(policy_config, (list, tuple)) or isinstance(config, (list, tuple)):
+        raise ValueError("population training (lists of configurations) is implemented for "
+                         "DS only so far; train PPO configurations one at a time")
     policy_config = policy_config or PolicyConfig(hidden=TRAINERS["ppo"].hidden)
     config = config or PPOConfig()
     run = setup(instance, policy_config, train_skus=config.num_envs,
@@ -178,16 +185,17 @@ def train_ppo(instance: InstanceConfig | str, policy_config: PolicyConfig | None
                 optimizer.step()
         return cost / steps  # the rollout's cost per period
 
-    result = run_loop(
-        label=label, total=config.iterations, iterate=iteration, validate=run.validate,
-        eval_every=config.eval_every, patience=config.patience,
-        checkpoint_every=config.checkpoint_every, time_budget=config.time_budget,
-        policy=policy, stateful={"policy": policy, "extra": extra, "optimizer": optimizer,
-                                 "env": env},
-        generators={"noise": noise, "minibatches": minibatches}, identity={"algo": "ppo", "instance": instance.to_dict(),
-                                 "config": dataclasses.asdict(config),
-                                 "policy_config": dataclasses.asdict(policy.config)},
-        out_dir=out_dir, resume=resume, progress=progress, callbacks=callbacks, unit="update",
-        healthy=lambda: bool(finite))
+    with torch_threads(choose_threads(config.num_envs) if threads is None else threads):
+        result = run_loop(
+            label=label, total=config.iterations, iterate=iteration, validate=run.validate,
+            eval_every=config.eval_every, patience=config.patience,
+            checkpoint_every=config.checkpoint_every, time_budget=config.time_budget,
+            policy=policy, stateful={"policy": policy, "extra": extra, "optimizer": optimizer,
+                                     "env": env},
+            generators={"noise": noise, "minibatches": minibatches}, identity={"algo": "ppo", "instance": instance.to_dict(),
+                                     "config": dataclasses.asdict(config),
+                                     "policy_config": dataclasses.asdict(policy.config)},
+            out_dir=out_dir, resume=resume, progress=progress, callbacks=callbacks, unit="update",
+            healthy=lambda: bool(finite))
     return policy, result
 
