@@ -328,7 +328,7 @@ def cmd_baselines(args) -> int:
     return 0
 
 
-BENCHES = ("throughput", "env_step", "zipkin", "baselines", "quality")
+BENCHES = ("throughput", "env_step", "zipkin", "baselines", "quality", "population")
 
 
 def bench_dir() -> pathlib.Path:

@@ -5,7 +5,7 @@ own training and validation environments, initial weights, normaliser), its weig
 state, learning-rate schedule, early stopping, best weights and stop reason. What is shared is
 the work: the members' SKUs are laid side by side in one environment of K x B SKUs, so that
 every native op runs once over all of them, and the network is one :class:`StackedPolicy` whose
-weights [K, out, in] are applied with batched matrix products, member k on its own B SKUs.
+weights [K, in, out] are applied with batched matrix products, member k on its own B SKUs.
 Nothing mixes members: the loss is the sum of the members' losses, each member's gradient is
 that of its own loss, and :class:`StackedAdam`, :func:`clip_grad_norms_` and
 :class:`PlateauLR` do per member what ``torch.optim.Adam``, ``clip_grad_norm_`` and
@@ -42,7 +42,8 @@ POLICY_PER_MEMBER = ("initial_output", "output_bounds")
 # ---- the batched network --------------------------------------------------------------------
 class StackedPolicy(nn.Module):
     """K :class:`~deepstock_fast.policies.Policy` networks of one shape as one module: every
-    Linear layer's weight [K, out, in] and bias [K, out], the input normalisation [K, n] and
+    Linear layer's weight [K, in, out] (its transpose per member: ``x @ weight[k]``, no
+    transposed operand in the batched products) and bias [K, out], the input normalisation [K, n] and
     the output bounds [K, 2] stacked over members. ``raw`` / ``forward`` take the K members'
     SKUs side by side ([K * B, ...], member k's B SKUs at rows k B .. (k + 1) B - 1).
 
@@ -73,7 +74,7 @@ class StackedPolicy(nn.Module):
         self.linear_names = [n for n, m in first.named_modules() if isinstance(m, nn.Linear)]
         modules = [dict(p.named_modules()) for p in policies]
         self.weight = nn.ParameterList(
-            [nn.Parameter(torch.stack([m[n].weight.detach() for m in modules]).clone())
+            [nn.Parameter(torch.stack([m[n].weight.detach().T for m in modules]).contiguous())
              for n in self.linear_names])
         self.bias = nn.ParameterList(
             [nn.Parameter(torch.stack([m[n].bias.detach() for m in modules]).clone())
@@ -95,7 +96,7 @@ class StackedPolicy(nn.Module):
         x = (x - self.obs_mean.unsqueeze(1)) / self.obs_std.unsqueeze(1)
         last = len(self.weight) - 1
         for i, (w, b) in enumerate(zip(self.weight, self.bias)):
-            x = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+            x = torch.baddbmm(b.unsqueeze(1), x, w)
             if i < last:
                 x = self.activation(x)
         if self.bounds is not None:
@@ -119,7 +120,7 @@ class StackedPolicy(nn.Module):
         """Member k's weights as a :class:`Policy` ``state_dict`` (copies)."""
         out = {"obs_mean": self.obs_mean[k].clone(), "obs_std": self.obs_std[k].clone()}
         for name, w, b in zip(self.linear_names, self.weight, self.bias):
-            out[f"{name}.weight"] = w[k].detach().clone()
+            out[f"{name}.weight"] = w[k].detach().T.clone()
             out[f"{name}.bias"] = b[k].detach().clone()
         return out
 
@@ -129,7 +130,7 @@ class StackedPolicy(nn.Module):
         self.obs_mean[k].copy_(state["obs_mean"])
         self.obs_std[k].copy_(state["obs_std"])
         for name, w, b in zip(self.linear_names, self.weight, self.bias):
-            w[k].copy_(state[f"{name}.weight"])
+            w[k].copy_(state[f"{name}.weight"].T)
             b[k].copy_(state[f"{name}.bias"])
 
     def member(self, k: int) -> Policy:
