@@ -26,7 +26,7 @@ from deepstock_fast.policies import Policy, PolicyConfig
 from deepstock_fast.trainers import (TRAINERS, DDPGConfig, DSConfig, PPOConfig, register,
                                      train_ddpg, train_ds, train_ppo)
 from deepstock_fast.trainers.common import Setup
-from deepstock_fast.trainers.population import StackedAdam
+from deepstock_fast.trainers.population import StackedAdam, StackedPolicy
 
 SMALL = "zipkin:L=1,p=9,horizon=40,warmup=10"
 TINY = {
@@ -80,7 +80,8 @@ def test_interrupted_run_resumes_exactly(algo, tmp_path):
 @pytest.mark.parametrize("algo", ["ppo", "ddpg"])
 def test_base_head_orders_are_base_stock_orders(algo, monkeypatch):
     projected, ordered = [], []
-    project, step = Policy.project, InventoryEnv.step
+    actor = StackedPolicy if algo == "ppo" else Policy  # population trainers: the stacked one
+    project, step = actor.project, InventoryEnv.step
 
     def recording_project(self, raw, state):
         out = project(self, raw, state)
@@ -92,7 +93,7 @@ def test_base_head_orders_are_base_stock_orders(algo, monkeypatch):
         ordered.append(action)
         return step(self, action)
 
-    monkeypatch.setattr(Policy, "project", recording_project)
+    monkeypatch.setattr(actor, "project", recording_project)
     monkeypatch.setattr(InventoryEnv, "step", recording_step)
     run(algo)
     outputs = {id(out) for out, _ in projected}
@@ -169,7 +170,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(algo, last_checkpoi
     # the trainers' loss flags are read back before each validation and checkpoint, and when the
     # spoilt orders reach the op.
     module = importlib.import_module(f"deepstock_fast.trainers.{algo}")
-    make_mlp = module.mlp
+    name = "StackedMLP" if algo == "ppo" else "mlp"  # what makes the critic
+    make_mlp = getattr(module, name)
 
     class Poisoned(torch.nn.Module):
         def __init__(self, net):
@@ -181,7 +183,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(algo, last_checkpoi
                 self.calls += 1
             return self.net(x) * (math.nan if self.calls > (40 if algo == "ppo" else 100) else 1)
 
-    monkeypatch.setattr(module, "mlp", lambda *a, **k: Poisoned(make_mlp(*a, **k)))
+    monkeypatch.setattr(module, name, lambda *a, **k: Poisoned(make_mlp(*a, **k)))
     policy, result = run(algo, tmp_path)
     assert result.stopped == "diverged" and "not finite" in result.message
     assert "last good checkpoint" in result.message
@@ -271,7 +273,8 @@ def same_run(algo, policy, result):
 INTERRUPTIONS = {
     "ds": [(InventoryEnv, "simulate", 4), (StackedAdam, "step", 3),
            (InventoryEnv, "simulate", 2)],  # the reference episode's, then the validation's
-    "ppo": [(InventoryEnv, "step", 20), (torch.optim.Adam, "step", 11), (Setup, "validate", 1)],
+    "ppo": [(InventoryEnv, "step", 20), (StackedAdam, "step", 11),
+            (InventoryEnv, "simulate", 3)],  # after the normaliser's and reward scale's
     "ddpg": [(InventoryEnv, "step", 5), (torch.optim.Adam, "step", 10), (Setup, "validate", 1)],
 }
 

@@ -117,11 +117,11 @@ def train_ddpg(instance: InstanceConfig | str, policy_config: PolicyConfig | Non
                callbacks=(), threads: int | None = None) -> tuple[Policy, RunResult]:
     """Trains a regularized policy with DDPG; returns (the best policy, the run's record).
     ``threads``: torch threads (None: from the SKUs stepped together,
-    :func:`~.population.choose_threads`). Populations (lists of configurations) are DS's only
-    so far."""
+    :func:`~.population.choose_threads`). Populations (lists of configurations) are DS's and
+    PPO's only so far."""
     if isinstance(policy_config, (list, tuple)) or isinstance(config, (list, tuple)):
         raise ValueError("population training (lists of configurations) is implemented for "
-                         "DS only so far; train DDPG configurations one at a time")
+                         "DS and PPO only so far; train DDPG configurations one at a time")
     if isinstance(instance, str):
         instance = InstanceConfig.from_name(instance)
     policy_config = policy_config or PolicyConfig(hidden=TRAINERS["ddpg"].hidden)

@@ -29,7 +29,7 @@ from .common import (NON_NEGATIVE, SEEDS, MemberPlan, Range, check_fields, run_m
                      setup)
 from .population import (PlateauLR, StackedAdam, StackedPolicy, StackedWeights,
                          clip_grad_norms_, concat_envs, concat_episodes, identity,
-                         train_members)
+                         train_members, validation)
 
 
 @dataclass
@@ -102,9 +102,7 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
     instance = runs[0].instance
     policy = StackedPolicy([r.policy for r in runs])
     train_env = concat_envs([r.env for r in runs])
-    valid_env = concat_envs([r.valid_env for r in runs])
-    validation = concat_episodes([r.validation for r in runs])
-    B, V = runs[0].env.num_envs, first.validation_skus
+    B = runs[0].env.num_envs
     params = list(policy.parameters())
     optimizer = StackedAdam(params, [c.lr for c in configs])
     scheduler = PlateauLR(optimizer, [c.lr_factor for c in configs],
@@ -136,15 +134,10 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
         optimizer.step([a and k not in problems for k, a in enumerate(active)])
         return losses, problems
 
-    def validate(active: list[bool]) -> list[float]:
-        with torch.no_grad():
-            cost = valid_env.simulate(policy, validation).average_cost
-        return cost.view(K, V).mean(1).tolist()
-
     results = run_members(
         label=label, plans=[MemberPlan(c.epochs, c.patience, c.time_budget, d)
                             for c, d in zip(configs, dirs)],
-        iterate=epoch, validate=validate, eval_every=first.eval_every,
+        iterate=epoch, validate=validation(runs, policy), eval_every=first.eval_every,
         checkpoint_every=first.checkpoint_every, weights=StackedWeights(policy, instance),
         stateful={"policy": policy, "optimizer": optimizer, "scheduler": scheduler},
         generators={f"train{'' if K == 1 else k}": r.env.generator

@@ -40,12 +40,59 @@ POLICY_PER_MEMBER = ("initial_output", "output_bounds")
 
 
 # ---- the batched network --------------------------------------------------------------------
+class StackedMLP(nn.Module):
+    """K MLPs of one shape (Linear layers with ``activation`` between them) as one module:
+    layer i's weight [K, in, out] (member k's ``nn.Linear`` weight transposed, so that
+    ``x @ weight[k]`` needs no transposed operand) and bias [K, out], applied with batched
+    matrix products.
+
+    Args:
+        modules: the members' networks (any modules whose ``nn.Linear`` layers, in order, are
+            the MLP's); their weights are copied.
+        activation: a name in ``policies.ACTIVATIONS``.
+    """
+
+    def __init__(self, modules: list[nn.Module], activation: str):
+        super().__init__()
+        self.names = [n for n, m in modules[0].named_modules() if isinstance(m, nn.Linear)]
+        layers = [dict(m.named_modules()) for m in modules]
+        self.weight = nn.ParameterList(
+            [nn.Parameter(torch.stack([m[n].weight.detach().T for m in layers]).contiguous())
+             for n in self.names])
+        self.bias = nn.ParameterList(
+            [nn.Parameter(torch.stack([m[n].bias.detach() for m in layers]).clone())
+             for n in self.names])
+        self.activation = ACTIVATIONS[activation]()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[K, N, in] -> [K, N, out]."""
+        last = len(self.weight) - 1
+        for i, (w, b) in enumerate(zip(self.weight, self.bias)):
+            x = torch.baddbmm(b.unsqueeze(1), x, w)
+            if i < last:
+                x = self.activation(x)
+        return x
+
+    def member_state(self, k: int, prefix: str = "") -> dict:
+        """Member k's Linear weights under their names in the members' modules (copies)."""
+        out = {}
+        for name, w, b in zip(self.names, self.weight, self.bias):
+            out[f"{prefix}{name}.weight"] = w[k].detach().T.clone()
+            out[f"{prefix}{name}.bias"] = b[k].detach().clone()
+        return out
+
+    @torch.no_grad()
+    def load_member_state(self, k: int, state: dict, prefix: str = "") -> None:
+        for name, w, b in zip(self.names, self.weight, self.bias):
+            w[k].copy_(state[f"{prefix}{name}.weight"].T)
+            b[k].copy_(state[f"{prefix}{name}.bias"])
+
+
 class StackedPolicy(nn.Module):
-    """K :class:`~deepstock_fast.policies.Policy` networks of one shape as one module: every
-    Linear layer's weight [K, in, out] (its transpose per member: ``x @ weight[k]``, no
-    transposed operand in the batched products) and bias [K, out], the input normalisation [K, n] and
-    the output bounds [K, 2] stacked over members. ``raw`` / ``forward`` take the K members'
-    SKUs side by side ([K * B, ...], member k's B SKUs at rows k B .. (k + 1) B - 1).
+    """K :class:`~deepstock_fast.policies.Policy` networks of one shape as one module: a
+    :class:`StackedMLP` of their layers, the input normalisation [K, n] and the output bounds
+    [K, 2] stacked over members. ``raw`` / ``forward`` take the K members' SKUs side by side
+    ([K * B, ...], member k's B SKUs at rows k B .. (k + 1) B - 1).
 
     Args:
         policies: the members' policies (same head, widths, activation, input layout and
@@ -70,15 +117,7 @@ class StackedPolicy(nn.Module):
         self.templates = [copy.deepcopy(p) for p in policies]
         self.config = first.config
         self.max_order = first.max_order
-        self.activation = ACTIVATIONS[first.config.activation]()
-        self.linear_names = [n for n, m in first.named_modules() if isinstance(m, nn.Linear)]
-        modules = [dict(p.named_modules()) for p in policies]
-        self.weight = nn.ParameterList(
-            [nn.Parameter(torch.stack([m[n].weight.detach().T for m in modules]).contiguous())
-             for n in self.linear_names])
-        self.bias = nn.ParameterList(
-            [nn.Parameter(torch.stack([m[n].bias.detach() for m in modules]).clone())
-             for n in self.linear_names])
+        self.net = StackedMLP(policies, first.config.activation)
         self.register_buffer("obs_mean", torch.stack([p.obs_mean for p in policies]).clone())
         self.register_buffer("obs_std", torch.stack([p.obs_std for p in policies]).clone())
         bounds = [p.config.output_bounds for p in policies]
@@ -91,18 +130,17 @@ class StackedPolicy(nn.Module):
 
     def raw(self, obs: Tensor) -> Tensor:
         """The pre-projection outputs [K * B, k] for observations [K * B, n]."""
-        K = self.members
-        x = obs.to(self.obs_mean.dtype).view(K, -1, obs.shape[-1])
-        x = (x - self.obs_mean.unsqueeze(1)) / self.obs_std.unsqueeze(1)
-        last = len(self.weight) - 1
-        for i, (w, b) in enumerate(zip(self.weight, self.bias)):
-            x = torch.baddbmm(b.unsqueeze(1), x, w)
-            if i < last:
-                x = self.activation(x)
+        x = self.normalize(obs)
+        x = self.net(x)
         if self.bounds is not None:
             low, high = self.bounds[:, :1, None], self.bounds[:, 1:, None]
             x = low + (high - low) * torch.sigmoid(x)
         return x.reshape(-1, x.shape[-1])
+
+    def normalize(self, obs: Tensor) -> Tensor:
+        """Observations [K * B, n] as each member's network input [K, B, n]."""
+        x = obs.to(self.obs_mean.dtype).view(self.members, -1, obs.shape[-1])
+        return (x - self.obs_mean.unsqueeze(1)) / self.obs_std.unsqueeze(1)
 
     def project(self, raw: Tensor, state) -> Tensor:
         """Orders [K * B] from the pre-projection outputs [K * B, k] (the head's projection,
@@ -118,20 +156,15 @@ class StackedPolicy(nn.Module):
     # ---- one member at a time ------------------------------------------------------------
     def member_state(self, k: int) -> dict:
         """Member k's weights as a :class:`Policy` ``state_dict`` (copies)."""
-        out = {"obs_mean": self.obs_mean[k].clone(), "obs_std": self.obs_std[k].clone()}
-        for name, w, b in zip(self.linear_names, self.weight, self.bias):
-            out[f"{name}.weight"] = w[k].detach().T.clone()
-            out[f"{name}.bias"] = b[k].detach().clone()
-        return out
+        return {"obs_mean": self.obs_mean[k].clone(), "obs_std": self.obs_std[k].clone(),
+                **self.net.member_state(k)}
 
     @torch.no_grad()
     def load_member_state(self, k: int, state: dict) -> None:
         """Writes a :class:`Policy` ``state_dict`` into member k."""
         self.obs_mean[k].copy_(state["obs_mean"])
         self.obs_std[k].copy_(state["obs_std"])
-        for name, w, b in zip(self.linear_names, self.weight, self.bias):
-            w[k].copy_(state[f"{name}.weight"].T)
-            b[k].copy_(state[f"{name}.bias"])
+        self.net.load_member_state(k, state)
 
     def member(self, k: int) -> Policy:
         """Member k as a stand-alone :class:`Policy` (a copy)."""
@@ -279,6 +312,34 @@ def concat_envs(envs: list[InventoryEnv]) -> InventoryEnv:
         if parts[0].numel() > 1:  # per-SKU values
             setattr(out, name, torch.cat([p.expand(e.num_envs) for p, e in zip(parts, envs)]))
     return out
+
+
+def stepping_env(envs: list[InventoryEnv]) -> InventoryEnv:
+    """:func:`concat_envs` for ``step``: it starts on the members' current episodes (the
+    environments must have been reset), and at the horizon each member's next episode is
+    drawn from its own environment's generator, as its single run's would be. Its
+    ``state_dict`` holds the joint state; the members' generators are saved apart."""
+    out = concat_envs(envs)
+    out.sample_episode = lambda generator=None: concat_episodes(
+        [e.sample_episode() for e in envs])
+    out._begin_state(concat_episodes([e._episode for e in envs]))
+    return out
+
+
+def validation(runs: list, policy: StackedPolicy) -> Callable[[list[bool]], list[float]]:
+    """``validate(active)`` for :func:`~.common.run_members`: the K members' validation costs,
+    each on its own fixed validation episode (``runs``: the members' :class:`~.common.Setup`),
+    in one unroll over their SKUs side by side."""
+    env = concat_envs([r.valid_env for r in runs])
+    episode = concat_episodes([r.validation for r in runs])
+    K = len(runs)
+
+    def validate(active: list[bool]) -> list[float]:
+        with torch.no_grad():
+            cost = env.simulate(policy, episode).average_cost
+        return cost.view(K, -1).mean(1).tolist()
+
+    return validate
 
 
 def concat_episodes(episodes: list[Episode]) -> Episode:
