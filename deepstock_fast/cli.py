@@ -452,7 +452,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--time-budget", type=_positive(float), default=None,
                    help="seconds of training per head (default: no limit)")
     t.add_argument("--population", type=_positive(int), default=None, metavar="K",
-                   help="train K seeds of the configuration at once as one population (DS): "
+                   help="train K seeds of the configuration at once as one population: "
                         "member k has seed --seed + k; files per member in "
                         "--out/<head>/member-<k>/ (default: one run)")
     t.add_argument("--threads", type=_positive(int), default=None,

@@ -274,8 +274,8 @@ def test_deepstock_train_population(tmp_path):
     assert [r.split(",")[0] for r in rows[1:]] == ["0", "5", "10"]
     with pytest.raises(SystemExit):
         cli.main([*args[:-2], "--threads", "0"])
-    assert cli.main(["train", "--instance", SMALL, "--algo", "ddpg", "--population", "2",
-                     "--out", str(tmp_path / "ddpg"), "--no-progress"]) == 2  # not yet
+    with pytest.raises(SystemExit):
+        cli.main([*args[:-2], "--population", "0"])
 
 
 # ---- PPO ---------------------------------------------------------------------------------------
@@ -394,3 +394,120 @@ def test_a_killed_ppo_population_resumes_exactly_and_a_diverging_member(tmp_path
             [h["validation_cost"] for h in whole_results[k].history]
         for name, value in whole[k].state_dict().items():
             assert torch.equal(value, policies[k].state_dict()[name])
+
+
+# ---- DDPG --------------------------------------------------------------------------------------
+def solo_ddpg(instance, policy_config: PolicyConfig, c):
+    """A single DDPG run as the trainer was written before populations (torch.optim.Adam on
+    one Policy and one critic, a replay buffer of its own): the validation costs at each
+    validation and the actor's weights at each."""
+    import copy
+
+    from deepstock_fast import seeding
+    from deepstock_fast.policies import default_bounds, mlp
+    from deepstock_fast.trainers.common import objective_reward, reward_scale
+    from deepstock_fast.trainers.ddpg import ReplayBuffer
+
+    inst = __import__("deepstock_fast").envs.InstanceConfig.from_name(instance)
+    policy_config = dataclasses.replace(
+        policy_config, output_bounds=default_bounds(policy_config.head, inst))
+    run = setup(inst, policy_config, train_skus=c.num_envs, validation_skus=c.validation_skus,
+                seed=c.seed, device="cpu", reset=True)
+    env, actor = run.env, run.policy
+    k = actor.head.out_features
+    critic = mlp([env.obs_size + k, *c.critic_hidden, 1], policy_config.activation)
+    target_critic, target_actor = copy.deepcopy(critic), copy.deepcopy(actor)
+    buffer = ReplayBuffer(c.buffer_size, env.obs_size, k, "cpu")
+    unit = reward_scale(inst, c.seed, "cpu") / (1 - c.gamma + 1e-3)
+    actor_opt = torch.optim.Adam(actor.parameters(), lr=c.lr)
+    critic_opt = torch.optim.Adam(critic.parameters(), lr=c.lr)
+    sampler = seeding.generator(c.seed, "minibatch")
+    noise = seeding.generator(c.seed, "exploration")
+    first = max(1, -(-c.learning_starts // c.num_envs))
+    q = lambda net, obs, raw: net(torch.cat([(obs - actor.obs_mean) / actor.obs_std, raw], 1)).squeeze(1)  # noqa: E731
+    updates = 0
+    states = [{n: v.clone() for n, v in actor.state_dict().items()}]
+    costs = [run.validate()]
+    for i in range(c.iterations):
+        for opt in (actor_opt, critic_opt):
+            opt.param_groups[0]["lr"] = c.lr_final + (c.lr - c.lr_final) * (1 - i / c.iterations)
+        state = env.state()
+        with torch.no_grad():
+            raw = actor.raw(state.obs)
+            std = c.warmup_noise if updates < c.critic_warmup else c.exploration_noise
+            if std > 0:
+                raw = raw + std * torch.randn(raw.shape, generator=noise)
+            _, reward, terminated, _, info = env.step(actor.project(raw, state))
+        next_obs = info.get("final_obs", env.state().obs)
+        reward = objective_reward(env, reward, state.day)
+        buffer.add(state.obs, raw, reward / unit, next_obs, terminated)
+        if i + 1 >= first and (i + 1) % c.train_freq == 0:
+            for _ in range(c.gradient_steps):
+                obs, raw, reward, next_obs, terminal = buffer.sample(c.batch_size, sampler)
+                with torch.no_grad():
+                    target = reward + c.gamma * (1 - terminal) * q(
+                        target_critic, next_obs, target_actor.raw(next_obs))
+                loss = (q(critic, obs, raw) - target).pow(2).mean()
+                critic_opt.zero_grad()
+                loss.backward()
+                critic_opt.step()
+                nets = [(critic, target_critic)]
+                if updates >= c.critic_warmup:
+                    loss = -q(critic, obs, actor.raw(obs)).mean()
+                    actor_opt.zero_grad()
+                    loss.backward(inputs=list(actor.parameters()))
+                    actor_opt.step()
+                    nets.append((actor, target_actor))
+                with torch.no_grad():
+                    for net, target_net in nets:
+                        for p, tp in zip(net.parameters(), target_net.parameters()):
+                            tp.lerp_(p, c.tau)
+                updates += 1
+        if (i + 1) % c.eval_every == 0:
+            costs.append(run.validate())
+            states.append({n: v.clone() for n, v in actor.state_dict().items()})
+    return states, costs
+
+
+def ddpg_config(**kw):
+    from deepstock_fast.trainers import DDPGConfig
+
+    return DDPGConfig(**{**dict(total_steps=16 * 48, num_envs=16, batch_size=32,
+                                learning_starts=64, gradient_steps=2, validation_skus=32,
+                                eval_every=8, checkpoint_every=8, critic_hidden=(16,),
+                                buffer_size=256, critic_warmup=8, patience=100), **kw})
+
+
+@pytest.mark.parametrize("dtype,tol", [("float64", 1e-7), ("float32", 1e-5)])
+def test_each_ddpg_member_ends_as_its_single_run(dtype, tol, request):
+    """Within 1e-7 (float64) and 1e-5 (float32): DDPG's replay buffer holds float32 whatever
+    the instance's dtype."""
+    from deepstock_fast.trainers import train_ddpg
+
+    if dtype == "float64":
+        request.getfixturevalue("float64")
+    instance = f"zipkin:L=1,p=9,horizon=32,warmup=8,dtype={dtype}"
+    members = [ddpg_config(seed=0),
+               ddpg_config(seed=1, lr=3e-3, tau=0.05, gamma=0.9, exploration_noise=0.3,
+                           warmup_noise=1.0),
+               ddpg_config(seed=2, total_steps=16 * 32, lr_final=1e-3)]
+    policy_config = PolicyConfig(hidden=(16,))
+    policies, results = train_ddpg(instance, policy_config, members, progress=False)
+    for policy, result, c in zip(policies, results, members):
+        assert result.stopped == "completed" and result.iterations == c.iterations
+        states, costs = solo_ddpg(instance, policy_config, c)
+        assert [h["validation_cost"] for h in result.history] == pytest.approx(costs, rel=tol)
+        best = states[result.best_iteration // c.eval_every]
+        for name, value in policy.state_dict().items():
+            torch.testing.assert_close(value, best[name], rtol=tol, atol=tol)
+
+
+def test_a_diverging_ddpg_member_is_frozen_and_the_others_go_on():
+    from deepstock_fast.trainers import train_ddpg
+
+    members = [ddpg_config(seed=0), ddpg_config(seed=1, lr=1e30)]
+    policies, results = train_ddpg(SMALL, POLICY, members, progress=False)
+    alone, result = train_ddpg(SMALL, POLICY, members[0], progress=False)
+    assert results[1].stopped == "diverged" and results[0].stopped == "completed"
+    assert [h["validation_cost"] for h in results[0].history] == pytest.approx(
+        [h["validation_cost"] for h in result.history], rel=1e-5)

@@ -80,7 +80,7 @@ def test_interrupted_run_resumes_exactly(algo, tmp_path):
 @pytest.mark.parametrize("algo", ["ppo", "ddpg"])
 def test_base_head_orders_are_base_stock_orders(algo, monkeypatch):
     projected, ordered = [], []
-    actor = StackedPolicy if algo == "ppo" else Policy  # population trainers: the stacked one
+    actor = StackedPolicy  # the trainers' actor, for every population size
     project, step = actor.project, InventoryEnv.step
 
     def recording_project(self, raw, state):
@@ -170,7 +170,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(algo, last_checkpoi
     # the trainers' loss flags are read back before each validation and checkpoint, and when the
     # spoilt orders reach the op.
     module = importlib.import_module(f"deepstock_fast.trainers.{algo}")
-    name = "StackedMLP" if algo == "ppo" else "mlp"  # what makes the critic
+    name = "StackedMLP"  # what makes the critic of the members (and only that)
     make_mlp = getattr(module, name)
 
     class Poisoned(torch.nn.Module):
@@ -275,7 +275,8 @@ INTERRUPTIONS = {
            (InventoryEnv, "simulate", 2)],  # the reference episode's, then the validation's
     "ppo": [(InventoryEnv, "step", 20), (StackedAdam, "step", 11),
             (InventoryEnv, "simulate", 3)],  # after the normaliser's and reward scale's
-    "ddpg": [(InventoryEnv, "step", 5), (torch.optim.Adam, "step", 10), (Setup, "validate", 1)],
+    "ddpg": [(InventoryEnv, "step", 5), (StackedAdam, "step", 10),
+             (InventoryEnv, "simulate", 3)],
 }
 
 

@@ -10,7 +10,7 @@ and not when it terminates, a ``finite_horizon`` instance, whose warm-up days' c
 counted either), then runs ``update_epochs`` passes
 of clipped-objective minibatch updates with a value loss and an entropy bonus. The learning rate
 decays linearly to ``lr_final``. Validation, early stopping, checkpoints, resume and divergence
-handling are those of :func:`~deepstock_fast.trainers.common.run_loop`.
+handling are those of :func:`~deepstock_fast.trainers.common.run_members`.
 """
 
 from __future__ import annotations
