@@ -218,7 +218,7 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
     noise = [seeding.generator(c.seed, "exploration", device) for c in configs]
     # the first step (counted from 1) after which updates run: learning_starts transitions stored
     first_update_step = max(1, -(-first.learning_starts // B))
-    finite = torch.ones(K, dtype=torch.bool, device=device)  # per member, read back per update
+    finite = torch.ones(K, dtype=torch.bool, device=device)  # per member, read back per step
 
     def per_member(values, n: int, dtype) -> torch.Tensor:
         """Members' numbers [K * n], member k's on its n rows (from float64, as numbers)."""
@@ -250,12 +250,14 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
         critic_loss = (q(extra.critic, obs, raw) - target).pow(2).view(K, n).mean(1)
         critic_opt.zero_grad()
         torch.where(torch.isfinite(critic_loss), critic_loss, 0.0).sum().backward()
+        # read back after the environment step: a member whose loss was not finite then stops
+        # as diverged, its best weights restored before its next action (members share no
+        # weights: a member's NaN spoils only its own)
         finite.logical_and_(torch.isfinite(critic_loss.detach())
                             | ~torch.tensor(updating, device=device))
-        ok = finite.tolist()
-        critic_opt.step([u and f for u, f in zip(updating, ok)])
-        soft_update(extra.critic, extra.target_critic, [u and f for u, f in zip(updating, ok)])
-        acting = [t and u and f for t, u, f in zip(train_actor, updating, ok)]
+        critic_opt.step(updating)
+        soft_update(extra.critic, extra.target_critic, updating)
+        acting = [t and u for t, u in zip(train_actor, updating)]
         if any(acting):
             actor_loss = -q(extra.critic, obs, actor.raw(obs)).view(K, n).mean(1)
             finite.logical_and_(torch.isfinite(actor_loss.detach())
@@ -263,7 +265,6 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
             actor_opt.zero_grad()
             torch.where(torch.isfinite(actor_loss), actor_loss, 0.0).sum().backward(
                 inputs=list(actor.parameters()))
-            acting = [a and f for a, f in zip(acting, finite.tolist())]
             actor_opt.step(acting)
             soft_update(actor, extra.target_actor, acting)
 
@@ -311,6 +312,7 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
                           [r.policy for r in runs]),
         checkpoint_path=checkpoint_path, resume=resume, progress=progress,
         on_validation=None, lrs=lambda: actor_opt.lr, unit="step",
-        healthy=lambda: finite.tolist(), callbacks=callbacks, interruption=interruption,
+        healthy=lambda: [f and h for f, h in zip(finite.tolist(), actor.healthy())],
+        callbacks=callbacks, interruption=interruption,
         population=population, check_every_iteration=True)
     return [actor.member(k) for k in range(K)], results

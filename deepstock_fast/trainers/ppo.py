@@ -167,6 +167,7 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
     noise = [seeding.generator(c.seed, "exploration", device) for c in configs]
     minibatches = [seeding.generator(c.seed, "minibatch", device) for c in configs]
     finite = torch.ones(K, dtype=torch.bool, device=device)  # per member, read back per update
+    # (members share no weights: a member's NaN spoils only its own)
 
     def per_sku(values) -> torch.Tensor:
         """Members' numbers as float64 [K * B], member k's on its B SKUs."""
@@ -188,6 +189,7 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
             optimizer.lr[k] = c.lr_final + (c.lr - c.lr_final) * (1 - done[k] / c.iterations)
         scale = per_sku(extra.reward_scale.tolist())
         std = extra.log_std.detach().exp().repeat_interleave(B, 0)  # [K * B, k]
+        acting = torch.tensor(active, device=std.device).repeat_interleave(B).unsqueeze(1)
         obs_buf, raw_buf, logp_buf, val_buf, rew_buf, done_buf = [], [], [], [], [], []
         cost = 0.0
         with torch.no_grad():
@@ -197,7 +199,8 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
                 dist = torch.distributions.Normal(mean, std, validate_args=False)
                 draws = [torch.randn((B, k_out), generator=g, device=mean.device)
                          if a else mean.new_zeros(B, k_out) for g, a in zip(noise, active)]
-                raw = mean + std * torch.cat(draws)
+                # stopped members act deterministically (a diverged one's spread may be inf)
+                raw = mean + torch.where(acting, std * torch.cat(draws), 0.0)
                 _, reward, terminated, truncated, info = env.step(policy.project(raw, state))
                 cost = cost - reward.view(K, B).mean(1)
                 reward = objective_reward(env, reward, state.day).float() / scale.to(
@@ -238,12 +241,19 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
                 optimizer.zero_grad()
                 torch.where(torch.isfinite(loss), loss, 0.0).sum().backward()
                 norms = clip_grad_norms_(params, [c.max_grad_norm for c in configs])
-                ok = torch.isfinite(loss.detach()) & torch.isfinite(norms)
-                finite.logical_and_(ok | ~torch.tensor(updating, device=ok.device))
-                # a member whose loss or gradient is not finite takes no step (it stops as
-                # diverged after this update): the others' orders stay finite
-                optimizer.step([u and f for u, f in zip(updating, finite.tolist())])
+                # read back after the update: a member whose loss or gradient was not finite
+                # then stops as diverged, its best weights restored before the next rollout
+                finite.logical_and_(torch.isfinite(loss.detach()) & torch.isfinite(norms)
+                                    | ~torch.tensor(updating, device=norms.device))
+                optimizer.step(updating)
         return (cost / steps).tolist(), {}  # the rollout's cost per period
+
+    def healthy() -> list[bool]:
+        """Per member: its losses and gradients were finite, and so are its actions' means
+        (on typical inputs) and standard deviations."""
+        spread = torch.isfinite(extra.log_std.detach().exp()).all(1)
+        return [f and h and s for f, h, s in zip(finite.tolist(), policy.healthy(),
+                                                 spread.tolist())]
 
     results = run_members(
         label=label, plans=[MemberPlan(c.iterations, c.patience, c.time_budget, d)
@@ -258,6 +268,7 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
                           [r.policy for r in runs]),
         checkpoint_path=checkpoint_path, resume=resume, progress=progress,
         on_validation=None, lrs=lambda: optimizer.lr, unit="update",
-        healthy=lambda: finite.tolist(), callbacks=callbacks, interruption=interruption,
+        healthy=healthy,
+        callbacks=callbacks, interruption=interruption,
         population=population, check_every_iteration=True)
     return [policy.member(k) for k in range(K)], results
