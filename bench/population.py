@@ -7,11 +7,13 @@ run one after another, in the same benchmark run.
     python bench/population.py --members 1 16 --epochs 10 --busy # + next to a busy core
     python bench/population.py --device cuda --members 1 16 256 1024
 
-Sequential time for K trials is K times the mean of ``--sequential`` single runs (each trial
-does the same work; a single run is the population code with K = 1). The population's
+Sequential time for K trials is K times the mean of ``--sequential`` single runs timed right
+before the population (each trial does the same work; a single run is the population code
+with K = 1). The population's
 ``speedup`` is that sequential time over its own. ``--busy`` adds a population of 16 next to
 a process that keeps one core busy, with ``--threads`` and with torch's default threads (one
-per core), against a single run next to the busy core with ``--threads``. The JSON (with the machine) is rewritten after every row.
+per core), against a single run next to the busy core with ``--threads``. The JSON (with
+the machine) is rewritten after every row.
 """
 
 from __future__ import annotations
@@ -113,15 +115,11 @@ def main(argv=None) -> int:
         budget = args.epochs if algo == "ds" else args.rl_steps
         single = configs(algo, 1, budget)[0]
         work = sku_days(algo, instance, single)
-        # sequential runs, spread over the populations so that a change in the machine's load
-        # weighs on both alike
-        sequential: list[float] = []
         for K in args.members:
-            if len(sequential) < args.sequential:
-                seed = len(sequential)
-                sequential.append(timed(algo, instance,
-                                        [dataclasses.replace(single, seed=seed)], args,
-                                        args.threads))
+            # single runs right before each population, so that a change in the machine's
+            # load weighs on both alike
+            sequential = [timed(algo, instance, [dataclasses.replace(single, seed=seed)], args,
+                                args.threads) for seed in range(args.sequential)]
             seconds = timed(algo, instance, configs(algo, K, budget), args, args.threads)
             per_run = sum(sequential) / len(sequential)
             add(dict(algo=algo, members=K, mode="population", seconds=seconds,
@@ -130,8 +128,6 @@ def main(argv=None) -> int:
                      sequential_trials_per_hour=3600 / per_run,
                      sku_days_per_s=K * work / seconds, sequential_sku_days_per_s=work / per_run,
                      threads=args.threads, busy=False))
-        while len(sequential) < args.sequential:
-            sequential.append(timed(algo, instance, [single], args, args.threads))
         if args.busy and args.device == "cpu":
             short = configs(algo, 16, args.busy_epochs if algo == "ds" else budget // 4)
             with busy_core():

@@ -50,7 +50,8 @@ def solo(instance, policy_config: PolicyConfig, c: DSConfig):
     optimizer = torch.optim.Adam(params, lr=c.lr)
     schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=c.lr_factor, patience=c.lr_patience, min_lr=c.min_lr)
-    states, costs, lrs = [{k: v.clone() for k, v in run.policy.state_dict().items()}], [run.validate()], [c.lr]
+    states = [{k: v.clone() for k, v in run.policy.state_dict().items()}]
+    costs, lrs = [run.validate()], [c.lr]
     for i in range(c.epochs):
         loss = run.env.simulate(run.policy, run.env.sample_episode()).average_cost.mean()
         optimizer.zero_grad()
@@ -298,7 +299,10 @@ def solo_ppo(instance, policy_config: PolicyConfig, c):
     optimizer = torch.optim.Adam(params, lr=c.lr, eps=1e-5)
     noise = seeding.generator(c.seed, "exploration")
     minibatches = seeding.generator(c.seed, "minibatch")
-    value = lambda obs: critic((obs.float() - policy.obs_mean) / policy.obs_std).squeeze(-1)  # noqa: E731
+
+    def value(obs):
+        return critic((obs.float() - policy.obs_mean) / policy.obs_std).squeeze(-1)
+
     states, costs = [{k: v.clone() for k, v in policy.state_dict().items()}], [run.validate()]
     for i in range(c.iterations):
         optimizer.param_groups[0]["lr"] = c.lr_final + (c.lr - c.lr_final) * (1 - i / c.iterations)
@@ -424,7 +428,10 @@ def solo_ddpg(instance, policy_config: PolicyConfig, c):
     sampler = seeding.generator(c.seed, "minibatch")
     noise = seeding.generator(c.seed, "exploration")
     first = max(1, -(-c.learning_starts // c.num_envs))
-    q = lambda net, obs, raw: net(torch.cat([(obs - actor.obs_mean) / actor.obs_std, raw], 1)).squeeze(1)  # noqa: E731
+
+    def q(net, obs, raw):
+        return net(torch.cat([(obs - actor.obs_mean) / actor.obs_std, raw], 1)).squeeze(1)
+
     updates = 0
     states = [{n: v.clone() for n, v in actor.state_dict().items()}]
     costs = [run.validate()]

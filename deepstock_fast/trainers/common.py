@@ -773,7 +773,8 @@ def run_members(*, label: str, plans: list[MemberPlan], iterate, validate, eval_
                     if m.stopped is None and m.plan.time_budget is not None \
                             and elapsed(m) >= m.plan.time_budget:
                         stop(k, "time_budget", f"time budget of {m.plan.time_budget:g}s used")
-                if any(active()) and interruption.requested:  # Ctrl-C: stop at this consistent point
+                # Ctrl-C: stop at this consistent point
+                if any(active()) and interruption.requested:
                     for k, m in enumerate(members):
                         if m.stopped is None:
                             stop(k, "interrupted", f"interrupted after {unit} {m.done}" + (
