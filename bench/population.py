@@ -10,7 +10,8 @@ run one after another, in the same benchmark run.
 Sequential time for K trials is K times the mean of ``--sequential`` single runs timed right
 before the population (each trial does the same work; a single run is the population code
 with K = 1). The population's
-``speedup`` is that sequential time over its own. ``--busy`` adds a population of 16 next to
+``speedup`` is that sequential time over its own, ``cpu_speedup`` the same in CPU seconds (with
+one thread, the work itself, whatever other processes do to the wall time). ``--busy`` adds a population of 16 next to
 a process that keeps one core busy, with ``--threads`` and with torch's default threads (one
 per core), against a single run next to the busy core with ``--threads``. The JSON (with
 the machine) is rewritten after every row.
@@ -52,16 +53,19 @@ def sku_days(algo: str, instance: InstanceConfig, config) -> int:
     return config.total_steps * instance.review_period
 
 
-def timed(algo: str, instance, members: list, args, threads: int | None) -> float:
-    """Wall seconds of training ``members`` (one population, or one run when a single one)."""
+def timed(algo: str, instance, members: list, args, threads: int | None
+          ) -> tuple[float, float]:
+    """(wall, CPU) seconds of training ``members`` (one population, or one run when a single
+    one). With one thread on a shared machine, CPU seconds count the work whatever the other
+    processes do to the wall time."""
     train = TRAINERS[algo].train
     policy = PolicyConfig(hidden=TRAINERS[algo].hidden)
     sync(args.device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     train(instance, policy, members if len(members) > 1 else members[0], device=args.device,
           progress=False, threads=threads)
     sync(args.device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def _spin() -> None:
@@ -108,7 +112,8 @@ def main(argv=None) -> int:
             "machine": machine(args.device), "instance": args.instance,
             "threads": args.threads, "args": vars(args), "rows": rows}, path)
         print(f"{row['algo']} K={row['members']} {row['mode']}: {row['seconds']:.1f}s, "
-              f"{row['trials_per_hour']:.0f} trials/h, speed-up {row['speedup']:.2f}x",
+              f"{row['trials_per_hour']:.0f} trials/h, speed-up {row['speedup']:.2f}x"
+              + (f" (CPU time: {row['cpu_speedup']:.2f}x)" if "cpu_speedup" in row else ""),
               flush=True)
 
     for algo in args.algos:
@@ -120,10 +125,13 @@ def main(argv=None) -> int:
             # load weighs on both alike
             sequential = [timed(algo, instance, [dataclasses.replace(single, seed=seed)], args,
                                 args.threads) for seed in range(args.sequential)]
-            seconds = timed(algo, instance, configs(algo, K, budget), args, args.threads)
-            per_run = sum(sequential) / len(sequential)
+            seconds, cpu = timed(algo, instance, configs(algo, K, budget), args, args.threads)
+            per_run = sum(s for s, _ in sequential) / len(sequential)
+            cpu_per_run = sum(c for _, c in sequential) / len(sequential)
             add(dict(algo=algo, members=K, mode="population", seconds=seconds,
                      sequential_seconds=K * per_run, speedup=K * per_run / seconds,
+                     cpu_seconds=cpu, sequential_cpu_seconds=K * cpu_per_run,
+                     cpu_speedup=K * cpu_per_run / cpu,
                      trials_per_hour=3600 * K / seconds,
                      sequential_trials_per_hour=3600 / per_run,
                      sku_days_per_s=K * work / seconds, sequential_sku_days_per_s=work / per_run,
@@ -131,10 +139,10 @@ def main(argv=None) -> int:
         if args.busy and args.device == "cpu":
             short = configs(algo, 16, args.busy_epochs if algo == "ds" else budget // 4)
             with busy_core():
-                per_run = timed(algo, instance, short[:1], args, args.threads)
+                per_run, _ = timed(algo, instance, short[:1], args, args.threads)
             for threads in (args.threads, os.cpu_count()):
                 with busy_core():
-                    seconds = timed(algo, instance, short, args, threads)
+                    seconds, _ = timed(algo, instance, short, args, threads)
                 add(dict(algo=algo, members=16, mode=f"busy core, {threads} thread(s)",
                          seconds=seconds, sequential_seconds=16 * per_run,
                          speedup=16 * per_run / seconds, trials_per_hour=3600 * 16 / seconds,
@@ -146,6 +154,7 @@ def main(argv=None) -> int:
                        ("seconds", "population s", ".1f"),
                        ("sequential_seconds", "sequential s", ".1f"),
                        ("speedup", "speed-up", ".2f"),
+                       ("cpu_speedup", "CPU-time speed-up", ".2f"),
                        ("trials_per_hour", "trials/h", ".0f"),
                        ("sequential_trials_per_hour", "sequential trials/h", ".0f"),
                        ("sku_days_per_s", "SKU-days/s", ".3g")]))

@@ -153,8 +153,11 @@ def test_a_callback_stops_one_member():
 def test_configs_of_other_shapes_are_split_into_populations(tmp_path):
     cfgs = [config(seed=0), config(seed=1, batch_size=8), config(seed=2)]
     pcs = [POLICY, POLICY, PolicyConfig(hidden=(8,))]
-    policies, results = train_ds(SMALL, pcs, cfgs, out_dir=tmp_path, progress=False)
+    seen = []
+    policies, results = train_ds(SMALL, pcs, cfgs, out_dir=tmp_path, progress=False,
+                                 callbacks=[lambda m: seen.append(m["member"])])
     assert [p.config.hidden for p in policies] == [(16, 16), (16, 16), (8,)]
+    assert seen[:7] == [0] * 7 and seen[7:14] == [1] * 7 and seen[14:] == [2] * 7
     assert {p.name for p in tmp_path.glob("checkpoint*.pt")} == {
         "checkpoint.pt", "checkpoint-1.pt", "checkpoint-2.pt"}
     for k in range(3):

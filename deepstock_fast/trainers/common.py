@@ -538,6 +538,7 @@ def run_members(*, label: str, plans: list[MemberPlan], iterate, validate, eval_
                 identity: dict, checkpoint_path: pathlib.Path | None, resume: bool,
                 progress: bool, on_validation, lrs, unit: str, healthy, callbacks: list,
                 interruption: Interruption, population: bool = False,
+                member_ids: list[int] | None = None,
                 check_every_iteration: bool = False) -> list[RunResult]:
     """The loop every trainer runs, for K members trained together (a population; a single run
     is K = 1) that share the iterations but not their fate: each member has its own budget
@@ -560,7 +561,8 @@ def run_members(*, label: str, plans: list[MemberPlan], iterate, validate, eval_
     active member as diverged.
 
     Every validation of a member gives one history entry, a dict with the keys
-    :data:`METRICS` (plus ``member``: k when ``population``), appended to its
+    :data:`METRICS` (plus ``member``: ``member_ids[k]``, default k, when ``population``),
+    appended to its
     ``metrics.csv`` and passed (a copy) to each of ``callbacks`` in turn; a callback that
     returns a true value or raises ``StopIteration`` stops that member ("callback"). The
     initial policy is validated before the first iteration and competes for the best: no
@@ -580,6 +582,7 @@ def run_members(*, label: str, plans: list[MemberPlan], iterate, validate, eval_
     saved to its ``plans[k].dir / "policy.pt"``.
     """
     K = len(plans)
+    ids = list(range(K)) if member_ids is None else list(member_ids)
     members = [_Member(plan) for plan in plans]
     checkpoint = Checkpoint(checkpoint_path, identity, stateful, generators) \
         if checkpoint_path is not None else None
@@ -622,7 +625,7 @@ def run_members(*, label: str, plans: list[MemberPlan], iterate, validate, eval_
         m.history.append(entry)
         if m.metrics is not None:
             m.metrics.append(entry)
-        return _callback_stop(callbacks, {**entry, "member": k} if population else entry)
+        return _callback_stop(callbacks, {**entry, "member": ids[k]} if population else entry)
 
     def budget_end(m: _Member) -> tuple[str, str] | None:
         """(reason, message) when member m's budget allows no more iterations, else None."""

@@ -314,5 +314,5 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
         on_validation=None, lrs=lambda: actor_opt.lr, unit="step",
         healthy=lambda: [f and h for f, h in zip(finite.tolist(), actor.healthy())],
         callbacks=callbacks, interruption=interruption,
-        population=population, check_every_iteration=True)
+        population=population, member_ids=members, check_every_iteration=True)
     return [actor.member(k) for k in range(K)], results

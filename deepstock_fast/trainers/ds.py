@@ -147,7 +147,7 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
         checkpoint_path=checkpoint_path, resume=resume, progress=progress,
         on_validation=scheduler.step, lrs=lambda: optimizer.lr, unit="epoch",
         healthy=policy.healthy, callbacks=callbacks, interruption=interruption,
-        population=population, check_every_iteration=True)
+        population=population, member_ids=members, check_every_iteration=True)
     return [policy.member(k) for k in range(K)], results
 
 

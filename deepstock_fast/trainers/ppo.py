@@ -270,5 +270,5 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
         on_validation=None, lrs=lambda: optimizer.lr, unit="update",
         healthy=healthy,
         callbacks=callbacks, interruption=interruption,
-        population=population, check_every_iteration=True)
+        population=population, member_ids=members, check_every_iteration=True)
     return [policy.member(k) for k in range(K)], results
