@@ -178,6 +178,11 @@ def test_one_config_broadcast_to_a_list_and_bad_lists():
         train_ds(SMALL, POLICY, [config(), {"lr": 0.1}], progress=False)
     with pytest.raises(ValueError, match="threads must be an int >= 1"):
         train_ds(SMALL, POLICY, config(), progress=False, threads=0)
+    from deepstock_fast.trainers import train_ddpg, train_ppo
+
+    for train in (train_ppo, train_ddpg):
+        with pytest.raises(ValueError, match=r"policy_config\[1\] must be a PolicyConfig"):
+            train(SMALL, [POLICY, "base"], progress=False)
 
 
 # ---- the per-member optimizer, clipping and schedule against torch's ------------------------

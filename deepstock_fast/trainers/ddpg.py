@@ -173,9 +173,9 @@ def train_ddpg(instance: InstanceConfig | str,
     if isinstance(instance, str):
         instance = InstanceConfig.from_name(instance)
 
-    def bounded(pc):  # DDPG needs bounded actions
+    def bounded(pc):  # DDPG needs bounded actions (anything else: refused by train_members)
         pc = pc or PolicyConfig(hidden=TRAINERS["ddpg"].hidden)
-        if pc.output_bounds is None:
+        if isinstance(pc, PolicyConfig) and pc.output_bounds is None:
             pc = dataclasses.replace(pc, output_bounds=default_bounds(pc.head, instance))
         return pc
 
