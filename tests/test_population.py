@@ -141,13 +141,25 @@ def test_files_and_a_killed_population_resumes_exactly(tmp_path):
                  out_dir=tmp_path, resume=True, progress=False)
 
 
-def test_a_callback_stops_one_member():
+def test_a_callback_stops_one_member_which_then_costs_nothing(monkeypatch):
+    from deepstock_fast.envs import InventoryEnv
+
     def prune(metrics):
         return metrics["member"] == 0 and metrics["iteration"] >= 3
 
-    _, results = train_ds(SMALL, POLICY, MEMBERS[:2], progress=False, callbacks=[prune])
+    skus, simulate = [], InventoryEnv.simulate
+
+    def counting(self, policy, episode=None, **kw):
+        skus.append(episode.demand.shape[0])
+        return simulate(self, policy, episode, **kw)
+
+    monkeypatch.setattr(InventoryEnv, "simulate", counting)
+    policies, results = train_ds(SMALL, POLICY, MEMBERS[:2], progress=False, callbacks=[prune])
     assert results[0].stopped == "callback" and results[0].iterations == 3
     assert results[1].stopped == "completed" and results[1].iterations == 18
+    # after the validation at epoch 3: member 1's 16 training and 32 validation SKUs alone
+    assert skus[-1] == 32 and set(skus[-20:]) == {16, 32}
+    assert_member_is_solo(policies[1], results[1], SMALL, POLICY, MEMBERS[1], 2e-5)
 
 
 def test_configs_of_other_shapes_are_split_into_populations(tmp_path):

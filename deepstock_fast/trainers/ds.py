@@ -101,32 +101,36 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
                   seed=c.seed, device=device) for pc, c in zip(policy_configs, configs)]
     instance = runs[0].instance
     policy = StackedPolicy([r.policy for r in runs])
-    train_env = concat_envs([r.env for r in runs])
     B = runs[0].env.num_envs
     params = list(policy.parameters())
     optimizer = StackedAdam(params, [c.lr for c in configs])
     scheduler = PlateauLR(optimizer, [c.lr_factor for c in configs],
                           [c.lr_patience for c in configs], [c.min_lr for c in configs])
     fixed = [r.env.sample_episode() if first.fixed_train_set else None for r in runs]
-    last: list = list(fixed)  # each member's latest episode (a frozen member keeps its slot)
+    envs: dict = {}  # the training environment of the members still training
 
     def epoch(done: list[int], active: list[bool]):
-        for k in range(K):
-            if active[k] and fixed[k] is None:
-                last[k] = runs[k].env.sample_episode()
-        spare = next(e for e in last if e is not None)  # a stopped member's slot, never used
-        episode = concat_episodes([e if e is not None else spare for e in last])
-        loss = train_env.simulate(policy, episode).average_cost.view(K, B).mean(1)  # [K]
+        # the members still training, on their SKUs alone: a stopped member costs nothing
+        members = [k for k, a in enumerate(active) if a]
+        if tuple(members) not in envs:
+            envs.clear()
+            envs[tuple(members)] = concat_envs([runs[k].env for k in members])
+        episode = concat_episodes([fixed[k] if fixed[k] is not None else
+                                   runs[k].env.sample_episode() for k in members])
+        with policy.restricted(None if len(members) == K else members):
+            cost = envs[tuple(members)].simulate(policy, episode).average_cost
+        loss = cost.view(len(members), B).mean(1)  # [K']
         finite = torch.isfinite(loss)
         optimizer.zero_grad()
-        # each member's gradient is that of its own loss: the members share no weights
+        # each member's gradient is that of its own loss: the members share no weights (a
+        # stopped member's gradient is 0, and its weights take no step)
         torch.where(finite, loss, 0.0).sum().backward()
-        norms = clip_grad_norms_(params, [c.grad_clip for c in configs])
-        losses, norms = loss.detach().tolist(), norms.tolist()
+        norms = clip_grad_norms_(params, [c.grad_clip for c in configs]).tolist()
+        losses = [math.nan] * K
+        for k, value in zip(members, loss.detach().tolist()):
+            losses[k] = value
         problems = {}
-        for k in range(K):
-            if not active[k]:
-                continue
+        for k in members:
             if not math.isfinite(losses[k]):
                 problems[k] = f"loss is {losses[k]}"
             elif not math.isfinite(norms[k]):

@@ -64,10 +64,13 @@ class StackedMLP(nn.Module):
              for n in self.names])
         self.activation = ACTIVATIONS[activation]()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """[K, N, in] -> [K, N, out]."""
+    def forward(self, x: Tensor, index: Tensor | None = None) -> Tensor:
+        """[K, N, in] -> [K, N, out]; with ``index`` (K' member indices), the members
+        ``index`` only: [K', N, in] -> [K', N, out] (gradients reach their weights alone)."""
         last = len(self.weight) - 1
         for i, (w, b) in enumerate(zip(self.weight, self.bias)):
+            if index is not None:
+                w, b = w.index_select(0, index), b.index_select(0, index)
             x = torch.baddbmm(b.unsqueeze(1), x, w)
             if i < last:
                 x = self.activation(x)
@@ -123,6 +126,18 @@ class StackedPolicy(nn.Module):
         bounds = [p.config.output_bounds for p in policies]
         self.register_buffer("bounds", None if bounds[0] is None else
                              torch.tensor(bounds, dtype=self.obs_mean.dtype))
+        self.index: Tensor | None = None  # see :meth:`restricted`
+
+    @contextlib.contextmanager
+    def restricted(self, members: list[int] | None):
+        """Inside the block, ``raw`` / ``forward`` run the given members only, on their SKUs
+        side by side (None: all), so that stopped members cost nothing."""
+        self.index = None if members is None else torch.tensor(members,
+                                                               device=self.obs_mean.device)
+        try:
+            yield self
+        finally:
+            self.index = None
 
     @property
     def members(self) -> int:
@@ -131,16 +146,20 @@ class StackedPolicy(nn.Module):
     def raw(self, obs: Tensor) -> Tensor:
         """The pre-projection outputs [K * B, k] for observations [K * B, n]."""
         x = self.normalize(obs)
-        x = self.net(x)
+        x = self.net(x, self.index)
         if self.bounds is not None:
-            low, high = self.bounds[:, :1, None], self.bounds[:, 1:, None]
+            bounds = self.bounds if self.index is None else self.bounds[self.index]
+            low, high = bounds[:, :1, None], bounds[:, 1:, None]
             x = low + (high - low) * torch.sigmoid(x)
         return x.reshape(-1, x.shape[-1])
 
     def normalize(self, obs: Tensor) -> Tensor:
-        """Observations [K * B, n] as each member's network input [K, B, n]."""
-        x = obs.to(self.obs_mean.dtype).view(self.members, -1, obs.shape[-1])
-        return (x - self.obs_mean.unsqueeze(1)) / self.obs_std.unsqueeze(1)
+        """Observations [K * B, n] as each member's network input [K, B, n] (the members of
+        :meth:`restricted` only)."""
+        mean, std = ((self.obs_mean, self.obs_std) if self.index is None else
+                     (self.obs_mean[self.index], self.obs_std[self.index]))
+        x = obs.to(mean.dtype).view(mean.shape[0], -1, obs.shape[-1])
+        return (x - mean.unsqueeze(1)) / std.unsqueeze(1)
 
     def project(self, raw: Tensor, state) -> Tensor:
         """Orders [K * B] from the pre-projection outputs [K * B, k] (the head's projection,
@@ -327,17 +346,25 @@ def stepping_env(envs: list[InventoryEnv]) -> InventoryEnv:
 
 
 def validation(runs: list, policy: StackedPolicy) -> Callable[[list[bool]], list[float]]:
-    """``validate(active)`` for :func:`~.common.run_members`: the K members' validation costs,
-    each on its own fixed validation episode (``runs``: the members' :class:`~.common.Setup`),
-    in one unroll over their SKUs side by side."""
-    env = concat_envs([r.valid_env for r in runs])
-    episode = concat_episodes([r.validation for r in runs])
-    K = len(runs)
+    """``validate(active)`` for :func:`~.common.run_members`: the active members' validation
+    costs (NaN for the others), each on its own fixed validation episode (``runs``: the
+    members' :class:`~.common.Setup`), in one unroll over their SKUs side by side."""
+    cache: dict = {}
 
     def validate(active: list[bool]) -> list[float]:
-        with torch.no_grad():
+        members = [k for k, a in enumerate(active) if a]
+        if tuple(members) not in cache:  # the environment and episode of these members
+            cache.clear()
+            cache[tuple(members)] = (concat_envs([runs[k].valid_env for k in members]),
+                                     concat_episodes([runs[k].validation for k in members]))
+        env, episode = cache[tuple(members)]
+        with torch.no_grad(), policy.restricted(None if len(members) == len(runs)
+                                                else members):
             cost = env.simulate(policy, episode).average_cost
-        return cost.view(K, -1).mean(1).tolist()
+        values = [math.nan] * len(runs)
+        for k, value in zip(members, cost.view(len(members), -1).mean(1).tolist()):
+            values[k] = value
+        return values
 
     return validate
 
