@@ -88,9 +88,10 @@ def busy_core():
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--instance", default="zipkin:L=2,p=9")
+    parser.add_argument("--instance", default="zipkin:L=2,p=9", help="the instance trained on")
     parser.add_argument("--algos", nargs="+", default=["ds"], choices=sorted(TRAINERS))
-    parser.add_argument("--members", nargs="+", type=int, default=[1, 4, 16, 64])
+    parser.add_argument("--members", nargs="+", type=int, default=[1, 4, 16, 64],
+                        help="population sizes K (default 1 4 16 64)")
     parser.add_argument("--epochs", type=int, default=20, help="DS epochs per trial")
     parser.add_argument("--rl-steps", type=int, default=20_000,
                         help="PPO and DDPG environment transitions per trial")
@@ -99,8 +100,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--busy", action="store_true",
                         help="also time 16 members next to a busy core")
-    parser.add_argument("--busy-epochs", type=int, default=4)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--busy-epochs", type=int, default=4,
+                        help="DS epochs of the busy-core measurement")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
     instance = InstanceConfig.from_name(args.instance)
     rows, path = [], None
