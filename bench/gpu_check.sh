@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-shot check on a GPU machine: build with CUDA kernels, check that CMake refuses a compiler whose
 # libstdc++ breaks next to torch's, run the whole test suite (CUDA tests included), then the
-# environment and throughput benchmarks on the GPU, as much as the time budget allows.
+# environment, throughput and population benchmarks on the GPU, as much as the time budget allows.
 # Stages run in that order of priority, each capped so that the whole script ends within
 # GPU_CHECK_BUDGET_S (default 450 s). Logs and JSON go to $OUT (default bench/results/gpu), at most
 # 8 files. Needs python3 with torch (CUDA), scikit-build-core, pybind11, CMake, ninja, pytest and
@@ -85,7 +85,13 @@ stage "throughput benchmark"
 capped 200 $PY bench/throughput.py --device cuda --log2-batch 12 16 20 22 --max-lead 1 4 16 \
   2>&1 | tee "$OUT/throughput.log" | tail -30
 check "${PIPESTATUS[0]}"
-for kind in env_step throughput; do
+stage "population benchmark"
+# DS populations of up to 1024 members against single runs (setup, one member after another,
+# takes a good part of the time at K = 1024)
+capped 150 $PY bench/population.py --device cuda --members 1 16 256 1024 --epochs 5 \
+  --sequential 1 2>&1 | tee "$OUT/population.log" | tail -12
+check "${PIPESTATUS[0]}"
+for kind in env_step throughput; do  # (population.log holds its table: 8 files)
   cp "$(ls -t bench/results/$kind-cuda-*.json 2>/dev/null | head -1)" "$OUT/" 2>/dev/null
 done
 

@@ -30,12 +30,12 @@ import torch
 from . import build_info, compare, distributed, seeding
 from .envs import InstanceConfig
 from .envs.instances import FAMILIES
-from .evaluation import evaluate, paired_gap
+from .evaluation import evaluate
 from .backtest import backtest, rolling_origin
 from .checkpoint import load_file
 from .policies import HEADS, Policy, PolicyConfig
 from .report import learning_curve, machine, policy_plot, table
-from .trainers import TRAINERS, DSConfig, PPOConfig, parse_settings
+from .trainers import TRAINERS, parse_settings
 from .trainers.common import RUN_FILES, OutputDirError, TensorBoard, output_dir
 
 ALGOS = tuple(TRAINERS)
@@ -225,6 +225,8 @@ def _ours(out: pathlib.Path) -> list[pathlib.Path]:
     found = [out / name for name in TOP_FILES]
     for head in HEADS:
         found += [out / head / name for name in (*RUN_FILES, "tensorboard")]
+        found += sorted((out / head).glob("checkpoint-*.pt"))   # populations' groups
+        found += sorted((out / head).glob("member-*"))          # populations' members
     return [path for path in found if path.exists()]
 
 
@@ -251,20 +253,32 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
     for head in args.head:
         policy_config = PolicyConfig(head=head, hidden=hidden, activation=args.activation)
         callbacks = [TensorBoard(out / head / "tensorboard")] if args.tensorboard else []
-        policy, result = train(instance, policy_config, config, device=args.device,
-                               out_dir=out / head, resume=args.resume,
-                               progress=not args.no_progress, label=f"{args.algo}+{head}",
-                               callbacks=callbacks)
-        if result.stopped == "diverged":
-            print(f"deepstock train: error: {args.algo}+{head}: {result.message}",
-                  file=sys.stderr)
+        # a population: K seeds of the configuration, member k seeded with --seed + k
+        configs = config if args.population is None else [
+            dataclasses.replace(config, seed=config.seed + k) for k in range(args.population)]
+        policies, results = train(instance, policy_config, configs, device=args.device,
+                                  out_dir=out / head, resume=args.resume,
+                                  progress=not args.no_progress, label=f"{args.algo}+{head}",
+                                  callbacks=callbacks, threads=args.threads)
+        if args.population is None:
+            members = {head: (policies, results)}
+        else:
+            members = {f"{head} seed {c.seed}": pair for c, pair in
+                       zip(configs, zip(policies, results))}
+        for name, (policy, result) in members.items():
+            if result.stopped == "diverged":
+                print(f"deepstock train: error: {args.algo}+{name}: {result.message}",
+                      file=sys.stderr)
+            elif result.message:
+                print(f"{args.algo}+{name}: {result.message}", file=sys.stderr)
+        if all(r.stopped == "diverged" for _, r in members.values()):
             return 1
-        if result.message:
-            print(f"{args.algo}+{head}: {result.message}", file=sys.stderr)
-        if result.stopped == "interrupted":
+        if any(r.stopped == "interrupted" for _, r in members.values()):
             return 130
-        ev = evaluate(policy, test, seed=args.seed, device=args.device)
-        runs[head] = (policy, result, ev)
+        for name, (policy, result) in members.items():
+            if result.stopped != "diverged":
+                runs[name] = (policy, result,
+                              evaluate(policy, test, seed=args.seed, device=args.device))
     print("costing the references on the same test episode...", file=sys.stderr)
     failed = {}  # the comparisons that could not be made: the training's results stay
     bt = None
@@ -297,6 +311,7 @@ def _train(args, instance, config, out: pathlib.Path) -> int:
                "algo": args.algo, "config": dataclasses.asdict(config),
                "seeds": {"seed": args.seed, **{p: seeding.stream(args.seed, p) for p in
                                                ("train", "validation", "test")}},
+               "population": args.population,
                "runs": {head: {"policy_config": dataclasses.asdict(policy.config),
                                "result": dataclasses.asdict(result),
                                "test": {"average_cost_se": ev.average_cost_se,
@@ -460,7 +475,8 @@ def cmd_synthetic(args) -> int:
     return 0
 
 
-BENCHES = ("throughput", "env_step", "zipkin", "baselines", "quality", "tuning", "catalog")
+BENCHES = ("throughput", "env_step", "zipkin", "baselines", "quality", "tuning", "catalog",
+           "population")
 
 
 def bench_dir() -> pathlib.Path:
@@ -613,6 +629,13 @@ def parser() -> argparse.ArgumentParser:
                    help=f"iterations between checkpoints {_defaults('checkpoint_every')}")
     t.add_argument("--time-budget", type=_positive(float), default=None,
                    help="seconds of training per head (default: no limit)")
+    t.add_argument("--population", type=_positive(int), default=None, metavar="K",
+                   help="train K seeds of the configuration at once as one population: "
+                        "member k has seed --seed + k; files per member in "
+                        "--out/<head>/member-<k>/ (default: one run)")
+    t.add_argument("--threads", type=_positive(int), default=None,
+                   help="torch threads for training (default: from the work's size, one "
+                        "for small batches)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other hyperparameter of the algo's config, e.g. --set tau=0.01 "
                         "or --set update_epochs=10 (PPO's passes per rollout); repeatable "

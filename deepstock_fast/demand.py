@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import datetime
 import gzip
-import io
 import math
 import os
 import pathlib

@@ -19,7 +19,7 @@ every function here is then a no-op.
 from __future__ import annotations
 
 import os
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -120,18 +120,3 @@ def mean(value: Tensor, ctx: Context) -> Tensor:
     dist.all_reduce(total)
     return total / ctx.world
 
-
-def validator(run, ctx: Context) -> Callable[[], float]:
-    """The validation cost of a trainer's :class:`~deepstock_fast.trainers.common.Setup` with
-    the validation episode's SKUs shared out over the ranks (a fixed subset: its size a
-    multiple of the world size, else every rank simulates all of it)."""
-    batch = run.validation.demand.shape[0]
-    if ctx.world == 1 or batch % ctx.world:
-        return run.validate
-
-    def validate() -> float:
-        with torch.no_grad():
-            part = shard_episode(run.validation, ctx)
-            cost = run.valid_env.simulate(run.policy, part).average_cost.mean()
-        return float(mean(cost, ctx))
-    return validate

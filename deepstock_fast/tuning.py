@@ -53,7 +53,7 @@ import torch
 from . import compare
 from .envs import InstanceConfig
 from .policies import PolicyConfig, initial_output
-from .trainers import TRAINERS, parse_settings
+from .trainers import TRAINERS
 from .trainers.common import OutputDirError, output_dir
 
 

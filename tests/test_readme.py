@@ -19,6 +19,8 @@ SMALLER = {
     "DSConfig(epochs=400)": "DSConfig(epochs=2, batch_size=8, validation_skus=8)",
     "num_skus=1024,horizon=1000": "num_skus=16,horizon=100",
     "(100, 32, 365)": "(4, 4, 60)",
+    "DSConfig(lr=lr, seed=s)": "DSConfig(lr=lr, seed=s, epochs=2, batch_size=8, validation_skus=8)",
+    "range(4)]": "range(1)]",
 }
 
 

@@ -22,10 +22,10 @@ from deepstock_fast import cli, seeding
 from deepstock_fast.envs import InstanceConfig, InventoryEnv
 from deepstock_fast.evaluation import evaluate
 from deepstock_fast.checkpoint import load_file
-from deepstock_fast.policies import Policy, PolicyConfig
+from deepstock_fast.policies import PolicyConfig
 from deepstock_fast.trainers import (TRAINERS, DDPGConfig, DSConfig, PPOConfig, register,
                                      train_ddpg, train_ds, train_ppo)
-from deepstock_fast.trainers.common import Setup
+from deepstock_fast.trainers.population import StackedAdam, StackedPolicy
 
 SMALL = "zipkin:L=1,p=9,horizon=40,warmup=10"
 TINY = {
@@ -79,7 +79,8 @@ def test_interrupted_run_resumes_exactly(algo, tmp_path):
 @pytest.mark.parametrize("algo", ["ppo", "ddpg"])
 def test_base_head_orders_are_base_stock_orders(algo, monkeypatch):
     projected, ordered = [], []
-    project, step = Policy.project, InventoryEnv.step
+    actor = StackedPolicy  # the trainers' actor, for every population size
+    project, step = actor.project, InventoryEnv.step
 
     def recording_project(self, raw, state):
         out = project(self, raw, state)
@@ -91,7 +92,7 @@ def test_base_head_orders_are_base_stock_orders(algo, monkeypatch):
         ordered.append(action)
         return step(self, action)
 
-    monkeypatch.setattr(Policy, "project", recording_project)
+    monkeypatch.setattr(actor, "project", recording_project)
     monkeypatch.setattr(InventoryEnv, "step", recording_step)
     run(algo)
     outputs = {id(out) for out, _ in projected}
@@ -168,7 +169,8 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(algo, last_checkpoi
     # the trainers' loss flags are read back before each validation and checkpoint, and when the
     # spoilt orders reach the op.
     module = importlib.import_module(f"deepstock_fast.trainers.{algo}")
-    make_mlp = module.mlp
+    name = "StackedMLP"  # what makes the critic of the members (and only that)
+    make_mlp = getattr(module, name)
 
     class Poisoned(torch.nn.Module):
         def __init__(self, net):
@@ -180,7 +182,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(algo, last_checkpoi
                 self.calls += 1
             return self.net(x) * (math.nan if self.calls > (40 if algo == "ppo" else 100) else 1)
 
-    monkeypatch.setattr(module, "mlp", lambda *a, **k: Poisoned(make_mlp(*a, **k)))
+    monkeypatch.setattr(module, name, lambda *a, **k: Poisoned(make_mlp(*a, **k)))
     policy, result = run(algo, tmp_path)
     assert result.stopped == "diverged" and "not finite" in result.message
     assert "last good checkpoint" in result.message
@@ -268,9 +270,12 @@ def same_run(algo, policy, result):
 # optimizer step (PPO: a minibatch of its second update; DDPG: an update at step 6) and the
 # first validation. The counts skip the calls that setup() and the reward scale make.
 INTERRUPTIONS = {
-    "ds": [(InventoryEnv, "simulate", 4), (torch.optim.Adam, "step", 3), (Setup, "validate", 1)],
-    "ppo": [(InventoryEnv, "step", 20), (torch.optim.Adam, "step", 11), (Setup, "validate", 1)],
-    "ddpg": [(InventoryEnv, "step", 5), (torch.optim.Adam, "step", 10), (Setup, "validate", 1)],
+    "ds": [(InventoryEnv, "simulate", 4), (StackedAdam, "step", 3),
+           (InventoryEnv, "simulate", 2)],  # the reference episode's, then the validation's
+    "ppo": [(InventoryEnv, "step", 20), (StackedAdam, "step", 11),
+            (InventoryEnv, "simulate", 3)],  # after the normaliser's and reward scale's
+    "ddpg": [(InventoryEnv, "step", 5), (StackedAdam, "step", 10),
+             (InventoryEnv, "simulate", 3)],
 }
 
 
@@ -298,7 +303,7 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_checkpoint(tmp_path, m
     with monkeypatch.context() as m:  # both in epoch 7: the last checkpoint is epoch 5's
         # (simulate: the reference episode, the initial validation, epochs 1-5, validation)
         sigint_at(m, InventoryEnv, "simulate", 10)
-        sigint_at(m, torch.optim.Adam, "step", 7)
+        sigint_at(m, StackedAdam, "step", 7)
         _, part = run("ds", tmp_path)
     assert part.stopped == "interrupted" and "nothing was written" in part.message
     assert "the last checkpoint" in part.message

@@ -14,7 +14,8 @@ from typing import Callable, NamedTuple
 class Trainer(NamedTuple):
     """config: the hyperparameter dataclass (its defaults are the algorithm's);
     train(instance, policy_config=None, config=None, *, device, out_dir, resume, progress,
-    label) -> (the best Policy, RunResult);
+    label, callbacks, threads) -> (the best Policy, RunResult), or, given lists of policy
+    configs and/or configs (a population, :mod:`.population`), (K Policies, K RunResults);
     hidden: the hidden widths of the policy when none is given."""
 
     config: type

@@ -323,7 +323,7 @@ def identity_changes(saved, current: dict, path: str = "") -> list[str]:
             there = f"{saved[key]!r}" if key in saved else "not a field"
             here = f"{current[key]!r}" if key in current else "not a field"
             changes.append(f"{name}: {there} there, {here} here")
-        elif not (path == "config" and key in BUDGET_FIELDS):
+        elif not ((path == "config" or path.endswith(".config")) and key in BUDGET_FIELDS):
             changes += identity_changes(saved[key], current[key], name)
     return changes
 
@@ -363,9 +363,10 @@ class TensorBoard:
         step = metrics["iteration"]
         if self.writer is None:
             self.writer = self.writer_class(self.log_dir, purge_step=step)
+        prefix = f"member-{metrics['member']}/" if "member" in metrics else ""  # populations
         for key in ("train", "validation_cost", "best_validation_cost", "lr"):
             if metrics[key] is not None:
-                self.writer.add_scalar(key, metrics[key], step)
+                self.writer.add_scalar(prefix + key, metrics[key], step)
         self.writer.flush()
 
     def close(self) -> None:
@@ -385,16 +386,16 @@ class Checkpoint:
         self.path, self.identity = path, identity
         self.stateful, self.generators = stateful, generators
 
-    def save(self, stopper: EarlyStopping, **loop_state) -> None:
-        """``loop_state``: done, history, seconds, cpu_seconds, stopped."""
+    def save(self, **loop_state) -> None:
+        """``loop_state``: the loop's (:func:`run_members`'s) state of its members."""
         atomic_save({"identity": self.identity,
                      "stateful": {n: o.state_dict() for n, o in self.stateful.items()},
                      "generators": {n: g.get_state() for n, g in self.generators.items()},
-                     "stopper": stopper.state_dict(), **loop_state}, self.path)
+                     **loop_state}, self.path)
 
-    def restore(self, stopper: EarlyStopping) -> dict:
-        """Loads the file into the stateful objects, generators and ``stopper``; returns the
-        loop's state (done, history, seconds, cpu_seconds, stopped)."""
+    def restore(self) -> dict:
+        """Loads the file into the stateful objects and generators; returns the loop's state
+        (as given to :meth:`save`)."""
         if not self.path.exists():
             raise FileNotFoundError(f"resume: no checkpoint at {self.path}")
         state = load_file(self.path, what="checkpoint")
@@ -407,67 +408,117 @@ class Checkpoint:
             obj.load_state_dict(state["stateful"][name])
         for name, g in self.generators.items():
             g.set_state(state["generators"][name])
-        stopper.load_state_dict(state["stopper"])
         return state
+
+
+@dataclass
+class MemberPlan:
+    """One member of :func:`run_members`: its budget and where its files go."""
+    total: int                          # iterations
+    patience: int                       # validations without improvement before it stops
+    time_budget: float | None = None    # seconds of training
+    dir: pathlib.Path | None = None     # its policy.pt and metrics.csv (None: no files)
+
+
+class _Member:
+    """:func:`run_members`'s record of one member: early stopper, counters, history and, once
+    it stopped (is frozen), why."""
+
+    def __init__(self, plan: MemberPlan):
+        self.plan = plan
+        self.stopper = EarlyStopping(plan.patience, min_delta=1e-5)
+        self.done, self.history = 0, []
+        self.seconds_before = self.cpu_before = 0.0
+        self.saved_stop: str | None = None    # the stop reason its checkpoint holds
+        self.stopped: str | None = None       # None while it trains
+        self.message = ""
+        self.ended_at: tuple[float, float] | None = None  # (seconds, cpu) when it stopped
+        self.metrics: MetricsCSV | None = None
+
+    def state_dict(self, seconds: float, cpu: float, stopped: str | None) -> dict:
+        return dict(stopper=self.stopper.state_dict(), done=self.done, history=self.history,
+                    seconds=seconds, cpu_seconds=cpu, stopped=stopped, message=self.message)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stopper.load_state_dict(state["stopper"])
+        self.done, self.history = state["done"], state["history"]
+        self.seconds_before, self.cpu_before = state["seconds"], state["cpu_seconds"]
+        self.saved_stop, self.message = state["stopped"], state.get("message", "")
+
+
+class SingleWeights:
+    """:func:`run_members`'s view of one policy module as member 0 (a single run)."""
+
+    def __init__(self, policy, instance):
+        self.policy, self.instance = policy, instance
+
+    def state(self, k: int) -> dict:
+        return self.policy.state_dict()
+
+    def load(self, k: int, state: dict) -> None:
+        self.policy.load_state_dict(state)
+
+    def save(self, k: int, path: pathlib.Path) -> None:
+        self.policy.save(path, instance=self.instance)
+
+
+class _StateOf:
+    """Member k's weights as the ``module`` that :meth:`EarlyStopping.update` copies."""
+
+    def __init__(self, weights, k: int):
+        self.weights, self.k = weights, k
+
+    def state_dict(self) -> dict:
+        return self.weights.state(self.k)
+
+
+@contextlib.contextmanager
+def claimed(out_dir, callbacks=(), write: bool = True):
+    """The ``with`` block of a run (one or several populations): ``out_dir`` claimed with
+    :func:`output_dir` (when given and ``write``), Ctrl-C handled by the yielded :class:`Interruption`, and
+    every callback with a ``close()`` closed at the end."""
+    try:
+        with (output_dir(out_dir) if out_dir is not None and write
+              else contextlib.nullcontext()), Interruption() as interruption:
+            yield interruption
+    finally:
+        for callback in callbacks:
+            if callable(getattr(callback, "close", None)):
+                callback.close()
 
 
 def run_loop(*, label: str, total: int, iterate, validate, eval_every: int, patience: int,
              checkpoint_every: int, time_budget: float | None, policy, stateful: dict,
              generators: dict, identity: dict, out_dir=None, resume: bool = False,
              progress: bool = True, on_validation=None, unit: str = "epoch",
-             healthy: Callable[[], bool] | None = None, callbacks=(),
-             write: bool = True) -> RunResult:
-    """The loop every trainer runs: ``iterate(i)`` does one training iteration (an epoch, an
-    environment step, a rollout and its update) and returns a number to display (a float or a
-    0-d tensor, read from the device only when shown or recorded); every
-    ``eval_every`` iterations ``validate()`` gives the validation cost, which drives early
-    stopping (best weights of ``policy`` kept and loaded at the end) and ``on_validation``
-    (e.g. a plateau scheduler). The initial policy is validated before the first iteration
-    (history entry 0) and competes for the best: a run never returns a policy that validates
-    worse than the one it started from, and says so when it returns the initial one.
-
-    Every validation gives one history entry, a dict with the keys :data:`METRICS` (``lr``:
-    that of the first optimizer in ``stateful``, DDPG's actor's), appended to
-    ``out_dir/metrics.csv`` and passed (a copy) to each of ``callbacks`` in turn. A callback
-    that returns a true value or raises ``StopIteration`` stops the run there, cleanly, as
-    "callback" (checkpoint and best policy written; ``resume`` goes on); any other exception
-    propagates. Callbacks with a ``close()`` method are closed when the run ends.
-
-    With ``out_dir``, the best policy is saved to ``out_dir/policy.pt`` at the end.
-    Checkpoints (``out_dir/checkpoint.pt``, atomic) hold the ``state_dict`` of every object in
-    ``stateful``, the state of every generator in ``generators``, the loop's counters and history,
-    and ``identity`` (the instance and hyperparameters): ``resume=True`` refuses a checkpoint with
-    another identity (naming each field that differs), except for :data:`BUDGET_FIELDS` of
-    ``identity["config"]`` (``total``, ``time_budget`` and ``patience`` may differ), continues
-    an unfinished run exactly, and returns a finished run as it was unless the new budget
-    allows more, in which case it trains on.
-    ``iterate`` raising :class:`Diverged` (or a NaN validation cost) stops the run, keeping the
-    last checkpoint. Ctrl-C lets the current iteration (and its validation and checkpoint)
-    finish, then writes a checkpoint of that consistent point and stops as "interrupted"; a
-    second Ctrl-C stops at once and writes none (the last one stays). With ``out_dir``, the
-    directory is claimed with :func:`output_dir` (probe, lock, stale temporaries removed) for
-    the whole run. ``healthy()`` (e.g. a flag the trainer
-    keeps on the device, read back only here) is asked before every validation and checkpoint
-    and when ``iterate`` raises a ``RuntimeError``: False stops the run as diverged, so a
-    checkpoint never holds spoilt weights although losses are not checked at every iteration.
-    ``write=False`` (the ranks but 0 of a data-parallel run): ``out_dir`` is only read (the
-    checkpoint, on ``resume``), never claimed or written.
+             healthy: Callable[[], bool] | None = None, callbacks=()) -> RunResult:
+    """The loop of a single run: :func:`run_members` with one member. ``iterate(i)`` does one
+    training iteration (an epoch, an environment step, a rollout and its update) and returns a
+    number to display (a float or a 0-d tensor, read from the device only when shown or
+    recorded); every ``eval_every`` iterations ``validate()`` gives the validation cost, which
+    drives early stopping (best weights of ``policy`` kept and loaded at the end) and
+    ``on_validation`` (e.g. a plateau scheduler). ``healthy()`` (e.g. a flag the trainer keeps
+    on the device) is asked before every validation and checkpoint and when ``iterate`` raises
+    a ``RuntimeError``: False stops the run as diverged. With ``out_dir`` (claimed with
+    :func:`output_dir`), writes ``checkpoint.pt``, ``metrics.csv`` and, at the end,
+    ``policy.pt`` there. The rest (resume, Ctrl-C, callbacks, the initial policy as the first
+    candidate) is :func:`run_members`'s.
     """
-    try:
-        with (output_dir(out_dir) if out_dir is not None and write else
-              contextlib.nullcontext()), \
-                Interruption() as interruption:
-            return _loop(label=label, total=total, iterate=iterate, validate=validate,
-                         eval_every=eval_every, patience=patience,
-                         checkpoint_every=checkpoint_every, time_budget=time_budget,
-                         policy=policy, stateful=stateful, generators=generators,
-                         identity=identity, out_dir=out_dir, resume=resume, progress=progress,
-                         on_validation=on_validation, unit=unit, healthy=healthy,
-                         interruption=interruption, callbacks=list(callbacks), write=write)
-    finally:
-        for callback in callbacks:
-            if callable(getattr(callback, "close", None)):
-                callback.close()
+    optimizers = [o for o in stateful.values() if isinstance(o, torch.optim.Optimizer)]
+    with claimed(out_dir, callbacks) as interruption:
+        return run_members(
+            label=label, plans=[MemberPlan(total, patience, time_budget,
+                                           None if out_dir is None else pathlib.Path(out_dir))],
+            iterate=lambda done, active: ([iterate(done[0])], {}),
+            validate=lambda active: [validate()], eval_every=eval_every,
+            checkpoint_every=checkpoint_every, weights=SingleWeights(policy, identity["instance"]),
+            stateful=stateful, generators=generators, identity=identity,
+            checkpoint_path=None if out_dir is None else pathlib.Path(out_dir) / "checkpoint.pt",
+            resume=resume, progress=progress,
+            on_validation=None if on_validation is None else lambda k, v: on_validation(v),
+            lrs=lambda: [optimizers[0].param_groups[0]["lr"] if optimizers else None],
+            unit=unit, healthy=None if healthy is None else lambda: [healthy()],
+            callbacks=list(callbacks), interruption=interruption)[0]
 
 
 def _callback_stop(callbacks: list, entry: dict) -> str | None:
@@ -482,159 +533,293 @@ def _callback_stop(callbacks: list, entry: dict) -> str | None:
     return None
 
 
-def _loop(*, label, total, iterate, validate, eval_every, patience, checkpoint_every,
-          time_budget, policy, stateful, generators, identity, out_dir, resume, progress,
-          on_validation, unit, healthy, interruption: Interruption, callbacks,
-          write: bool = True) -> RunResult:
-    """:func:`run_loop`'s body, inside its claim of ``out_dir`` and its SIGINT handler."""
-    checkpoint = Checkpoint(pathlib.Path(out_dir) / "checkpoint.pt", identity, stateful,
-                            generators) if out_dir is not None else None
-    stopper = EarlyStopping(patience, min_delta=1e-5)
-    history: list[dict] = []
-    done, seconds_before, cpu_before, saved_stop = 0, 0.0, 0.0, None
+def run_members(*, label: str, plans: list[MemberPlan], iterate, validate, eval_every: int,
+                checkpoint_every: int, weights, stateful: dict, generators: dict,
+                identity: dict, checkpoint_path: pathlib.Path | None, resume: bool,
+                progress: bool, on_validation, lrs, unit: str, healthy, callbacks: list,
+                interruption: Interruption, population: bool = False,
+                member_ids: list[int] | None = None,
+                check_every_iteration: bool = False, write: bool = True) -> list[RunResult]:
+    """The loop every trainer runs, for K members trained together (a population; a single run
+    is K = 1) that share the iterations but not their fate: each member has its own budget
+    (``plans``), early stopping (its best weights kept and loaded at the end), history, files
+    and stop reason, and a member that stops (early, diverged, its budget spent, a callback)
+    is frozen while the others go on, until every member stopped.
+
+    The trainer's side, for K members: ``iterate(done, active)`` does one training iteration
+    of the active members (``done``: each member's iterations so far; ``active``: K bools) and
+    returns (K numbers to display, a list or a tensor read only when shown, {member: what
+    went wrong} for members whose iteration failed: they stop as diverged, the iteration not
+    counted); ``validate(active)`` gives K validation costs (those of the active members are
+    used); ``weights`` reads, loads and saves member k's weights (``state(k)``, ``load(k,
+    state)``, ``save(k, path)``); ``healthy()`` (or None) gives K bools, asked before each
+    validation and checkpoint (after every iteration with ``check_every_iteration``) and when
+    ``iterate`` raises a ``RuntimeError``: an unhealthy member stops as diverged, its best
+    weights loaded back at once so that no checkpoint or later iteration sees spoilt ones;
+    ``on_validation(k, value)`` (e.g. member k's plateau schedule) and ``lrs()`` (K learning
+    rates for the records) are optional. ``iterate`` raising :class:`Diverged` stops every
+    active member as diverged.
+
+    Every validation of a member gives one history entry, a dict with the keys
+    :data:`METRICS` (plus ``member``: ``member_ids[k]``, default k, when ``population``),
+    appended to its
+    ``metrics.csv`` and passed (a copy) to each of ``callbacks`` in turn; a callback that
+    returns a true value or raises ``StopIteration`` stops that member ("callback"). The
+    initial policy is validated before the first iteration and competes for the best: no
+    member returns a policy that validates worse than the one it started from, and its
+    message says so when it returns the initial one.
+
+    With ``checkpoint_path``, checkpoints (atomic, every ``checkpoint_every`` iterations, at the
+    end and on Ctrl-C) hold the ``state_dict`` of every object in ``stateful``, the state of
+    every generator in ``generators``, every member's loop state and ``identity``:
+    ``resume=True`` refuses a checkpoint with another identity (naming each field that
+    differs, except :data:`BUDGET_FIELDS` of a ``config``), continues an unfinished run
+    exactly, and returns a finished member as it was unless its new budget allows more, in
+    which case it trains on; a diverged member stays stopped. A single run (K = 1) never
+    overwrites its last good checkpoint once it diverged. Ctrl-C (``interruption``) lets the
+    current iteration finish, writes a checkpoint and stops every member as "interrupted"; a
+    second Ctrl-C stops at once and writes nothing. At the end each member's best policy is
+    saved to its ``plans[k].dir / "policy.pt"``. ``write=False`` (the ranks but 0 of a
+    data-parallel run): files are only read (the checkpoint, on ``resume``), never written.
+    """
+    K = len(plans)
+    ids = list(range(K)) if member_ids is None else list(member_ids)
+    members = [_Member(plan) for plan in plans]
+    checkpoint = Checkpoint(checkpoint_path, identity, stateful, generators) \
+        if checkpoint_path is not None else None
     if resume:
         if checkpoint is None:
             raise FileNotFoundError("resume: no checkpoint without an output directory")
-        state = checkpoint.restore(stopper)
-        done, history = state["done"], state["history"]
-        seconds_before, cpu_before = state["seconds"], state["cpu_seconds"]
-        saved_stop = state["stopped"]
+        state = checkpoint.restore()
+        saved = state["members"] if "members" in state else [state]
+        if len(saved) != K:
+            raise ValueError(f"resume: {checkpoint.path} holds {len(saved)} members, this run "
+                             f"has {K}")
+        for m, s in zip(members, saved):
+            m.load_state_dict(s)
 
     start, cpu_start = time.perf_counter(), time.process_time()
-    elapsed = lambda: seconds_before + time.perf_counter() - start  # noqa: E731
-    cpu_elapsed = lambda: cpu_before + time.process_time() - cpu_start  # noqa: E731
-    optimizers = [o for o in stateful.values() if isinstance(o, torch.optim.Optimizer)]
-    metrics = MetricsCSV(pathlib.Path(out_dir) / "metrics.csv", history) \
-        if out_dir is not None and write else None
+    elapsed = lambda m: m.seconds_before + time.perf_counter() - start  # noqa: E731
+    cpu_elapsed = lambda m: m.cpu_before + time.process_time() - cpu_start  # noqa: E731
+    for m in members:
+        if m.plan.dir is not None and write:
+            m.plan.dir.mkdir(parents=True, exist_ok=True)
+            m.metrics = MetricsCSV(m.plan.dir / "metrics.csv", m.history)
 
-    def record(train, value: float) -> str | None:
-        """Appends a validation's entry to the history and the metrics; a callback's name
+    def active() -> list[bool]:
+        return [m.stopped is None for m in members]
+
+    def stop(k: int, reason: str, message: str) -> None:
+        m = members[k]
+        m.stopped, m.message = reason, message
+        m.ended_at = (elapsed(m), cpu_elapsed(m))
+        if reason == "diverged" and m.stopper.best_state is not None:
+            weights.load(k, m.stopper.best_state)  # frozen on finite weights
+
+    def record(k: int, train, value: float, lr) -> str | None:
+        """Appends a validation's entry to member k's history and metrics; a callback's name
         when it asks to stop."""
-        entry = {"iteration": done, "train": train, "validation_cost": value,
-                 "best_validation_cost": stopper.best,
-                 "lr": optimizers[0].param_groups[0]["lr"] if optimizers else None,
-                 "seconds": elapsed(), "cpu_seconds": cpu_elapsed()}
-        history.append(entry)
-        if metrics is not None:
-            metrics.append(entry)
-        return _callback_stop(callbacks, entry)
+        m = members[k]
+        entry = {"iteration": m.done, "train": train, "validation_cost": value,
+                 "best_validation_cost": m.stopper.best, "lr": lr, "seconds": elapsed(m),
+                 "cpu_seconds": cpu_elapsed(m)}
+        m.history.append(entry)
+        if m.metrics is not None:
+            m.metrics.append(entry)
+        return _callback_stop(callbacks, {**entry, "member": ids[k]} if population else entry)
 
-    def budget_end() -> tuple[str, str] | None:
-        """(reason, message) when the budget allows no more iterations, else None."""
-        if done >= total:
-            return "completed", f"all {total} {unit}s done"
-        if time_budget is not None and elapsed() >= time_budget:
-            return "time_budget", f"time budget of {time_budget:g}s used"
-        if stopper.should_stop:
-            return "early_stopped", f"no improvement in {patience} evaluations"
+    def budget_end(m: _Member) -> tuple[str, str] | None:
+        """(reason, message) when member m's budget allows no more iterations, else None."""
+        if m.done >= m.plan.total:
+            return "completed", f"all {m.plan.total} {unit}s done"
+        if m.plan.time_budget is not None and elapsed(m) >= m.plan.time_budget:
+            return "time_budget", f"time budget of {m.plan.time_budget:g}s used"
+        if m.stopper.should_stop:
+            return "early_stopped", f"no improvement in {m.plan.patience} evaluations"
         return None
 
-    def save(stopped: str | None) -> None:
-        if checkpoint is not None and write:
-            checkpoint.save(stopper, done=done, history=history, seconds=elapsed(),
-                            cpu_seconds=cpu_elapsed(), stopped=stopped)
+    def save() -> None:
+        """A checkpoint: the members' state, with the stop reason of those that stopped (an
+        interrupted member is written as unfinished, to be resumed)."""
+        if checkpoint is None or not write:
+            return
+        states = []
+        for m in members:
+            seconds, cpu = m.ended_at or (elapsed(m), cpu_elapsed(m))
+            states.append(m.state_dict(seconds, cpu, None if m.stopped == "interrupted"
+                                       else m.stopped))
+        if population:
+            checkpoint.save(members=states, done=max(m.done for m in members))
+        else:
+            states[0].pop("message")
+            checkpoint.save(**states[0])
 
-    def diverged(e: Diverged) -> str:
+    def diverged_message(e) -> str:
+        if population:
+            return f"training diverged: {e}; this member's best policy so far is kept"
         return (f"training diverged: {e}; the last good checkpoint"
                 f"{f' ({checkpoint.path})' if checkpoint else ''} and the best policy so far "
                 "are kept")
 
-    def check_healthy(iteration: int) -> None:
-        if healthy is not None and not healthy():
-            raise Diverged(f"a loss or gradient was not finite before {unit} {iteration}")
+    def check_healthy(before: bool) -> None:
+        """Stops each active member that ``healthy()`` finds spoilt, as diverged."""
+        if healthy is None:
+            return
+        for k, ok in enumerate(healthy()):
+            m = members[k]
+            if m.stopped is None and not ok:
+                at = m.done + 1 if before else m.done
+                stop(k, "diverged", diverged_message(
+                    f"a loss or gradient was not finite before {unit} {at}"))
 
-    stopped, message, finished = "completed", "", False
-    if saved_stop in FINISHED:  # finished then; a larger budget now lets it go on
-        end = budget_end()
-        if end is not None:
-            stopped, message, finished = end[0], f"resumed a finished run ({end[1]})", True
-    if done == 0 and not history:  # the initial policy is the first candidate for the best
-        value = float(validate())
-        if not math.isfinite(value):
-            raise Diverged(f"the initial policy's validation cost is {value}")
-        stopper.update(value, 0, policy)
-        by = record(None, value)
-        if by is not None:
-            stopped, message, finished = "callback", f"stopped by callback {by} at {unit} 0", True
+    for k, m in enumerate(members):
+        if m.saved_stop in FINISHED:  # finished then; a larger budget now lets it go on
+            end = budget_end(m)
+            if end is not None:
+                stop(k, end[0], f"resumed a finished run ({end[1]})")
+        elif m.saved_stop == "diverged":
+            m.stopped, m.ended_at = "diverged", (m.seconds_before, m.cpu_before)
+    fresh = [k for k, m in enumerate(members) if m.done == 0 and not m.history]
+    if fresh:  # the initial policy is the first candidate for the best
+        values = validate(active())
+        lr = lrs() if lrs is not None else [None] * K
+        bad = [k for k in fresh if not math.isfinite(float(values[k]))]
+        if bad:
+            raise Diverged(f"the initial policy's validation cost is {float(values[bad[0]])}"
+                           + (f" (member{'s' * (len(bad) > 1)} "
+                              f"{', '.join(map(str, bad))})" if population else ""))
+        for k in fresh:
+            m = members[k]
+            m.stopper.update(float(values[k]), 0, _StateOf(weights, k))
+            by = record(k, None, float(values[k]), lr[k])
+            if by is not None:
+                stop(k, "callback", f"stopped by callback {by} at {unit} 0")
         try:  # a first checkpoint before any training: a full disk shows now, not minutes later
-            save(None)
+            save()
         except OSError as e:
             raise OutputDirError(f"cannot write the checkpoint {checkpoint.path}: "
                                  f"{e.strerror or e}") from None
 
-    bar = Progress(label, total, enabled=progress, initial=done, unit=unit)
+    total = max(plan.total for plan in plans)
+    bar = Progress(label, total, enabled=progress, initial=max(m.done for m in members),
+                   unit=unit)
+
+    def summary() -> str:
+        live = [m for m in members if m.stopped is None] or members
+        best = min(live, key=lambda m: m.stopper.best)
+        text = f"best valid {best.stopper.best:.4f}"
+        return text if K == 1 else f"{sum(active())}/{K} training, {text}"
+
     at_once = False  # stopped by a second Ctrl-C
     # On CUDA the ops then never wait for the host to check values: a NaN that reaches them
     # comes out as NaN costs, which the trainers' loss checks and the validation catch.
     with cuda_value_checks(False):
         try:
-            while done < total and not finished:
+            while any(active()):
+                running = active()
                 try:
-                    shown = iterate(done)
+                    shown, problems = iterate([m.done for m in members], running)
+                except Diverged as e:
+                    for k, m in enumerate(members):
+                        if m.stopped is None:
+                            stop(k, "diverged", diverged_message(e))
+                    break
                 except RuntimeError:  # e.g. an op refusing NaN orders from spoilt weights
-                    check_healthy(done + 1)
-                    raise
-                done += 1
-                by = None
-                if done % eval_every == 0 or done == total:
-                    check_healthy(done)
-                    shown = float(shown)
-                    value = float(validate())
-                    if not math.isfinite(value):
-                        raise Diverged(f"validation cost is {value} at {unit} {done}")
-                    stopper.update(value, done, policy)
-                    if on_validation is not None:
-                        on_validation(value)
-                    by = record(shown, value)
-                    bar.update(done, f"train {shown:.4f} valid {value:.4f} "
-                                     f"(best {stopper.best:.4f})", force=True)
-                    if by is not None:
-                        stopped, message = "callback", f"stopped by callback {by} at {unit} {done}"
-                    elif stopper.should_stop:
-                        stopped = "early_stopped"
-                        message = f"no improvement in {patience} evaluations"
-                else:
-                    bar.update(done, lambda: f"train {float(shown):.4f} best valid "
-                                             f"{stopper.best:.4f}")
-                if stopped in ("callback", "early_stopped"):
+                    check_healthy(before=True)
+                    if all(active()[k] for k in range(K) if running[k]):
+                        raise  # every member is healthy: not a divergence
+                    continue
+                for k, problem in problems.items():
+                    if members[k].stopped is None:
+                        stop(k, "diverged", diverged_message(
+                            f"{problem} at {unit} {members[k].done + 1}"))
+                due_eval, due_save = [], False
+                for k, m in enumerate(members):
+                    if m.stopped is None:
+                        m.done += 1
+                        if m.done % eval_every == 0 or m.done == m.plan.total:
+                            due_eval.append(k)
+                        due_save |= m.done % checkpoint_every == 0
+                if due_eval or due_save or check_every_iteration:
+                    check_healthy(before=False)
+                due_eval = [k for k in due_eval if members[k].stopped is None]
+                if due_eval:
+                    values = validate(active())
+                    for k in due_eval:
+                        m, value = members[k], float(values[k])
+                        if not math.isfinite(value):
+                            stop(k, "diverged", diverged_message(
+                                f"validation cost is {value} at {unit} {m.done}"))
+                            continue
+                        train = float(shown[k])
+                        m.stopper.update(value, m.done, _StateOf(weights, k))
+                        if on_validation is not None:
+                            on_validation(k, value)
+                        by = record(k, train, value, lrs()[k] if lrs is not None else None)
+                        if K == 1:
+                            bar.update(m.done, f"train {train:.4f} valid {value:.4f} "
+                                               f"(best {m.stopper.best:.4f})", force=True)
+                        if by is not None:
+                            stop(k, "callback", f"stopped by callback {by} at {unit} {m.done}")
+                        elif m.stopper.should_stop:
+                            stop(k, "early_stopped",
+                                 f"no improvement in {m.plan.patience} evaluations")
+                for k, m in enumerate(members):
+                    if m.stopped is None and m.done >= m.plan.total:
+                        stop(k, "completed", "")
+                if K > 1 or not due_eval:
+                    done = max(m.done for m in members)
+                    bar.update(done, summary if K > 1 else
+                               lambda: f"train {float(shown[0]):.4f} {summary()}")
+                if due_save and any(active()):
+                    save()
+                for k, m in enumerate(members):
+                    if m.stopped is None and m.plan.time_budget is not None \
+                            and elapsed(m) >= m.plan.time_budget:
+                        stop(k, "time_budget", f"time budget of {m.plan.time_budget:g}s used")
+                # Ctrl-C: stop at this consistent point
+                if any(active()) and interruption.requested:
+                    for k, m in enumerate(members):
+                        if m.stopped is None:
+                            stop(k, "interrupted", f"interrupted after {unit} {m.done}" + (
+                                "; resume with the same arguments and --resume"
+                                if checkpoint else ""))
                     break
-                if done % checkpoint_every == 0:
-                    check_healthy(done)
-                    save(None)
-                if time_budget is not None and elapsed() >= time_budget:
-                    stopped, message = "time_budget", f"time budget of {time_budget:g}s used"
-                    break
-                if interruption.requested:  # Ctrl-C: stop at this consistent point
-                    stopped = "interrupted"
-                    message = f"interrupted after {unit} {done}" + (
-                        "; resume with the same arguments and --resume" if checkpoint else "")
-                    break
-        except Diverged as e:
-            stopped, message = "diverged", diverged(e)
         except KeyboardInterrupt:  # a second Ctrl-C: the state is mid-iteration, write nothing
-            stopped, at_once = "interrupted", True
-            message = f"interrupted during {unit} {done + 1}; nothing was written" + (
-                f": the last checkpoint ({checkpoint}) is kept; resume with the same "
-                "arguments and --resume" if checkpoint else "")
+            at_once = True
+            for k, m in enumerate(members):
+                if m.stopped is None or m.stopped == "interrupted":
+                    stop(k, "interrupted", f"interrupted during {unit} {m.done + 1}; nothing "
+                         "was written" + (f": the last checkpoint ({checkpoint}) is kept; "
+                                          "resume with the same arguments and --resume"
+                                          if checkpoint else ""))
         finally:
             bar.close()
-    if stopped in ("interrupted", "time_budget") and not at_once:  # between two checks
-        try:
-            check_healthy(done)
-        except Diverged as e:
-            stopped, message = "diverged", diverged(e)
-    if stopped != "diverged" and not at_once:
-        save(None if stopped == "interrupted" else stopped)
-    if stopper.best_state is not None:
-        policy.load_state_dict(stopper.best_state)
-    if stopper.best_epoch == 0 and done > 0 and stopped != "diverged":
-        message = "; ".join(filter(None, [message, "no validation improved on the initial "
-                                          "policy, which is returned"]))
-    if out_dir is not None and write and not at_once:
-        policy.save(pathlib.Path(out_dir) / "policy.pt", instance=identity["instance"])
-    return RunResult(best_validation=stopper.best, best_iteration=stopper.best_epoch,
-                     iterations=done, unit=unit, seconds=elapsed(), stopped=stopped,
-                     message=message, history=history)
+    if not at_once:  # stopped between two checks
+        flagged = [k for k, m in enumerate(members) if m.stopped in ("interrupted",
+                                                                     "time_budget")]
+        if flagged and healthy is not None:
+            for k, ok in enumerate(healthy()):
+                if k in flagged and not ok:
+                    stop(k, "diverged", diverged_message(
+                        f"a loss or gradient was not finite before {unit} {members[k].done}"))
+    if not at_once and not (not population and members[0].stopped == "diverged"):
+        save()
+    results = []
+    for k, m in enumerate(members):
+        if m.stopper.best_state is not None:
+            weights.load(k, m.stopper.best_state)
+        if m.stopper.best_epoch == 0 and m.done > 0 and m.stopped != "diverged":
+            m.message = "; ".join(filter(None, [m.message, "no validation improved on the "
+                                                "initial policy, which is returned"]))
+        if m.plan.dir is not None and write and not at_once:
+            weights.save(k, m.plan.dir / "policy.pt")
+        seconds = m.ended_at[0] if m.ended_at else elapsed(m)
+        results.append(RunResult(best_validation=m.stopper.best,
+                                 best_iteration=m.stopper.best_epoch, iterations=m.done,
+                                 unit=unit, seconds=seconds, stopped=m.stopped or "completed",
+                                 message=m.message, history=m.history))
+    return results
 
 
 class Setup(NamedTuple):

@@ -16,7 +16,7 @@ leaves the last good checkpoint in place.
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import pathlib
 from dataclasses import dataclass
 
@@ -26,8 +26,11 @@ from .. import distributed
 from ..envs import InstanceConfig
 from ..policies import Policy, PolicyConfig
 from . import TRAINERS, register
-from .common import (NON_NEGATIVE, SEEDS, Diverged, Range, RunResult, check_fields, run_loop,
+from .common import (NON_NEGATIVE, SEEDS, MemberPlan, Range, check_fields, run_members,
                      setup)
+from .population import (PlateauLR, StackedAdam, StackedPolicy, StackedWeights,
+                         clip_grad_norms_, concat_envs, concat_episodes, identity,
+                         train_members, validation)
 
 
 @dataclass
@@ -54,64 +57,119 @@ class DSConfig:
         check_fields(self, lr_factor=Range(0.0, 1.0, open_low=True, open_high=True),
                      min_lr=NON_NEGATIVE, seed=SEEDS)
 
+#: DSConfig fields that members of one population may differ in; the others (batch and
+#: validation SKUs, the schedule of validations and checkpoints, a fixed training set) must
+#: match, and lists mixing them are split into populations (:func:`~.population.train_members`).
+PER_MEMBER = ("epochs", "lr", "lr_factor", "lr_patience", "min_lr", "grad_clip", "patience",
+              "time_budget", "seed")
+
+
 @register("ds", DSConfig, hidden=(64, 64))
-def train_ds(instance: InstanceConfig | str, policy_config: PolicyConfig | None = None,
-             config: DSConfig | None = None, *, device: str | torch.device = "cpu",
-             out_dir: str | pathlib.Path | None = None, resume: bool = False,
-             progress: bool = True, label: str = "DS",
-             callbacks=()) -> tuple[Policy, RunResult]:
+def train_ds(instance: InstanceConfig | str,
+             policy_config: PolicyConfig | list[PolicyConfig] | None = None,
+             config: DSConfig | list[DSConfig] | None = None, *,
+             device: str | torch.device = "cpu", out_dir: str | pathlib.Path | None = None,
+             resume: bool = False, progress: bool = True, label: str = "DS", callbacks=(),
+             threads: int | None = None):
     """Trains a policy on ``instance`` and returns (the best policy, the run's record).
 
     With ``out_dir``, writes ``checkpoint.pt`` (resumable), ``policy.pt`` (the best policy) and
     ``metrics.csv``; ``resume=True`` continues from ``out_dir/checkpoint.pt``. ``callbacks`` get
-    each validation's metrics and may stop the run (:func:`~.common.run_loop`).
+    each validation's metrics and may stop the run (:func:`~.common.run_members`).
+
+    Population: given a list of K policy configs and/or K configs (a single one of either is
+    used for every member), trains the K members together (:mod:`~.population`) and returns
+    (K policies, K RunResults) in the input order; member k ends as ``train_ds`` of its
+    configurations alone would. With ``out_dir``: ``member-<k>/policy.pt`` and
+    ``member-<k>/metrics.csv`` per member and one checkpoint for all (``checkpoint-<g>.pt``
+    for each further group of other shapes); callbacks' metrics then carry ``member``: k.
+    ``threads``: torch threads (None: from the work's size, :func:`~.population.choose_threads`).
+
+    Under ``torchrun`` (several processes), one configuration trains data-parallel over SKU
+    shards (:mod:`deepstock_fast.distributed`): rank 0 writes the files.
     """
-    policy_config = policy_config or PolicyConfig(hidden=TRAINERS["ds"].hidden)
-    config = config or DSConfig()
-    # data-parallel under torchrun: this rank's shard of every episode (distributed.py)
     ctx = distributed.context()
-    if ctx.world > 1 and config.time_budget is not None:
-        raise ValueError("time_budget: ranks would stop at different epochs; give a data-"
-                         "parallel run a number of epochs")
-    run = setup(instance, policy_config, train_skus=config.batch_size,
-                validation_skus=config.validation_skus, seed=config.seed, device=device)
-    instance, train_env, policy = run.instance, run.env, run.policy
-    distributed.shard(train_env.num_envs, ctx)  # equal shards, or an error now
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr)
-    fixed_episode = train_env.sample_episode() if config.fixed_train_set else None
+    if ctx.world > 1:
+        if isinstance(config, list) or isinstance(policy_config, list):
+            raise ValueError("config: a data-parallel run trains one configuration, not a "
+                             "population")
+        if config is not None and config.time_budget is not None:
+            raise ValueError("time_budget: ranks would stop at different epochs; give a data-"
+                             "parallel run a number of epochs")
+    return train_members(
+        "ds", _train_group, instance, policy_config, config, per_member=PER_MEMBER,
+        default_policy=lambda: PolicyConfig(hidden=TRAINERS["ds"].hidden),
+        config_class=DSConfig, device=device, out_dir=out_dir, resume=resume,
+        progress=progress, label=label, callbacks=callbacks, threads=threads,
+        skus=lambda c: c.batch_size or 128, write=ctx.writer)
 
-    def epoch(i: int) -> float:
-        episode = fixed_episode if fixed_episode is not None else train_env.sample_episode()
-        episode = distributed.shard_episode(episode, ctx)
-        loss = train_env.simulate(policy, episode).average_cost.mean()
-        if not torch.isfinite(distributed.mean(loss, ctx)):  # every rank decides alike
-            raise Diverged(f"loss is {float(loss.detach())} at epoch {i + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+
+def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
+                 configs: list[DSConfig], *, members, checkpoint_path, dirs, population,
+                 resume, progress, label, callbacks, interruption, device, write=True):
+    """One population of DS members of the same shapes: (K policies, K RunResults). Under
+    torchrun, K = 1 and each rank simulates its shard of every episode."""
+    K, first = len(configs), configs[0]
+    ctx = distributed.context()
+    runs = [setup(instance, pc, train_skus=c.batch_size, validation_skus=c.validation_skus,
+                  seed=c.seed, device=device) for pc, c in zip(policy_configs, configs)]
+    instance = runs[0].instance
+    policy = StackedPolicy([r.policy for r in runs])
+    distributed.shard(runs[0].env.num_envs, ctx)  # equal shards, or an error now
+    params = list(policy.parameters())
+    optimizer = StackedAdam(params, [c.lr for c in configs])
+    scheduler = PlateauLR(optimizer, [c.lr_factor for c in configs],
+                          [c.lr_patience for c in configs], [c.min_lr for c in configs])
+    fixed = [r.env.sample_episode() if first.fixed_train_set else None for r in runs]
+    envs: dict = {}  # the training environment of the members still training
+
+    def epoch(done: list[int], active: list[bool]):
+        # the members still training, on their SKUs alone: a stopped member costs nothing
+        members = [k for k, a in enumerate(active) if a]
+        if tuple(members) not in envs:
+            envs.clear()
+            envs[tuple(members)] = concat_envs([runs[k].env for k in members])
+        episode = concat_episodes([fixed[k] if fixed[k] is not None else
+                                   runs[k].env.sample_episode() for k in members])
+        episode = distributed.shard_episode(episode, ctx)  # the whole episode in one process
+        with policy.restricted(None if len(members) == K else members):
+            cost = envs[tuple(members)].simulate(policy, episode).average_cost
+        loss = cost.view(len(members), -1).mean(1)  # [K']
+        finite = torch.isfinite(distributed.mean(loss, ctx))  # every rank decides alike
+        optimizer.zero_grad()
+        # each member's gradient is that of its own loss: the members share no weights (a
+        # stopped member's gradient is 0, and its weights take no step)
+        torch.where(finite, loss, 0.0).sum().backward()
         distributed.all_reduce_gradients(policy, ctx)
-        norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip)
-        if not torch.isfinite(norm):
-            raise Diverged(f"gradient norm is {float(norm)} at epoch {i + 1}")
-        optimizer.step()
-        return float(loss.detach())
+        norms = clip_grad_norms_(params, [c.grad_clip for c in configs]).tolist()
+        losses = [math.nan] * K
+        for k, value in zip(members, distributed.mean(loss.detach(), ctx).tolist()):
+            losses[k] = value
+        problems = {}
+        for k in members:
+            if not math.isfinite(losses[k]):
+                problems[k] = f"loss is {losses[k]}"
+            elif not math.isfinite(norms[k]):
+                problems[k] = f"gradient norm is {norms[k]}"
+        optimizer.step([a and k not in problems for k, a in enumerate(active)])
+        return losses, problems
 
-    result = run_loop(
-        label=label, total=config.epochs, iterate=epoch,
-        validate=distributed.validator(run, ctx),
-        eval_every=config.eval_every, patience=config.patience,
-        checkpoint_every=config.checkpoint_every, time_budget=config.time_budget,
-        policy=policy, stateful={"policy": policy, "optimizer": optimizer,
-                                 "scheduler": scheduler},
-        generators={"train": train_env.generator},
-        identity={"algo": "ds", "instance": instance.to_dict(),
-                  "config": dataclasses.asdict(config),
-                  "policy_config": dataclasses.asdict(policy.config)},
-        out_dir=out_dir, resume=resume, progress=progress and ctx.writer,
-        callbacks=callbacks if ctx.writer else (), write=ctx.writer,
-        on_validation=scheduler.step, healthy=lambda: healthy(policy))
-    return policy, result
+    results = run_members(
+        label=label, plans=[MemberPlan(c.epochs, c.patience, c.time_budget, d)
+                            for c, d in zip(configs, dirs)],
+        iterate=epoch, validate=validation(runs, policy, ctx), eval_every=first.eval_every,
+        checkpoint_every=first.checkpoint_every, weights=StackedWeights(policy, instance),
+        stateful={"policy": policy, "optimizer": optimizer, "scheduler": scheduler},
+        generators={f"train{'' if K == 1 else k}": r.env.generator
+                    for k, r in enumerate(runs)},
+        identity=identity("ds", instance, policy_configs, configs, members, population,
+                          [r.policy for r in runs]),
+        checkpoint_path=checkpoint_path, resume=resume, progress=progress and write,
+        on_validation=scheduler.step, lrs=lambda: optimizer.lr, unit="epoch",
+        healthy=policy.healthy, callbacks=callbacks if write else [],
+        interruption=interruption, population=population, member_ids=members,
+        check_every_iteration=True, write=write)
+    return [policy.member(k) for k in range(K)], results
 
 
 @torch.no_grad()
