@@ -31,8 +31,6 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # also under `python -P`
 from common import machine, sync, table, write_results  # noqa: E402
 
-import torch  # noqa: E402
-
 from deepstock_fast.envs import InstanceConfig  # noqa: E402
 from deepstock_fast.policies import PolicyConfig  # noqa: E402
 from deepstock_fast.trainers import TRAINERS  # noqa: E402

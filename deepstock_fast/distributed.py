@@ -24,6 +24,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .envs.env import EPISODE_SKU_DIM, SHARED_FIELDS
+
 
 class Context(NamedTuple):
     rank: int = 0
@@ -75,12 +77,6 @@ def shard(batch: int, ctx: Context) -> slice:
     return slice(ctx.rank * size, (ctx.rank + 1) * size)
 
 
-#: Episode fields and the dimension of their SKUs.
-_SKU_DIM = {"demand": 0, "epoch_demand": 1, "features": 1, "exogenous_obs": 1, "scale": 0,
-            "on_hand": 0, "pipeline": 0, "lead_time": 0, "holding_cost": 0,
-            "penalty_cost": 0, "order_cost": 0, "sku": 0, "start": 0, "review_period": 0}
-
-
 def shard_episode(episode, ctx: Context):
     """This rank's SKUs of an ``InventoryEnv`` episode (a view; shared [1] parameters stay)."""
     if ctx.world == 1:
@@ -88,11 +84,10 @@ def shard_episode(episode, ctx: Context):
     rows = shard(episode.demand.shape[0], ctx)
     out = {}
     for name, value in episode._asdict().items():
-        if value is None or (name in ("holding_cost", "penalty_cost", "order_cost",
-                                      "lead_time") and value.numel() == 1):
+        if value is None or (name in SHARED_FIELDS and value.numel() == 1):
             out[name] = value
         else:
-            out[name] = value.narrow(_SKU_DIM[name], rows.start, rows.stop - rows.start)
+            out[name] = value.narrow(EPISODE_SKU_DIM[name], rows.start, rows.stop - rows.start)
     return type(episode)(**out)
 
 

@@ -63,6 +63,37 @@ class Episode(NamedTuple):
     review_period: Tensor | None = None  # [B] each SKU's own review period (None: the instance's)
 
 
+
+#: The dimension of each :class:`Episode` field that runs over the SKUs.
+EPISODE_SKU_DIM = {"demand": 0, "epoch_demand": 1, "features": 1, "exogenous_obs": 1,
+                   "scale": 0, "on_hand": 0, "pipeline": 0, "lead_time": 0, "holding_cost": 0,
+                   "penalty_cost": 0, "order_cost": 0, "sku": 0, "start": 0,
+                   "review_period": 0}
+#: Episode fields that may be [1], one value shared by every SKU.
+SHARED_FIELDS = ("lead_time", "holding_cost", "penalty_cost", "order_cost")
+
+
+def concat_episodes(episodes: list[Episode]) -> Episode:
+    """The episodes' SKUs side by side (each field concatenated along its SKU dimension); a
+    parameter that every episode shares ([1]) with the same value stays shared."""
+    fields = {}
+    for name in Episode._fields:
+        values = [getattr(e, name) for e in episodes]
+        if all(v is None for v in values):
+            fields[name] = None
+            continue
+        if any(v is None for v in values):
+            raise ValueError(f"episodes: some have {name} and some do not")
+        if name in SHARED_FIELDS:
+            if all(v.numel() == 1 for v in values) and \
+                    all(torch.equal(v, values[0]) for v in values):
+                fields[name] = values[0]
+                continue
+            values = [v.expand(e.demand.shape[0]) if v.numel() == 1 else v
+                      for v, e in zip(values, episodes)]
+        fields[name] = torch.cat(values, EPISODE_SKU_DIM[name])
+    return Episode(**fields)
+
 class InventoryEnv:
     """Batched environment over ``config.num_skus`` SKUs whose state lives on ``device``.
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from ..envs import InstanceConfig, InventoryEnv
-from ..envs.env import Episode
+from ..envs.env import concat_episodes
 from ..policies import ACTIVATIONS, HEADS, Policy, PolicyConfig
 from .common import claimed
 
@@ -379,13 +379,6 @@ def validation(runs: list, policy: StackedPolicy, ctx=None) -> Callable[[list[bo
 
     return validate
 
-
-def concat_episodes(episodes: list[Episode]) -> Episode:
-    """The episodes' SKUs side by side (each field concatenated along its SKU dimension)."""
-    sku_dim = {"demand": 0, "epoch_demand": 1, "features": 1, "exogenous_obs": 1, "scale": 0,
-               "on_hand": 0, "pipeline": 0}
-    return Episode(**{name: torch.cat([getattr(e, name) for e in episodes], sku_dim[name])
-                      for name in Episode._fields})
 
 
 # ---- lists of configurations -----------------------------------------------------------------
