@@ -725,8 +725,9 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("--pruner", choices=("none", "median", "halving"), default="none",
                    help="stop hopeless trials on their intermediate validation costs "
                         "(Optuna's median or successive-halving pruner)")
-    u.add_argument("--population", type=_positive(int), default=1,
-                   help="trials asked at once and trained together as one population")
+    u.add_argument("--population", type=_positive(int), default=None, metavar="K",
+                   help="trials asked at once and trained together as one population "
+                        "(default: 16 on a GPU, else 1)")
     u.add_argument("--out", default=None,
                    help="report: where report.txt and sensitivity.png go (default: the study "
                         "directory for one, else .)")

@@ -329,23 +329,20 @@ class Job:
 def train_members(algo: str, instance: InstanceConfig, policy_configs: list, configs: list,
                   out_dir, *, device="cpu", resume=False, progress=False, callbacks=None,
                   label=""):
-    """Trains the members of a population (``policy_configs[i]``, ``configs[i]``) into
-    ``out_dir/member-<i>`` and returns (their best policies, their RunResults).
-    ``callbacks[i]``: the callbacks of member i. The trainers take one configuration at a
-    time, so the members are trained one after another; a trainer that accepts lists
-    (``train(instance, policy_configs, configs, out_dir=..., resume=...)`` returning lists) is
-    called here in their place."""
-    train = TRAINERS[algo].train
-    policies, results = [], []
-    for i, (pc, config) in enumerate(zip(policy_configs, configs)):
-        member = pathlib.Path(out_dir) / f"member-{i}"
-        policy, result = train(instance, pc, config, device=device, out_dir=member,
-                               resume=resume and (member / "checkpoint.pt").exists(),
-                               progress=progress, label=f"{label} member {i}",
-                               callbacks=callbacks[i] if callbacks else ())
-        policies.append(policy)
-        results.append(result)
-    return policies, results
+    """Trains the members (``policy_configs[i]``, ``configs[i]``) together as one population
+    (members of other shapes in further populations, one after another) into ``out_dir``
+    (``member-<i>/`` and the population's checkpoint) and returns (their best policies, their
+    RunResults). ``callbacks[i]``: the callbacks of member i."""
+    callbacks = callbacks or [[] for _ in configs]
+
+    def route(metrics: dict) -> bool:  # each member's validations to its own callbacks
+        return any(bool(c(metrics)) for c in callbacks[metrics["member"]])
+
+    out = pathlib.Path(out_dir)
+    return TRAINERS[algo].train(instance, list(policy_configs), list(configs), device=device,
+                                out_dir=out, resume=resume and (out / "checkpoint.pt").exists(),
+                                progress=progress, label=label,
+                                callbacks=[route] if any(callbacks) else ())
 
 
 def _pruning_callback(prune: tuple | None, number: int):
@@ -504,6 +501,10 @@ COLUMNS = ("number", "stage", "state", "params", "seed", "value", "best_validati
            "out_dir")
 
 
+#: Trials asked at once and trained as one population on a GPU, unless told otherwise.
+GPU_POPULATION = 16
+
+
 @dataclass
 class StudyConfig:
     """What a study is and how it runs. ``settings``: fixed values (``--set``), removed from
@@ -524,9 +525,11 @@ class StudyConfig:
     workers: int = 1
     device: str = "cpu"
     pruner: str = "none"
-    population: int = 1
+    population: int | None = None  # None: GPU_POPULATION trials at once on a GPU, else 1
 
     def __post_init__(self):
+        if self.population is None:
+            self.population = GPU_POPULATION if str(self.device).startswith("cuda") else 1
         if self.algo not in TRAINERS:
             raise ValueError(f"algo must be one of {', '.join(TRAINERS)}, got {self.algo!r}")
         from .policies import HEADS

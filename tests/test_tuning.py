@@ -202,6 +202,16 @@ def test_train_members_trains_each_member_in_its_folder(tmp_path):
     assert len(policies) == len(results) == 2
     assert all((tmp_path / f"member-{i}" / "metrics.csv").exists() for i in range(2))
     assert results[0].best_validation != results[1].best_validation
+    # one population: one checkpoint for both members, and each member as its run alone
+    assert (tmp_path / "checkpoint.pt").exists()
+    alone, run = tuning.TRAINERS["ds"].train(instance, pcs[1], configs[1], progress=False)
+    assert run.best_validation == pytest.approx(results[1].best_validation, rel=1e-4)
+
+
+def test_a_gpu_study_trains_populations_by_default():
+    assert toy_config().population == 1
+    assert toy_config(device="cuda").population == tuning.GPU_POPULATION
+    assert toy_config(device="cuda", population=2).population == 2
 
 
 def test_workers_run_trials_in_processes_with_a_share_of_the_cores(tmp_path):

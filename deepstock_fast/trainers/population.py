@@ -385,8 +385,9 @@ def validation(runs: list, policy: StackedPolicy, ctx=None) -> Callable[[list[bo
 def choose_threads(skus: int) -> int:
     """Torch threads for work over ``skus`` SKUs per op: one below 2^14 SKUs (more threads
     only add synchronisation to small ops, and on a shared machine a busy core stalls every
-    parallel region), then one per 2^14 SKUs up to the CPU count."""
-    return max(1, min(os.cpu_count() or 1, skus // 2 ** 14))
+    parallel region), then one per 2^14 SKUs up to the process's thread count (the CPU count,
+    ``OMP_NUM_THREADS``, or a tuning worker's share of the cores)."""
+    return max(1, min(torch.get_num_threads(), os.cpu_count() or 1, skus // 2 ** 14))
 
 
 @contextlib.contextmanager
