@@ -325,6 +325,8 @@ def concat_envs(envs: list[InventoryEnv]) -> InventoryEnv:
     :meth:`InventoryEnv.simulate` on :func:`concat_episodes` (its generator is not used)."""
     out = copy.copy(envs[0])
     out.num_envs = sum(e.num_envs for e in envs)
+    if envs[0].lead_time is None:  # a catalog's: each episode carries its SKUs' parameters
+        return out
     out.lead_time = torch.cat([e.lead_time for e in envs])
     for name in ("holding_cost", "penalty_cost", "order_cost"):
         parts = [getattr(e, name) for e in envs]
