@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from deepstock_fast import cli
+from deepstock_fast.trainers import TRAINERS
 from deepstock_fast.checkpoint import load_file
 from deepstock_fast.envs import InstanceConfig
 from deepstock_fast.trainers.common import output_dir
@@ -294,7 +295,7 @@ def test_every_flag_has_help_that_shows_its_default():
     help_text = commands["train"].format_help()
     assert "--epochs EPOCHS       DS: training epochs (default: DS 400)" in help_text
     assert "(default: 0)" in " ".join(commands["train"].format_help().split())
-    fields = {f.name for f in dataclasses.fields(cli.PPOConfig)}
+    fields = {f.name for f in dataclasses.fields(TRAINERS["ppo"].config)}
     assert "update_epochs" in fields and "epochs" not in fields  # one meaning per name
 
 
