@@ -261,7 +261,11 @@ def _column(table, column: str, name: str, role: str):
     if column not in table.column_names:
         raise ValueError(f"sales file {name}: no column {column!r} ({role}); it has "
                          f"{table.column_names}")
-    return table.column(column).combine_chunks()
+    import pyarrow as pa
+    values = table.column(column)
+    if pa.types.is_string(values.type):  # 32-bit offsets overflow past 2 GiB of text (1M SKUs)
+        values = values.cast(pa.large_string())
+    return values.combine_chunks()
 
 
 def _first_null(arr, name, offset, column):
@@ -330,10 +334,18 @@ def _codes(arr):
     return codes, values[order]
 
 
+def _at():
+    """The separator of a SKU@warehouse series name, typed like :func:`_text`'s columns."""
+    import pyarrow as pa
+    return pa.scalar("@", pa.large_string())
+
+
 def _text(arr):
     import pyarrow as pa
     import pyarrow.compute as pc
-    return arr if pa.types.is_string(arr.type) else pc.cast(arr, pa.string())
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        return arr
+    return pc.cast(arr, pa.large_string())
 
 
 def _parse(path: pathlib.Path, name: str, attr_path: pathlib.Path | None, *, sku_column,
@@ -352,7 +364,7 @@ def _parse(path: pathlib.Path, name: str, attr_path: pathlib.Path | None, *, sku
     if warehouse_column is not None:
         warehouse = _text(_column(table, warehouse_column, name, "warehouse"))
         _first_null(warehouse, name, offset, warehouse_column)
-        key = pc.binary_join_element_wise(sku, warehouse, "@")
+        key = pc.binary_join_element_wise(sku, warehouse, _at())
     else:
         key = sku
     codes, series = _codes(key)
@@ -494,7 +506,7 @@ def _attribute_table(path: pathlib.Path, series: np.ndarray, sku_column: str,
     sku = _text(_column(table, sku_column, name, "--sku-column"))
     by_warehouse = warehouse_column is not None and warehouse_column in table.column_names
     key = pc.binary_join_element_wise(sku, _text(table.column(warehouse_column)
-                                                 .combine_chunks()), "@") if by_warehouse else sku
+                                                 .combine_chunks()), _at()) if by_warehouse else sku
     keys = np.asarray(key.to_pylist(), dtype=str)
     unique, index, count = np.unique(keys, return_index=True, return_counts=True)
     if (count > 1).any():

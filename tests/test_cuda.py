@@ -127,7 +127,7 @@ def test_env_on_cuda_equals_cpu_on_the_same_episode_with_gradients():
     config = config.replace(dtype="float64")
     cpu, gpu = InventoryEnv(config, "cpu", seed=3), InventoryEnv(config, "cuda", seed=3)
     episode = cpu.sample_episode()
-    on_gpu = type(episode)(*(t.cuda() for t in episode))
+    on_gpu = type(episode)(*(None if t is None else t.cuda() for t in episode))
     results = []
     for env, ep in ((cpu, episode), (gpu, on_gpu)):
         level = torch.tensor(22.0, dtype=torch.float64, device=env.device, requires_grad=True)

@@ -125,7 +125,8 @@ class StackedPolicy(nn.Module):
         self.register_buffer("obs_std", torch.stack([p.obs_std for p in policies]).clone())
         bounds = [p.config.output_bounds for p in policies]
         self.register_buffer("bounds", None if bounds[0] is None else
-                             torch.tensor(bounds, dtype=self.obs_mean.dtype))
+                             torch.tensor(bounds, dtype=self.obs_mean.dtype,
+                                          device=self.obs_mean.device))
         self.index: Tensor | None = None  # see :meth:`restricted`
 
     @contextlib.contextmanager
