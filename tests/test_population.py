@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from deepstock_fast.checkpoint import load_file
+from deepstock_fast.envs import InventoryEnv
 from deepstock_fast.policies import Policy, PolicyConfig
 from deepstock_fast.trainers import DSConfig, train_ds
 from deepstock_fast.trainers.common import setup
@@ -269,6 +270,24 @@ def test_stacked_policy_is_its_members(float64):
     with pytest.raises(ValueError, match="policy 1: hidden"):
         StackedPolicy([members[0], Policy(members[0].obs_names, members[0].features,
                                           PolicyConfig(head="coeff", hidden=(4,)))])
+
+
+def test_a_member_with_non_finite_outputs_is_stopped_not_the_population():
+    # member 1's normaliser divides by ~0: finite on the health probe (mean +- std), infinite
+    # on other states; the ops, which refuse NaN orders, must not see them and fail member 0
+    members = [setup(SMALL, PolicyConfig(head="base", hidden=(8, 8)), train_skus=4,
+                     validation_skus=4, seed=s, device="cpu").policy for s in range(2)]
+    with torch.no_grad():
+        members[1].obs_std[0] = 1e-38
+    stacked = StackedPolicy(members)
+    assert stacked.healthy() == [True, True]
+    env = InventoryEnv(f"{SMALL},num_skus=8", seed=0)  # each member on 4 SKUs
+    with torch.no_grad():
+        result = env.simulate(stacked, env.sample_episode())  # no error from the ops
+    assert torch.isfinite(result.average_cost).all()
+    assert stacked.healthy() == [True, False]
+    stacked.load_member_state(1, members[0].state_dict())  # e.g. its best weights
+    assert stacked.healthy() == [True, True]
 
 
 def test_threads_follow_the_work():

@@ -128,6 +128,10 @@ class StackedPolicy(nn.Module):
                              torch.tensor(bounds, dtype=self.obs_mean.dtype,
                                           device=self.obs_mean.device))
         self.index: Tensor | None = None  # see :meth:`restricted`
+        # members whose outputs were not finite since their weights were last loaded
+        self.register_buffer("spoilt", torch.zeros(len(policies), dtype=torch.bool,
+                                                   device=self.obs_mean.device),
+                             persistent=False)
 
     @contextlib.contextmanager
     def restricted(self, members: list[int] | None):
@@ -145,13 +149,23 @@ class StackedPolicy(nn.Module):
         return self.obs_mean.shape[0]
 
     def raw(self, obs: Tensor) -> Tensor:
-        """The pre-projection outputs [K * B, k] for observations [K * B, n]."""
+        """The pre-projection outputs [K * B, k] for observations [K * B, n]. A member's
+        non-finite outputs are replaced by 0 and the member marked ``spoilt`` (``healthy``
+        then stops it): the ops, which refuse NaN orders, would otherwise fail every member."""
         x = self.normalize(obs)
         x = self.net(x, self.index)
         if self.bounds is not None:
             bounds = self.bounds if self.index is None else self.bounds[self.index]
             low, high = bounds[:, :1, None], bounds[:, 1:, None]
             x = low + (high - low) * torch.sigmoid(x)
+        finite = torch.isfinite(x)
+        with torch.no_grad():  # no host synchronisation: read back by ``healthy``
+            bad = ~finite.flatten(1).all(1)
+            if self.index is None:
+                self.spoilt |= bad
+            else:
+                self.spoilt.index_copy_(0, self.index, self.spoilt[self.index] | bad)
+        x = torch.where(finite, x, torch.zeros_like(x))
         return x.reshape(-1, x.shape[-1])
 
     def normalize(self, obs: Tensor) -> Tensor:
@@ -185,6 +199,7 @@ class StackedPolicy(nn.Module):
         self.obs_mean[k].copy_(state["obs_mean"])
         self.obs_std[k].copy_(state["obs_std"])
         self.net.load_member_state(k, state)
+        self.spoilt[k] = False
 
     def member(self, k: int) -> Policy:
         """Member k as a stand-alone :class:`Policy` (a copy)."""
@@ -194,16 +209,17 @@ class StackedPolicy(nn.Module):
 
     @torch.no_grad()
     def healthy(self) -> list[bool]:
-        """Per member: its weights and its outputs on typical inputs (the normalisation's mean
-        and one standard deviation either side) are finite (as ``ds.healthy`` for one)."""
+        """Per member: its weights, its outputs on typical inputs (the normalisation's mean
+        and one standard deviation either side) and every output since its weights were loaded
+        are finite (as ``ds.healthy`` for one)."""
         K = self.members
-        ok = torch.ones(K, dtype=torch.bool, device=self.obs_mean.device)
+        ok = ~self.spoilt
         for p in self.parameters():
             ok &= torch.isfinite(p).flatten(1).all(1)
         steps = torch.tensor([0.0, 1.0, -1.0]).to(self.obs_std)
         probe = self.obs_mean.unsqueeze(1) + steps.view(1, 3, 1) * self.obs_std.unsqueeze(1)
-        out = self.raw(probe.reshape(K * 3, -1)).view(K, -1)
-        return (ok & torch.isfinite(out).all(1)).tolist()
+        self.raw(probe.reshape(K * 3, -1))  # marks a member spoilt on non-finite outputs
+        return (ok & ~self.spoilt).tolist()
 
 
 # ---- the optimizer, clipping and schedule, per member ---------------------------------------
