@@ -149,6 +149,7 @@ def test_the_test_period_changes_nothing_before_testing(files):
 def test_a_catalog_trains_with_the_default_batch_and_validation_sizes(files, tmp_path):
     """No flag sizes the batch to the catalog: DS's 128 SKUs per epoch and 512 validation
     SKUs are drawn from a catalog of 40 SKUs with their own lead times and costs."""
+    pytest.importorskip("matplotlib")  # the plots (.ci/setup installs it: CI runs this test)
     from deepstock_fast.cli import main
     sales, attributes, _ = files
     code = main(["train", "--sales", str(sales), "--attributes", str(attributes),
@@ -173,6 +174,7 @@ def test_a_catalog_trains_with_the_default_batch_and_validation_sizes(files, tmp
 
 
 def test_backtest_reports_per_sku_and_by_category(files, tmp_path):
+    pytest.importorskip("matplotlib")  # the plot (.ci/setup installs it: CI runs this test)
     import deepstock_fast as ds
     from deepstock_fast.backtest import backtest
     from deepstock_fast.evaluation import held_out_env
