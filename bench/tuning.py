@@ -33,10 +33,10 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # also under `python -P`
 from common import machine, table, write_results  # noqa: E402
 
-from deepstock_fast import optimum, tuning  # noqa: E402
-from deepstock_fast.envs import InstanceConfig, InventoryEnv  # noqa: E402
-from deepstock_fast.seeding import stream  # noqa: E402
+from deepstock_fast import compare, optimum, tuning  # noqa: E402
+from deepstock_fast.envs import InstanceConfig  # noqa: E402
 from deepstock_fast.trainers import TRAINERS, parse_settings  # noqa: E402
+from deepstock_fast.trainers.common import validation_env  # noqa: E402
 
 
 def settings_for(algo: str, items: list[str]) -> dict:
@@ -56,17 +56,12 @@ def settings_for(algo: str, items: list[str]) -> dict:
 def validation_reference(instance: InstanceConfig, config, seed: int) -> float | None:
     """The DP optimal policy's cost on the validation episode every search trial of ``seed``
     validates on (None where the DP does not apply)."""
-    from deepstock_fast import compare
     if not compare.dp_applies(instance):
         return None
-    valid = InventoryEnv(instance.replace(num_skus=config.validation_skus), "cpu",
-                         seed=stream(seed, "validation")).sample_episode().demand
+    valid = validation_env(instance, config.validation_skus, seed, "cpu").sample_episode()
     h, p, c = instance.holding_cost, instance.penalty_cost, instance.order_cost
-    sol = optimum.solve_lost_sales(optimum.poisson_pmf(float(instance.demand["rate"])),
-                                   instance.lead_time, h, p, c,
-                                   review_period=instance.review_period)
-    return float(optimum.simulate_policy(sol, valid.double(), h, p, c,
-                                         warmup=instance.warmup).mean())
+    return float(optimum.simulate_policy(compare.dp_solution(instance), valid.demand.double(),
+                                         h, p, c, warmup=instance.warmup).mean())
 
 
 def main(argv=None) -> int:

@@ -30,11 +30,11 @@ from common import machine, table, write_results  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from deepstock_fast import optimum  # noqa: E402
-from deepstock_fast.envs import InstanceConfig, InventoryEnv  # noqa: E402
+from deepstock_fast import compare, optimum  # noqa: E402
+from deepstock_fast.envs import InstanceConfig  # noqa: E402
 from deepstock_fast.policies import PolicyConfig  # noqa: E402
 from deepstock_fast.trainers import TRAINERS, PPOConfig, train_ppo  # noqa: E402
-from deepstock_fast.seeding import stream  # noqa: E402
+from deepstock_fast.trainers.common import validation_env  # noqa: E402
 
 #: The actor's widths, ours (PPO's default) and SB3's; both critics are as wide
 #: (PPOConfig.critic_hidden).
@@ -65,12 +65,9 @@ def main(argv=None) -> int:
     instance = InstanceConfig.from_name(args.instance)
     config = PPOConfig(total_steps=args.steps, seed=args.seed,
                        eval_every=max(1, args.eval_steps // PPOConfig.n_steps), patience=10**6)
-    valid_env = InventoryEnv(instance.replace(num_skus=config.validation_skus),
-                             seed=stream(args.seed, "validation"))
+    valid_env = validation_env(instance, config.validation_skus, args.seed, "cpu")
     validation = valid_env.sample_episode()
-    sol = optimum.solve_lost_sales(optimum.poisson_pmf(float(instance.demand["rate"])),
-                                   instance.lead_time, instance.holding_cost,
-                                   instance.penalty_cost)
+    sol = compare.dp_solution(instance)
     dp = float(optimum.simulate_policy(sol, validation.demand.double(), instance.holding_cost,
                                        instance.penalty_cost, warmup=instance.warmup).mean())
     rows = []

@@ -38,6 +38,15 @@ def dp_applies(instance: InstanceConfig) -> bool:
             and instance.initial_state == "empty" and not instance.finite_horizon)
 
 
+def dp_solution(instance: InstanceConfig, progress: bool = False):
+    """The exact lost-sales DP (:func:`optimum.solve_lost_sales`) of an instance where
+    :func:`dp_applies`: its Poisson demand, lead time, costs and review period."""
+    return optimum.solve_lost_sales(optimum.poisson_pmf(float(instance.demand["rate"])),
+                                    instance.lead_time, instance.holding_cost,
+                                    instance.penalty_cost, instance.order_cost,
+                                    review_period=instance.review_period, progress=progress)
+
+
 def held_out_instance(instance: InstanceConfig, skus: int | None = None,
                       horizon: int | None = None, warmup: int | None = None) -> InstanceConfig:
     """The instance every policy is costed on, unless given: 1024 SKUs over 1000 days when the
@@ -134,9 +143,7 @@ def reference_rows(instance: InstanceConfig, test_instance: InstanceConfig, *, s
 
     def dp_rows() -> list[dict]:
         h, p, c = instance.holding_cost, instance.penalty_cost, instance.order_cost
-        sol = optimum.solve_lost_sales(optimum.poisson_pmf(float(instance.demand["rate"])),
-                                       instance.lead_time, h, p, c,
-                                       review_period=instance.review_period, progress=progress)
+        sol = dp_solution(instance, progress)
         note = "exact (relative value iteration)"
         published = optimum.zipkin_published().get((instance.lead_time, int(p)))
         if published is not None and h == 1.0 and c == 0.0 and instance.review_period == 1 \

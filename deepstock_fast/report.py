@@ -99,7 +99,7 @@ def policy_plot(policy, instance, path, *, seed: int = 0, device="cpu", skus: in
     applies (a Zipkin-type instance), else of the best base-stock policy (a level per SKU
     searched on that episode's demand). Returns the reference's name. ImportError without
     matplotlib."""
-    from . import baselines, compare, optimum, seeding
+    from . import baselines, compare, seeding
     from .envs import InventoryEnv
 
     plt = _pyplot()
@@ -118,10 +118,7 @@ def policy_plot(policy, instance, path, *, seed: int = 0, device="cpu", skus: in
                                           for i in range(4))
     if compare.dp_applies(instance):
         name = "optimal DP policy"
-        sol = optimum.solve_lost_sales(optimum.poisson_pmf(float(instance.demand["rate"])),
-                                       instance.lead_time, instance.holding_cost,
-                                       instance.penalty_cost, instance.order_cost,
-                                       review_period=instance.review_period)
+        sol = compare.dp_solution(instance)
         y = (on_hand + pipeline[:, 0]).round()
         rest = pipeline[:, 1:].round()
         keep = (y + rest.sum(1) <= sol.max_position) & (y >= 0)

@@ -850,16 +850,22 @@ def setup(instance: InstanceConfig | str, policy_config: PolicyConfig, *,
                        device, seed=seeding.stream(seed, "train"))
     if reset:
         env.reset()
-    # a sales history's validation episode spans its validation period (else: the instance's);
-    # a catalog validates on a fixed subset of at most all its SKUs
-    valid_env = InventoryEnv(instance.for_period("validation").replace(
-        num_skus=min(validation_skus, instance.catalog_size or validation_skus)),
-        device, seed=seeding.stream(seed, "validation"))
+    valid_env = validation_env(instance, validation_skus, seed, device)
     validation = valid_env.sample_episode()
     torch.manual_seed(seeding.stream(seed, "weights"))
     policy = Policy.for_instance(instance, policy_config, env.obs_names).to(device)
     policy.fit_normalizer(reference_observations(instance, seed, device))
     return Setup(instance, env, valid_env, validation, policy)
+
+
+def validation_env(instance: InstanceConfig, validation_skus: int, seed: int,
+                   device) -> InventoryEnv:
+    """The environment whose first episode is the fixed validation episode of a run of
+    ``seed``: a sales history's spans its validation period (else the instance's horizon); a
+    catalog validates on a fixed subset of at most all its SKUs."""
+    return InventoryEnv(instance.for_period("validation").replace(
+        num_skus=min(validation_skus, instance.catalog_size or validation_skus)),
+        device, seed=seeding.stream(seed, "validation"))
 
 
 #: SKUs of the reference episode when an instance's SKUs are identical copies.

@@ -90,7 +90,7 @@ def train_ds(instance: InstanceConfig | str,
     """
     ctx = distributed.context()
     if ctx.world > 1:
-        if isinstance(config, list) or isinstance(policy_config, list):
+        if isinstance(config, (list, tuple)) or isinstance(policy_config, (list, tuple)):
             raise ValueError("config: a data-parallel run trains one configuration, not a "
                              "population")
         if config is not None and config.time_budget is not None:
