@@ -63,6 +63,7 @@ def held_out_instance(instance: InstanceConfig, skus: int | None = None,
         return test.replace(num_skus=skus or instance.catalog_size,
                             horizon=horizon or test.horizon,
                             warmup=test.warmup if warmup is None else warmup)
+    instance = instance.for_period("test")  # a training set's test: fresh trajectories
     identical = identical_skus(instance)
     P = instance.review_period
     if horizon is None:
@@ -157,15 +158,18 @@ def reference_rows(instance: InstanceConfig, test_instance: InstanceConfig, *, s
 
     if dp_applies(instance):
         attempt("DP optimum", dp_rows)
-    # Identical SKUs share one search; otherwise each test SKU gets its own, on episodes of its
-    # own demand process (the test instance may hold other SKUs than the training instance).
-    pooled = identical_skus(instance)
+    # Identical SKUs share one search, and so do a training set's trajectories (one level
+    # searched on the training set, as a practitioner without the test data would); otherwise
+    # each test SKU gets its own, on episodes of its own demand process (the test instance may
+    # hold other SKUs than the training instance).
+    pooled = identical_skus(instance) or bool(instance.dataset_size)
+    fit_paths = instance.dataset_size or train_paths
     fitted = {}
 
     def classical(kind: str, label: str):
         def compute() -> list[dict]:
             if "paths" not in fitted:
-                fitted["paths"] = fit_episodes(instance, t, pooled, train_paths, seed, device)
+                fitted["paths"] = fit_episodes(instance, t, pooled, fit_paths, seed, device)
             fit, paths, x0, pipe0 = fitted["paths"]
             policy, _ = baselines.fit(kind, paths, lead[:1] if pooled else lead, on_hand=x0,
                                       pipeline=pipe0, **costing(fit, device))
@@ -178,6 +182,7 @@ def reference_rows(instance: InstanceConfig, test_instance: InstanceConfig, *, s
                 ("S", "cap"), policy.params[0].tolist())) if pooled else "per SKU"
             cap = "" if t.max_order is None else f", orders capped at {t.max_order:g}"
             where = ("the training period" if t.periods else
+                     f"the {fit_paths} training trajectories" if instance.dataset_size else
                      f"{train_paths} training episodes")
             return [row(label, metrics.average_cost, f"searched on {where} ({params}){cap}")]
         return compute

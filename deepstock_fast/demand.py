@@ -72,7 +72,11 @@ class DemandProcess:
       so a test may draw as many as it likes;
     - ``has_std``: a per-SKU std or sigma (the ``std`` extra observation);
     - ``catalog``: the SKUs are the rows of a given history (a catalog: replay, sales); an
-      environment of any size draws its SKUs from them (:meth:`Replay.start_range`).
+      environment of any size draws its SKUs from them (:meth:`Replay.start_range`);
+    - ``trajectory_params``: each SKU's parameters are themselves draws (from
+      ``instance_seed``), so a set of trajectories draws its own (:data:`DATASET_PARAMS`).
+
+    Every kind but a catalog also takes :data:`DATASET_PARAMS`.
     """
 
     kind: ClassVar[str]
@@ -82,6 +86,7 @@ class DemandProcess:
     drawn: ClassVar[bool] = False
     has_std: ClassVar[bool] = False
     catalog: ClassVar[bool] = False
+    trajectory_params: ClassVar[bool] = False
 
     @classmethod
     def from_spec(cls, spec: dict, num_skus: int, days: int, device) -> "DemandProcess":
@@ -89,6 +94,13 @@ class DemandProcess:
         for ``num_skus`` SKUs on ``device``; ``days``: the days of an episode."""
         return cls(**spec, num_skus=num_skus, device=device)
 
+
+#: Demand parameters of every kind but a catalog: ``trajectories`` = n makes the instance a
+#: fixed training set, n trajectories drawn once from ``dataset_seed``'s "dataset" stream
+#: (with their own parameters where the kind draws them per trajectory) that every training
+#: episode draws its SKUs from, as from a catalog; its validation and test episodes are fresh
+#: trajectories (``InstanceConfig.for_period``). Without it, every episode draws new ones.
+DATASET_PARAMS = {"trajectories": checks.integer(1, 10**7), "dataset_seed": _SEED}
 
 #: Demand kind (a config's ``demand["kind"]``) -> its class.
 DEMAND_KINDS: dict[str, type[DemandProcess]] = {}
@@ -322,6 +334,7 @@ class PaperAR1(AR1):
     params = {}
     optional_params = {"instance_seed": _SEED}
     drawn = True
+    trajectory_params = True
 
     @classmethod
     def from_spec(cls, spec, num_skus, days, device) -> "PaperAR1":
@@ -337,6 +350,7 @@ class PaperIIDNormal(Normal):
     optional_params = {"instance_seed": _SEED}
     iid = False  # sigma differs per SKU
     drawn = True
+    trajectory_params = True
 
     @classmethod
     def from_spec(cls, spec, num_skus, days, device) -> "PaperIIDNormal":

@@ -23,6 +23,7 @@ PURPOSES = (
     "weights",       # initial network weights
     "exploration",   # PPO's action noise, DDPG's exploration noise
     "minibatch",     # PPO's minibatch order, DDPG's replay sampling
+    "dataset",       # the fixed training trajectories of a dataset instance (``trajectories``)
 )
 
 

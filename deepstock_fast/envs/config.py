@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import demand as demand_lib
+from .. import seeding
 from ..checks import (boolean, choice, fail, integer, is_number, names, number, optional,
                       per_sku)
 from .features import exogenous_feature
@@ -65,7 +66,9 @@ def _demand(name, v):
     if not (isinstance(v, dict) and isinstance(v.get("kind"), str) and v["kind"] in kinds):
         fail(name, f"a dict with 'kind' in {sorted(kinds)}", v)
     cls = kinds[v["kind"]]
-    required, optional_ = cls.params, cls.optional_params
+    required = cls.params
+    optional_ = cls.optional_params if cls.catalog else {**cls.optional_params,
+                                                         **demand_lib.DATASET_PARAMS}
     missing = [k for k in required if k not in v]
     unknown = [k for k in v if k != "kind" and k not in required and k not in optional_]
     if missing or unknown:
@@ -207,11 +210,18 @@ class InstanceConfig:
         need("std" not in self.extra_observations or kind in with_std,
              f"extra observation 'std' needs a demand process with a std or sigma parameter "
              f"({with_std}); {kind!r} has none")
+        n = self.dataset_size or self.num_skus
         for key, value in self.demand.items():
             if isinstance(value, (list, tuple)) and key != "history":
-                need(len(value) in (1, self.num_skus),
-                     f"demand.{key} needs one value or num_skus = {self.num_skus} values, "
-                     f"got {len(value)}")
+                need(len(value) in (1, n),
+                     f"demand.{key} needs one value or "
+                     f"{'demand.trajectories' if self.dataset_size else 'num_skus'} = {n} "
+                     f"values, got {len(value)}")
+        if self.dataset_size:
+            need(not any(isinstance(getattr(self, f), list) and len(getattr(self, f)) > 1
+                         for f in ("lead_time", "holding_cost", "penalty_cost", "order_cost")),
+                 "demand.trajectories (a training set) needs one lead_time and one value of "
+                 "each cost for all its trajectories")
         # the relations between demand parameters
         process = self._catalog or self.demand_process("cpu")
         if self._catalog is not None:
@@ -290,6 +300,32 @@ class InstanceConfig:
         return bool((values != values[0]).any())
 
     @property
+    def dataset_size(self) -> int | None:
+        """The number of fixed training trajectories (``demand["trajectories"]``: a training
+        set, :data:`deepstock_fast.demand.DATASET_PARAMS`); None when every episode draws new
+        ones."""
+        return self.demand.get("trajectories")
+
+    def dataset_instance(self) -> "InstanceConfig":
+        """The instance whose one episode of ``dataset_size`` SKUs, drawn from the dataset
+        stream (``InventoryEnv(..., seed=self.dataset_seed)``), is the training set: the
+        dataset keys removed and, for a kind that draws its SKUs' parameters, those drawn
+        from the dataset stream too."""
+        return self._without_dataset("dataset")
+
+    @property
+    def dataset_seed(self) -> int:
+        """The generator seed of the training set's episode (:meth:`dataset_instance`)."""
+        return seeding.stream(self.demand.get("dataset_seed", 0), "dataset")
+
+    def _without_dataset(self, purpose: str) -> "InstanceConfig":
+        demand = {k: v for k, v in self.demand.items() if k not in demand_lib.DATASET_PARAMS}
+        if demand_lib.DEMAND_KINDS[demand["kind"]].trajectory_params:
+            demand["instance_seed"] = seeding.stream(self.demand.get("dataset_seed", 0), purpose)
+        return self.replace(demand=demand, **({"num_skus": self.dataset_size}
+                                              if purpose == "dataset" else {}))
+
+    @property
     def periods(self) -> bool:
         """True when the demand is a sales history cut into training, validation and test
         periods (:meth:`for_period`)."""
@@ -297,9 +333,13 @@ class InstanceConfig:
 
     def for_period(self, period: str, whole: bool | None = None) -> "InstanceConfig":
         """The instance drawing its episodes from ``period`` ("train", "validation", "test") of
-        a sales history; any other instance unchanged. ``whole`` (default: True but for
+        a sales history; of a training set (``dataset_size``), the training set itself or, for
+        "validation" and "test", fresh trajectories (with parameters of their own stream where
+        the kind draws them); any other instance unchanged. ``whole`` (default: True but for
         "train"): the horizon spans the whole period (its last forecast days aside), so that
         one episode per SKU covers it, and the warm-up shrinks to fit."""
+        if self.dataset_size and period != "train":
+            return self._without_dataset(period)  # fresh trajectories, their own parameters
         if not self.periods:
             return self
         demand = dict(self.demand, period=period)
@@ -320,7 +360,7 @@ class InstanceConfig:
     def demand_process(self, device):
         """The demand process of ``demand`` for num_skus SKUs on ``device`` (a replayed file is
         parsed once per process: :func:`deepstock_fast.demand.read_history`)."""
-        spec = dict(self.demand)
+        spec = {k: v for k, v in self.demand.items() if k not in demand_lib.DATASET_PARAMS}
         kind = spec.pop("kind")
         try:
             return demand_lib.DEMAND_KINDS[kind].from_spec(spec, self.num_skus,

@@ -94,6 +94,24 @@ def concat_episodes(episodes: list[Episode]) -> Episode:
         fields[name] = torch.cat(values, EPISODE_SKU_DIM[name])
     return Episode(**fields)
 
+def draw_rows(B: int, K: int, g: torch.Generator, device) -> Tensor:
+    """The rows [B] of K (a catalog's SKUs, a training set's trajectories) that an episode of B
+    SKUs draws: all in order when B = K, else a random subset (B < K) or every row in turn,
+    more than once (B > K)."""
+    if B == K:
+        return torch.arange(K, device=device)
+    if B < K:
+        return torch.randperm(K, generator=g, device=device)[:B]
+    return torch.arange(B, device=device) % K
+
+
+def select_skus(episode: Episode, rows: Tensor) -> Episode:
+    """The episode of the SKUs ``rows`` [B'] of ``episode`` (shared [1] parameters stay)."""
+    return Episode(**{
+        name: v if v is None or (name in SHARED_FIELDS and v.numel() == 1)
+        else v.index_select(EPISODE_SKU_DIM[name], rows) for name, v in episode._asdict().items()})
+
+
 class InventoryEnv:
     """Batched environment over ``config.num_skus`` SKUs whose state lives on ``device``.
 
@@ -157,6 +175,11 @@ class InventoryEnv:
         self._episode: Episode | None = None
         self._epoch = 0
         self.last_metrics: Metrics | None = None
+        # a training set: its trajectories drawn once, the same whatever this env's seed
+        self._dataset = None
+        if config.dataset_size:
+            self._dataset = InventoryEnv(config.dataset_instance(), self.device,
+                                         seed=config.dataset_seed).sample_episode()
 
     @property
     def generator(self) -> torch.Generator:
@@ -194,6 +217,8 @@ class InventoryEnv:
         environment's generator unless another is given)."""
         c, g = self.config, generator or self._generator
         B, H, T, P, E = c.num_skus, c.history_days, c.horizon, c.review_period, self.num_epochs
+        if self._dataset is not None:
+            return select_skus(self._dataset, draw_rows(B, c.dataset_size, g, self.device))
         sku = start = None
         exogenous_columns = {}
         if self._catalog:
@@ -278,12 +303,7 @@ class InventoryEnv:
         (sku [B], start [B], demand path [B, days], exogenous columns {name: [B, days]})."""
         c, process = self.config, self._process
         B, K, days = c.num_skus, process.num_skus, c.days_per_episode
-        if B == K:
-            sku = torch.arange(K, device=self.device)
-        elif B < K:
-            sku = torch.randperm(K, generator=g, device=self.device)[:B]
-        else:
-            sku = torch.arange(B, device=self.device) % K
+        sku = draw_rows(B, K, g, self.device)
         lo, hi = process.start_range(days, c.history_days)
         start = torch.full((B,), lo, device=self.device, dtype=torch.int64)
         if hi > lo:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..demand import DATASET_PARAMS
+
 #: family name -> function(params) -> InstanceConfig fields
 FAMILIES: dict[str, Callable[[dict], dict]] = {}
 
@@ -52,8 +54,13 @@ def paper(params: dict) -> dict:
     sigma, is the critical-fractile level for one day of demand, and an order of at most 100
     per 2-day review period cannot serve about 200 units of demand; so setting 4 orders every
     day (P = 1) with lead time 0, a cap of 300 per order (10 sigma above the mean at the
-    largest sigma) and 1 day left out (L + P)."""
+    largest sigma) and 1 day left out (L + P).
+
+    ``trajectories=n`` (and ``dataset_seed=s``) trains on a fixed set of n trajectories, as the
+    paper does (:data:`deepstock_fast.demand.DATASET_PARAMS`; validation and test draw fresh
+    ones); without it every training episode draws new trajectories."""
     setting = params.pop("setting", None)
+    dataset = {k: params.pop(k) for k in ("trajectories", "dataset_seed") if k in params}
     settings = {
         1: dict(num_skus=10, demand={"kind": "paper_independent"},
                 extra_observations=("day",)),
@@ -67,6 +74,10 @@ def paper(params: dict) -> dict:
     }
     if setting not in settings:
         raise ValueError("paper needs setting in 1..4")
+    settings[setting]["demand"].update(dataset)
+    if "trajectories" in dataset:  # the instance's SKUs are its training set
+        DATASET_PARAMS["trajectories"]("demand.trajectories", dataset["trajectories"])
+        settings[setting]["num_skus"] = dataset["trajectories"]
     return dict(dict(lead_time=1, review_period=2, horizon=30, warmup=4,
                      holding_cost=0.1, penalty_cost=0.9, lost_sales=False,
                      max_order=100.0, finite_horizon=True), **settings[setting])
