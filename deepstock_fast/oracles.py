@@ -132,7 +132,9 @@ def finite_horizon_backlog_dp(day_pmfs, lead_time: int, review_period: int, hold
     scored days k < L are added as constants, so ``expected_total`` equals the expected sum of
     the scored days' costs that :func:`~deepstock_fast.envs.simulate` reports. Positions
     above the largest possible demand of the whole horizon are never better (more stock only
-    holds more), so the grid runs from minus to plus that demand.
+    holds more), so the grid runs from minus to plus that demand. Ties go to the smallest
+    order: an order that serves only unscored days is 0 when a later order can still reach the
+    level the scored days need (setting 1's day-0 order).
     """
     lead_time, review_period, horizon, warmup = _check_timing(lead_time, review_period,
                                                               horizon, warmup)
@@ -380,6 +382,17 @@ def ar1_myopic_levels(demand: Tensor, yesterday, phi, base, sigma, instance: Ins
                 pooled.append(total)
         levels[:, e] = torch.quantile(torch.cat(pooled, 1), p / (p + h), dim=1)
     return levels
+
+
+def ar1_oracle_levels(instance: InstanceConfig, seed: int, *, samples: int = 4096
+                      ) -> tuple[Tensor, Tensor]:
+    """(levels [S, E], demand [S, T]) of :func:`ar1_myopic_levels` on the test episode of
+    ``seed`` of ``instance`` (e.g. ``compare.held_out_instance(train_instance)``): its SKUs'
+    parameters, its day-0 ``yesterday`` and its demand, ready for :func:`cost_of_levels`."""
+    demand, yesterday = episode_yesterday(instance, seed)
+    levels = ar1_myopic_levels(demand, yesterday, *ar1_params(instance), instance,
+                               samples=samples)
+    return levels, demand
 
 
 @dataclass

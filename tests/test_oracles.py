@@ -46,7 +46,7 @@ def brute_force(pmfs, lead, period, h, p, horizon, warmup, cap):
 
 
 @pytest.mark.parametrize("lead,period,horizon,warmup,cap", [(1, 2, 6, 2, 3), (0, 1, 4, 1, 2),
-                                                            (1, 2, 4, 0, 5)])
+                                                            (1, 2, 4, 0, 5), (2, 1, 5, 1, 2)])
 def test_dp_equals_brute_force(lead, period, horizon, warmup, cap):
     g = torch.Generator().manual_seed(lead * 10 + horizon)
     pmfs = []
@@ -148,7 +148,12 @@ def test_static_fits_use_only_training_demand():
     policy, train_cost = oracles.static_base_stock(train, instance)
     capped, capped_cost = oracles.static_capped_base_stock(train, instance, size=16)
     assert policy.params.shape == (1, 1) and capped.params.shape == (1, 2)
-    assert capped_cost <= train_cost + 1e-9 or capped.params[0, 1] < 100
+    # the search's training cost is the level's cost in the functional unroll
+    level = policy.params[0, 0].expand(64, instance.horizon // 2)
+    assert float(oracles.cost_of_levels(level, train.double(), instance).mean()) == \
+        pytest.approx(train_cost, rel=1e-9)
+    assert float(oracles.cost_of_levels(capped, train.double(), instance).mean()) == \
+        pytest.approx(capped_cost, rel=1e-9)
     test = InventoryEnv(instance, seed=2).sample_episode().demand.double()
     cost = oracles.cost_of_levels(policy, test, instance)
     assert cost.shape == (instance.num_skus,)
@@ -157,6 +162,27 @@ def test_static_fits_use_only_training_demand():
     assert torch.allclose(cost, oracles.cost_of_levels(level, test, instance))
     again, _ = oracles.static_base_stock(train.clone(), instance)
     assert torch.equal(again.params, policy.params)  # nothing else enters the fit
+
+
+def test_static_level_is_the_best_integer_level():
+    instance = InstanceConfig.from_name("paper:setting=1")
+    train = InventoryEnv(instance.replace(num_skus=40), seed=4).sample_episode().demand.double()
+    policy, cost = oracles.static_base_stock(train, instance)
+    costs = [float(oracles.cost_of_levels(torch.full((40, 15), float(s), dtype=F64), train,
+                                          instance).mean()) for s in range(0, 80)]
+    assert cost == pytest.approx(min(costs), rel=1e-9)
+    assert float(policy.params[0, 0]) == costs.index(min(costs))
+
+
+def test_ar1_oracle_on_the_test_episode():
+    from deepstock_fast.compare import held_out_demand
+    test = InstanceConfig.from_name("paper:setting=3")
+    levels, demand = oracles.ar1_oracle_levels(test, seed=1, samples=256)
+    assert torch.equal(demand, held_out_demand(test, 1).double())
+    oracle = oracles.cost_of_levels(levels, demand, test)
+    train = InventoryEnv(test.replace(num_skus=64), seed=9).sample_episode().demand
+    static = oracles.cost_of_levels(oracles.static_base_stock(train, test)[0], demand, test)
+    assert float(oracle.mean()) < float(static.mean())  # knowing the parameters helps
 
 
 def test_bad_inputs_name_the_argument():
