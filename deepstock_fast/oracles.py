@@ -600,14 +600,17 @@ def static_base_stock(train_demand: Tensor, instance: InstanceConfig, *,
 
 
 def static_capped_base_stock(train_demand: Tensor, instance: InstanceConfig, *,
-                             size: int = 64) -> tuple[baselines.ClassicalPolicy, float]:
-    """The best capped base-stock policy (S, cap) searched on ``train_demand`` [N, T] pooled
-    (``size`` levels x ``size`` caps up to 2 x the largest review period's mean demand, under
-    the instance's own cap as well), and its training cost per scored day."""
+                             size: int = 256, caps: int = 32
+                             ) -> tuple[baselines.ClassicalPolicy, float]:
+    """The best capped base-stock policy (S, cap) searched on ``train_demand`` [N, T] pooled:
+    the levels of :func:`static_base_stock` (same ``size``) times ``caps`` caps from 0 to the
+    largest level, and no cap (the instance's own cap still applies), so that the search
+    includes every base-stock candidate; returns it and its training cost per scored day."""
     grid = None
     if isinstance(train_demand, Tensor) and train_demand.dim() == 2 and train_demand.numel():
+        caps = check_count(caps, "caps", 1)
         levels = _level_grid(train_demand, instance, size)
-        per_review = float(train_demand.to(F64).mean()) * instance.review_period
-        caps = torch.linspace(0, 2 * per_review, size, dtype=F64)
-        grid = torch.cartesian_prod(levels, caps)
+        limits = torch.cat([torch.linspace(0, float(levels[-1]), caps, dtype=F64),
+                            torch.tensor([math.inf], dtype=F64)])
+        grid = torch.cartesian_prod(levels, limits)
     return _fit_static("capped_base_stock", train_demand, instance, grid)
