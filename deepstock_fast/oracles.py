@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from . import baselines
+from .demand import AR1
 from .envs import InstanceConfig, SimState, simulate
 from .ops import check_count
 
@@ -148,9 +149,10 @@ def finite_horizon_backlog_dp(day_pmfs, lead_time: int, review_period: int, hold
                 or abs(float(q.sum()) - 1) > 1e-6:
             raise ValueError(f"day_pmfs[{t}] must be a non-negative pmf summing to 1")
     pmfs = [q / q.sum() for q in pmfs]  # float32 input: exact sums
-    if max_order is None:
+    if max_order is None or max_order == math.inf:
         cap = math.inf
-    elif not (isinstance(max_order, (int, float)) and max_order >= 0):
+    elif isinstance(max_order, bool) or not (isinstance(max_order, (int, float))
+                                             and max_order >= 0):
         raise ValueError(f"max_order must be a number >= 0 or None, got {max_order!r}")
     else:
         cap = math.floor(max_order)
@@ -311,7 +313,8 @@ def episode_yesterday(instance: InstanceConfig, seed: int) -> tuple[Tensor, Tens
     """(demand [S, T], yesterday [S]) of the test episode of ``seed``
     (:func:`deepstock_fast.evaluation.held_out_env`): the horizon's demand and the demand of
     the day before day 0, the last of the ``history_days`` days the environment draws before
-    the horizon (what its ``yesterday`` observation shows at day 0)."""
+    the horizon (what its ``yesterday`` observation shows at day 0, read back from it: exact up
+    to the environment's float32 rounding)."""
     from .evaluation import held_out_env
     env = held_out_env(instance, seed)
     if "yesterday" not in env.obs_names:
@@ -476,7 +479,6 @@ def ar1_dp_gap(phi: float, base: float, sigma: float, instance: InstanceConfig, 
     tables.reverse()
 
     g = torch.Generator().manual_seed(seed)
-    from .demand import AR1
     path = AR1(phi, base, sigma).sample(instance.history_days + T, generator=g,
                                         paths=paths)[0]
     H = instance.history_days

@@ -139,7 +139,13 @@ def test_episode_yesterday_is_the_observation():
     demand, yesterday = oracles.episode_yesterday(instance, seed=2)
     from deepstock_fast.compare import held_out_demand
     assert torch.equal(demand, held_out_demand(instance, 2).double())
-    assert bool((yesterday >= 0).all()) and yesterday.shape == (instance.num_skus,)
+    # the day before day 0 of the path the environment draws from the test stream's seed
+    from deepstock_fast import seeding
+    g = torch.Generator().manual_seed(seeding.stream(2, "test"))
+    path = instance.demand_process("cpu").sample(instance.days_per_episode, generator=g)[:, 0]
+    assert torch.allclose(yesterday, path[:, instance.history_days - 1], rtol=1e-6)
+    assert torch.allclose(demand, path[:, instance.history_days:][:, :instance.horizon],
+                          rtol=1e-6)
 
 
 def test_static_fits_use_only_training_demand():
@@ -199,6 +205,11 @@ def test_bad_inputs_name_the_argument():
         oracles.finite_horizon_backlog_dp(pmf, 1, 2, 0.1, -1.0, 4)
     with pytest.raises(ValueError, match="max_order"):
         oracles.finite_horizon_backlog_dp(pmf, 1, 2, 0.1, 0.9, 4, max_order=-1)
+    with pytest.raises(ValueError, match="max_order"):
+        oracles.finite_horizon_backlog_dp(pmf, 1, 2, 0.1, 0.9, 4, max_order=float("nan"))
+    unlimited = oracles.finite_horizon_backlog_dp(pmf, 1, 2, 0.1, 0.9, 4, max_order=math.inf)
+    assert unlimited.expected_cost == oracles.finite_horizon_backlog_dp(
+        pmf, 1, 2, 0.1, 0.9, 4).expected_cost
     with pytest.raises(ValueError, match="sigma"):
         oracles.newsvendor_level(100.0, 0.0, 0.1, 0.9)
     with pytest.raises(ValueError, match="paper_independent"):
