@@ -424,6 +424,11 @@ def ar1_dp_gap(phi: float, base: float, sigma: float, instance: InstanceConfig, 
     averaged by Gauss-Hermite quadrature). x and d live on grids of ``step`` units, values
     between them by linear interpolation, the AR(1) innovations by ``nodes``-point
     Gauss-Hermite quadrature. Lead time 1 and review period 2 (the paper's L, P) only.
+
+    Measured on setting 2's timing (1500 paths, 2048 samples; CPU): gaps of -0.02% (phi 0.4,
+    base 9, sigma 3), +0.13% (0.9, 10, 2), -0.24% (0.3, 5, 8), +0.49% +- 0.15% (0.9, 7, 8),
+    the last +0.34% +- 0.09% with 4000 paths and 16384 samples: the myopic oracle is within
+    about 0.5% of optimal; negative gaps are the DP's own discretisation error.
     """
     _check_backlog(instance)
     L, P, T, W = instance.lead_time, instance.review_period, instance.horizon, instance.warmup

@@ -115,8 +115,8 @@ def test_ar1_myopic_is_near_the_dp_and_non_anticipative():
     instance = InstanceConfig.from_name("paper:setting=2")
     # measured (1500 paths, 2048 samples): gaps of the myopic oracle to the discretised DP's
     # policy of -0.02% (phi 0.4, base 9, sigma 3), +0.13% (0.9, 10, 2), -0.24% (0.3, 5, 8) and
-    # +0.49% +- 0.15% (0.9, 7, 8: the corner where demand is often clamped at 0); the
-    # cheaper grids of the first two run here
+    # +0.49% +- 0.15% (0.9, 7, 8: the corner where demand is often clamped at 0; +0.34% +-
+    # 0.09% with 4000 paths and 16384 samples); the cheaper grids of the first two run here
     for phi, base, sigma in ((0.4, 9.0, 3.0), (0.9, 10.0, 2.0)):
         gap = oracles.ar1_dp_gap(phi, base, sigma, instance, paths=1000, samples=2048)
         assert gap.gap_pct < 0.5, gap
