@@ -14,7 +14,8 @@ D[r..k] the demand of days r..k. Days k < L depend on no decision.
   known pmf per day (setting 1: :func:`setting1_dp`).
 - :func:`newsvendor_level`: setting 4's closed form (P = 1, L = 0: a newsvendor every day).
 - :func:`ar1_myopic_levels`: settings 2/3, an oracle that knows each trajectory's AR(1)
-  parameters; :func:`ar1_dp_gap` measures its gap to a discretised DP.
+  parameters (:func:`ar1_params`) and yesterday's demand (:func:`episode_yesterday`; both:
+  :func:`ar1_oracle_levels`); :func:`ar1_dp_gap` measures its gap to a discretised DP.
 - :func:`static_base_stock`, :func:`static_capped_base_stock`: the classical levels a
   practitioner fits on training trajectories.
 - :func:`cost_of_levels`: costs any of them on given demand (the test episode of the trained
@@ -286,9 +287,13 @@ def newsvendor_level(mean, sigma, holding: float, penalty: float) -> Newsvendor:
                       mean + Z_PAPER * sigma)
 
 
-def normal_pmf(mean: float, sigma: float, days: int | None = None) -> Tensor:
+def normal_pmf(mean: float, sigma: float) -> Tensor:
     """[m] the pmf of Normal(mean, sigma^2) rounded to the nearest integer and clamped at 0,
-    support 0 .. mean + 8 sigma (the tail beyond put on the last value)."""
+    support 0 .. mean + 8 sigma (the tail beyond put on the last value): setting 4's demand
+    for :func:`finite_horizon_backlog_dp`."""
+    if not (math.isfinite(mean) and mean >= 0 and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"need a finite mean >= 0 and sigma > 0, got mean={mean}, "
+                         f"sigma={sigma}")
     top = int(math.ceil(mean + 8 * sigma))
     edges = torch.arange(top + 1, dtype=F64) + 0.5
     unit = torch.distributions.Normal(torch.tensor(mean, dtype=F64),
