@@ -134,7 +134,7 @@ def default_grid(kind: str, demand: Tensor, lead_time, review_period: int = 1,
     Levels run from 0 to the largest (L + P)-day demand seen, plus a margin; integer steps when
     demand is integer-valued and the range allows. Constant orders and caps run from 0 to 1.5 and
     2 times the mean demand per review period. Two-parameter policies use size/2 values of each
-    parameter.
+    parameter; the caps also include one that never binds.
     """
     demand = _paths(demand)
     skus = demand.shape[0]
@@ -154,10 +154,14 @@ def default_grid(kind: str, demand: Tensor, lead_time, review_period: int = 1,
     side = max(2, size // 2)
     coarse = levels[:, :: max(1, size // side)]
     if kind == "capped_base_stock":
-        caps = 2 * per_review * torch.linspace(0, 1, side, dtype=demand.dtype,
+        caps = 2 * per_review * torch.linspace(0, 1, side - 1, dtype=demand.dtype,
                                                device=demand.device)
         if integer:
             caps = caps.round()
+        # and in effect none (100 x the largest level; the op takes finite caps only), so
+        # that the search holds every coarse base-stock policy: pooled trajectories of
+        # different demand levels may want none
+        caps = torch.cat([caps.expand(skus, -1), 100 * top.unsqueeze(1)], 1)
         grid = torch.stack(torch.broadcast_tensors(coarse.unsqueeze(2), caps.unsqueeze(1)), -1)
         return grid.flatten(1, 2)
     if kind == "s_S":

@@ -16,8 +16,9 @@ D[r..k] the demand of days r..k. Days k < L depend on no decision.
 - :func:`ar1_myopic_levels`: settings 2/3, an oracle that knows each trajectory's AR(1)
   parameters (:func:`ar1_params`) and yesterday's demand (:func:`episode_yesterday`; both:
   :func:`ar1_oracle_levels`); :func:`ar1_dp_gap` measures its gap to a discretised DP.
-- :func:`static_base_stock`, :func:`static_capped_base_stock`: the classical levels a
-  practitioner fits on training trajectories.
+- The classical levels a practitioner fits on the training trajectories are
+  :func:`deepstock_fast.compare.reference_rows`' (a training set's best base-stock and capped
+  base-stock, searched on it pooled).
 - :func:`cost_of_levels`: costs any of them on given demand (the test episode of the trained
   policies: common random numbers).
 """
@@ -525,7 +526,7 @@ def _hermite(nodes: int) -> tuple[Tensor, Tensor]:
     return torch.tensor(x, dtype=F64), torch.tensor(wts / wts.sum(), dtype=F64)
 
 
-# ---- costing and static baselines -----------------------------------------------------------
+# ---- costing -----------------------------------------------------------
 def _simulate_instance(policy, demand: Tensor, instance: InstanceConfig) -> Tensor:
     return simulate(policy, demand, instance.lead_time, review_period=instance.review_period,
                     warmup=instance.warmup, holding_cost=instance.holding_cost,
@@ -575,54 +576,48 @@ def cost_of_levels(levels, demand: Tensor, instance: InstanceConfig) -> Tensor:
     return _simulate_instance(act, demand, instance)
 
 
-def _fit_static(kind: str, train_demand: Tensor, instance: InstanceConfig, grid: Tensor):
-    _check_backlog(instance)
-    if not isinstance(train_demand, Tensor) or train_demand.dim() != 2 \
-            or train_demand.shape[1] != instance.horizon or train_demand.shape[0] < 1:
-        raise ValueError(f"train_demand must be a tensor [N >= 1, T = {instance.horizon}], got "
-                         f"{getattr(train_demand, 'shape', type(train_demand))}")
-    policy, costs = baselines.fit(kind, train_demand.to(F64).unsqueeze(0), instance.lead_time,
-                                  holding_cost=instance.holding_cost,
-                                  penalty_cost=instance.penalty_cost, lost_sales=False,
-                                  review_period=instance.review_period, warmup=instance.warmup,
-                                  max_order=instance.max_order, grid=grid)
-    return policy, float(costs.min())
+# ---- the references of a paper setting's test episode -----------------------------------------
+def reference_rows(test_instance: InstanceConfig, seed: int) -> list[dict]:
+    """The optimal or oracle reference of a paper setting's test instance
+    (``compare.held_out_instance``), costed on the test episode of ``seed`` (the one
+    ``evaluation.evaluate(..., seed=seed)`` runs on), as rows {"policy", "cost", "cost_se",
+    "per_sku" [S] or None for an expected cost, "note"} like ``compare.reference_rows``; the
+    last row is the policy on the test demand that gaps are paired with. Setting 1: the
+    finite-horizon DP; setting 4: the critical-fractile newsvendor; settings 2 and 3: the
+    AR(1) oracle that knows each trajectory's parameters."""
+    from .compare import held_out_demand
+    t, kind = test_instance, test_instance.demand.get("kind")
 
+    def row(policy: str, per_sku: Tensor, note: str) -> dict:
+        return {"policy": policy, "cost": float(per_sku.mean()),
+                "cost_se": float(per_sku.std() / per_sku.numel() ** 0.5), "per_sku": per_sku,
+                "note": note}
 
-def _level_grid(train_demand: Tensor, instance: InstanceConfig, size: int) -> Tensor:
-    """Levels from 0 to 1.25 x the largest (L + P)-day demand seen: integers when the demand is
-    integer and the range allows, else ``size`` values."""
-    window = min(instance.lead_time + instance.review_period, train_demand.shape[1])
-    top = float(train_demand.to(F64).unfold(1, window, 1).sum(-1).max()) * 1.25 + 1
-    if bool((train_demand == train_demand.round()).all()) and top <= size:
-        return torch.arange(0, math.ceil(top) + 1, dtype=F64)
-    return torch.linspace(0, top, size, dtype=F64)
-
-
-def static_base_stock(train_demand: Tensor, instance: InstanceConfig, *,
-                      size: int = 256) -> tuple[baselines.ClassicalPolicy, float]:
-    """The best single base-stock level for all trajectories, searched on the N training
-    trajectories ``train_demand`` [N, T] pooled (:func:`deepstock_fast.baselines.fit` under the
-    instance's costing and cap, from the empty state), and its training cost per scored day.
-    Cost it on test demand with :func:`cost_of_levels`."""
-    grid = _level_grid(train_demand, instance, size).unsqueeze(1) \
-        if isinstance(train_demand, Tensor) and train_demand.dim() == 2 \
-        and train_demand.numel() else None
-    return _fit_static("base_stock", train_demand, instance, grid)
-
-
-def static_capped_base_stock(train_demand: Tensor, instance: InstanceConfig, *,
-                             size: int = 256, caps: int = 32
-                             ) -> tuple[baselines.ClassicalPolicy, float]:
-    """The best capped base-stock policy (S, cap) searched on ``train_demand`` [N, T] pooled:
-    the levels of :func:`static_base_stock` (same ``size``) times ``caps`` caps from 0 to the
-    largest level, and no cap (the instance's own cap still applies), so that the search
-    includes every base-stock candidate; returns it and its training cost per scored day."""
-    grid = None
-    if isinstance(train_demand, Tensor) and train_demand.dim() == 2 and train_demand.numel():
-        caps = check_count(caps, "caps", 1)
-        levels = _level_grid(train_demand, instance, size)
-        limits = torch.cat([torch.linspace(0, float(levels[-1]), caps, dtype=F64),
-                            torch.tensor([math.inf], dtype=F64)])
-        grid = torch.cartesian_prod(levels, limits)
-    return _fit_static("capped_base_stock", train_demand, instance, grid)
+    if kind == "paper_independent":
+        sol = setting1_dp(t)
+        simulated = cost_of_levels(sol, held_out_demand(t, seed).to(F64), t)
+        return [{"policy": "DP optimum", "cost": sol.expected_cost, "cost_se": 0.0,
+                 "per_sku": None, "note": "exact finite-horizon DP on the inventory position "
+                                          "(expected cost over the scored days)"},
+                row("DP policy, test episode", simulated, "the optimal policy on the same test "
+                                                          "demand")]
+    if kind == "paper_iid_normal":
+        process = t.demand_process("cpu")
+        nv = newsvendor_level(process.mean.to(F64), process.std.to(F64), t.holding_cost,
+                              t.penalty_cost)
+        levels = nv.level.view(-1, 1).expand(-1, t.horizon // t.review_period)
+        simulated = cost_of_levels(levels, held_out_demand(t, seed).to(F64), t)
+        gap = float((nv.level - nv.paper_level).abs().max())
+        return [{"policy": "newsvendor optimum", "cost": float(nv.cost.mean()),
+                 "cost_se": float(nv.cost.std() / nv.cost.numel() ** 0.5), "per_sku": None,
+                 "note": f"closed form sigma (h + p) phi(z), z = {nv.z:.4f}, averaged over the "
+                         f"test trajectories' sigma"},
+                row("newsvendor policy, test episode", simulated,
+                    f"mean + z sigma per trajectory; the paper's benchmark mean + 1.2816 sigma "
+                    f"differs from it by at most {gap:.1e}")]
+    if kind in ("ar1", "paper_ar1"):
+        levels, demand = ar1_oracle_levels(t, seed)
+        return [row("AR(1) oracle, test episode", cost_of_levels(levels, demand, t),
+                    "knows each trajectory's phi, base and sigma and sees yesterday's demand "
+                    "(conditional-fractile base-stock; within 0.5% of a discretised DP)")]
+    raise ValueError(f"test_instance: no oracle for demand kind {kind!r} (paper settings 1-4)")

@@ -8,10 +8,18 @@ import math
 import pytest
 import torch
 
-from deepstock_fast import oracles, reference
+from deepstock_fast import baselines, oracles, reference
 from deepstock_fast.envs import InstanceConfig, InventoryEnv
 
 F64 = torch.float64
+
+
+def pooled_base_stock(train, instance):
+    """The best single base-stock level searched on training demand [N, T] pooled."""
+    return baselines.fit("base_stock", train.double().unsqueeze(0), instance.lead_time,
+                         holding_cost=instance.holding_cost, penalty_cost=instance.penalty_cost,
+                         lost_sales=False, review_period=instance.review_period,
+                         warmup=instance.warmup, max_order=instance.max_order)
 
 
 def brute_force(pmfs, lead, period, h, p, horizon, warmup, cap):
@@ -73,7 +81,7 @@ def test_setting1_dp_matches_simulation_and_beats_static():
     assert abs(float(cost.mean()) - sol.expected_cost) < 4 * se
     # the day-dependent optimum beats the best single level (fitted on other trajectories)
     train = InventoryEnv(instance.replace(num_skus=500), seed=12).sample_episode().demand
-    static, _ = oracles.static_base_stock(train, instance)
+    static, _ = pooled_base_stock(train, instance)
     gap = oracles.cost_of_levels(static, demand, test) - cost
     assert float(gap.mean()) > 4 * float(gap.std() / gap.numel() ** 0.5)
 
@@ -148,39 +156,6 @@ def test_episode_yesterday_is_the_observation():
                           rtol=1e-6)
 
 
-def test_static_fits_use_only_training_demand():
-    instance = InstanceConfig.from_name("paper:setting=2")
-    train = InventoryEnv(instance.replace(num_skus=64), seed=1).sample_episode().demand
-    policy, train_cost = oracles.static_base_stock(train, instance)
-    capped, capped_cost = oracles.static_capped_base_stock(train, instance, caps=8)
-    assert capped_cost <= train_cost + 1e-12  # its grid holds every base-stock level
-    assert policy.params.shape == (1, 1) and capped.params.shape == (1, 2)
-    # the search's training cost is the level's cost in the functional unroll
-    level = policy.params[0, 0].expand(64, instance.horizon // 2)
-    assert float(oracles.cost_of_levels(level, train.double(), instance).mean()) == \
-        pytest.approx(train_cost, rel=1e-9)
-    assert float(oracles.cost_of_levels(capped, train.double(), instance).mean()) == \
-        pytest.approx(capped_cost, rel=1e-9)
-    test = InventoryEnv(instance, seed=2).sample_episode().demand.double()
-    cost = oracles.cost_of_levels(policy, test, instance)
-    assert cost.shape == (instance.num_skus,)
-    # same as explicit levels: one value for every epoch
-    level = policy.params[0, 0].expand(instance.num_skus, instance.horizon // 2)
-    assert torch.allclose(cost, oracles.cost_of_levels(level, test, instance))
-    again, _ = oracles.static_base_stock(train.clone(), instance)
-    assert torch.equal(again.params, policy.params)  # nothing else enters the fit
-
-
-def test_static_level_is_the_best_integer_level():
-    instance = InstanceConfig.from_name("paper:setting=1")
-    train = InventoryEnv(instance.replace(num_skus=40), seed=4).sample_episode().demand.double()
-    policy, cost = oracles.static_base_stock(train, instance)
-    costs = [float(oracles.cost_of_levels(torch.full((40, 15), float(s), dtype=F64), train,
-                                          instance).mean()) for s in range(0, 80)]
-    assert cost == pytest.approx(min(costs), rel=1e-9)
-    assert float(policy.params[0, 0]) == costs.index(min(costs))
-
-
 def test_ar1_oracle_on_the_test_episode():
     from deepstock_fast.compare import held_out_demand
     test = InstanceConfig.from_name("paper:setting=3")
@@ -188,7 +163,7 @@ def test_ar1_oracle_on_the_test_episode():
     assert torch.equal(demand, held_out_demand(test, 1).double())
     oracle = oracles.cost_of_levels(levels, demand, test)
     train = InventoryEnv(test.replace(num_skus=64), seed=9).sample_episode().demand
-    static = oracles.cost_of_levels(oracles.static_base_stock(train, test)[0], demand, test)
+    static = oracles.cost_of_levels(pooled_base_stock(train, test)[0], demand, test)
     assert float(oracle.mean()) < float(static.mean())  # knowing the parameters helps
 
 
@@ -218,8 +193,34 @@ def test_bad_inputs_name_the_argument():
         oracles.cost_of_levels(torch.zeros(2, 15), torch.zeros(2, 7), instance)
     with pytest.raises(ValueError, match="levels"):
         oracles.cost_of_levels(torch.zeros(2, 3), torch.zeros(2, 30), instance)
-    with pytest.raises(ValueError, match="train_demand"):
-        oracles.static_base_stock(torch.zeros(30), instance)
     with pytest.raises(ValueError, match="yesterday"):
         oracles.ar1_myopic_levels(torch.zeros(2, 30), torch.zeros(3), 0.5, 5.0, 2.0,
                                   InstanceConfig.from_name("paper:setting=2"))
+
+
+@pytest.mark.parametrize("setting, last", [(1, "DP policy, test episode"),
+                                           (3, "AR(1) oracle, test episode"),
+                                           (4, "newsvendor policy, test episode")])
+def test_reference_rows_cost_the_test_episode_of_the_trained_policies(setting, last):
+    from deepstock_fast.compare import held_out_instance
+    from deepstock_fast.evaluation import evaluate
+    instance = InstanceConfig.from_name(f"paper:setting={setting},trajectories=5")
+    test = held_out_instance(instance, skus=300)
+    rows = oracles.reference_rows(test, seed=2)
+    assert rows[-1]["policy"] == last and rows[-1]["per_sku"].shape == (300,)
+    # the reference's demand is the episode a policy is evaluated on: a base-stock policy at
+    # the oracle's own levels costs the same when they are static (setting 4)
+    if setting == 4:
+        level = 100 + 1.2815516 * test.demand_process("cpu").std
+
+        def policy(state):
+            return (level.to(state.inventory_position.dtype)
+                    - state.inventory_position).clamp(min=0)
+        ev = evaluate(policy, test, seed=2)
+        assert torch.allclose(ev.per_sku.average_cost.double(), rows[-1]["per_sku"],
+                              rtol=1e-4, atol=1e-4)
+        assert rows[0]["cost"] == pytest.approx(rows[-1]["cost"], rel=0.03)
+    if setting == 1:
+        assert rows[0]["cost"] == pytest.approx(rows[-1]["cost"], abs=4 * rows[-1]["cost_se"])
+    with pytest.raises(ValueError, match="test_instance"):
+        oracles.reference_rows(InstanceConfig.from_name("zipkin:L=2,p=9"), seed=0)
