@@ -476,7 +476,7 @@ def cmd_synthetic(args) -> int:
 
 
 BENCHES = ("throughput", "env_step", "zipkin", "baselines", "quality", "tuning", "catalog",
-           "population")
+           "population", "paper")
 
 
 def bench_dir() -> pathlib.Path:

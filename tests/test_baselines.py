@@ -54,6 +54,20 @@ def test_every_kind_runs_with_its_default_grid():
         assert policy.params.shape[0] == 2 and torch.isfinite(costs).all()
 
 
+def test_default_capped_grid_holds_every_coarse_base_stock_policy():
+    # pooled paths of two demand levels: the best capped policy may be one whose cap never
+    # binds, and its search must never lose to base-stock on the same levels
+    demand = torch.cat([poisson_paths([2.0], 20, 60), poisson_paths([12.0], 20, 60)], 1)
+    kw = dict(holding_cost=0.1, penalty_cost=0.9, lost_sales=False, review_period=2)
+    grid = baselines.default_grid("capped_base_stock", demand, 1, review_period=2)
+    loose = grid[0, :, 1] >= 100 * grid[0, :, 0].max() - 1e-9
+    levels = grid[0, loose, 0]
+    assert levels.numel() > 1 and torch.equal(levels, grid[0, :, 0].unique())
+    _, capped = baselines.fit("capped_base_stock", demand, 1, **kw)
+    _, base = baselines.fit("base_stock", demand, 1, grid=levels.view(-1, 1), **kw)
+    assert float(capped.min()) <= float(base.min()) + 1e-12
+
+
 @pytest.mark.parametrize("call,message", [
     (lambda d: baselines.fit("newsboy", d, 1, holding_cost=1.0, penalty_cost=9.0), "kind must be one of"),
     (lambda d: baselines.fit("base_stock", d, 1, holding_cost=1.0, penalty_cost=9.0,
