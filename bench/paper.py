@@ -11,7 +11,7 @@ claims is checked against the numbers.
 
     python bench/paper.py --quick            # about an hour on 2 CPU cores (reduced protocol)
     python bench/paper.py --full --device cuda   # the paper's protocol (a GPU, or a long run)
-    python bench/paper.py --report-only bench/results/paper-....json   # re-render the report
+    python bench/paper.py --report-only docs/reproduction.json   # re-render the report
 
 Studies go to ``--study-root`` (default bench-studies/paper-<mode>); the same command again
 continues an interrupted run without repeating finished trials.
@@ -394,7 +394,8 @@ def render(payload: dict, figure_paths: list[str]) -> str:
         f"({m.get('cpu_count')} cores, device {m.get('device')}, {run['threads']} torch "
         f"thread per process, {run['workers']} worker(s)); torch "
         f"{m.get('build', {}).get('torch_version')}. Regenerate with the same "
-        "command; `--report-only` re-renders this page from the JSON in bench/results/.",
+        "command; `python bench/paper.py --report-only docs/reproduction.json` re-renders "
+        "this page from its numbers.",
         "",
         "## Protocol",
         "",
@@ -478,9 +479,13 @@ def _jsonable(results: list[dict]) -> list[dict]:
 
 
 def write_report(payload: dict, results: list[dict], docs: pathlib.Path) -> pathlib.Path:
+    """docs/REPRODUCTION.md, its figures and its numbers (docs/reproduction.json, what
+    ``--report-only`` renders from)."""
     figure_paths = figures(results, docs / "figures")
     path = docs / "REPRODUCTION.md"
     path.write_text(render(payload, figure_paths) + "\n")
+    (docs / "reproduction.json").write_text(json.dumps(
+        dict(payload, results=_jsonable(results)), indent=1) + "\n")
     return path
 
 
