@@ -173,10 +173,27 @@ def _pair(a: dict | None, b: dict | None):
     return paired_gap(a["per_sku"], b["per_sku"])
 
 
-def _significance(gaps: list) -> tuple[int, int, int]:
-    """(significantly positive, significantly negative, total) of (gap, se) pairs (2 SE)."""
-    gaps = [g for g in gaps if g is not None]
-    return (sum(g > 2 * s for g, s in gaps), sum(g < -2 * s for g, s in gaps), len(gaps))
+def _paired_gaps(results: list[dict], first: tuple, second: tuple) -> list[tuple]:
+    """[(gap %, se, instance)] of policy ``first`` (algo, head) against ``second`` on every
+    result that tested both, paired on its test demand."""
+    gaps = [(_pair(_row(r, *first), _row(r, *second)), r["name"]) for r in results]
+    return [(g[0], g[1], name) for g, name in gaps if g is not None]
+
+
+def _sign_verdict(gaps: list[tuple], expected: int) -> tuple[str, int, int]:
+    """(verdict, significant gaps (2 SE) of the expected sign (+1 or -1), of the other): agrees
+    when most gaps have the expected sign and none the other, disagrees when most have the
+    other."""
+    above = sum(g > 2 * se for g, se, _ in gaps)
+    below = sum(g < -2 * se for g, se, _ in gaps)
+    right, wrong = (above, below) if expected > 0 else (below, above)
+    verdict = ("agrees" if right > len(gaps) / 2 and wrong == 0 else
+               "disagrees" if wrong > len(gaps) / 2 else "partly")
+    return verdict, right, wrong
+
+
+def _listing(gaps: list[tuple]) -> str:
+    return ", ".join(f"{name} {g:+.2f} +- {se:.2f}%" for g, se, name in gaps)
 
 
 def claims(results: list[dict]) -> list[dict]:
@@ -187,16 +204,13 @@ def claims(results: list[dict]) -> list[dict]:
     # 1. Base lowers the test loss for all three methods
     lines, verdicts = [], []
     for algo in ALGOS:
-        gaps = [(_pair(_row(r, algo, "none"), _row(r, algo, "base")), r["name"]) for r in main]
-        gaps = [(g, n) for g, n in gaps if g is not None]
-        if not gaps:
-            continue
-        worse, better, total = _significance([g for g, _ in gaps])
-        verdicts.append("agrees" if worse > total / 2 and better == 0 else
-                        "disagrees" if better > total / 2 else "partly")
-        lines.append(f"{algo.upper()}: None costs more than Base, significantly (2 SE), on "
-                     f"{worse} of {total} instances, less on {better}: " + ", ".join(
-                         f"{n} {g:+.2f} +- {s:.2f}%" for (g, s), n in gaps))
+        gaps = _paired_gaps(main, (algo, "none"), (algo, "base"))
+        if gaps:
+            verdict, worse, better = _sign_verdict(gaps, +1)
+            verdicts.append(verdict)
+            lines.append(f"{algo.upper()}: None costs more than Base, significantly (2 SE), on "
+                         f"{worse} of {len(gaps)} instances, less on {better}: "
+                         + _listing(gaps))
     out.append(dict(claim="Base lowers the test loss for all three methods (DS, PPO, DDPG).",
                     evidence=lines, verdict=_overall(verdicts),
                     measure="test cost of None against Base, paired on the same test "
@@ -239,16 +253,12 @@ def claims(results: list[dict]) -> list[dict]:
     small = [r for r in main if r["setting"] in (1, 2, 3)]
     lines, verdicts = [], []
     for algo in ("ppo", "ddpg"):
-        gaps = [(_pair(_row(r, algo, "base"), _row(r, "ds", "base")), r["name"]) for r in small]
-        gaps = [(g, n) for g, n in gaps if g is not None]
-        if not gaps:
-            continue
-        worse, better, total = _significance([g for g, _ in gaps])
-        verdicts.append("agrees" if better > total / 2 and worse == 0 else
-                        "disagrees" if worse > total / 2 else "partly")
-        lines.append(f"{algo.upper()} + Base against DS + Base: lower on {better} of {total} "
-                     f"settings, higher on {worse}: " + ", ".join(
-                         f"{n} {g:+.2f} +- {s:.2f}%" for (g, s), n in gaps))
+        gaps = _paired_gaps(small, (algo, "base"), ("ds", "base"))
+        if gaps:
+            verdict, better, worse = _sign_verdict(gaps, -1)
+            verdicts.append(verdict)
+            lines.append(f"{algo.upper()} + Base against DS + Base: lower on {better} of "
+                         f"{len(gaps)} settings, higher on {worse}: " + _listing(gaps))
     out.append(dict(claim="With Base, DDPG and PPO beat DS in small data (settings 1-3).",
                     evidence=lines, verdict=_overall(verdicts),
                     measure="test cost of PPO/DDPG + Base against DS + Base, paired"))
