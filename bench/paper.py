@@ -52,7 +52,7 @@ TEST_SEED = 0
 MODES = {
     "full": dict(trials=30, top=5, seeds=5, settings={}, sweep_n=(5, 10, 20, 50, 100, 200),
                  sweep_horizon=(60, 120), sweep_heads=("none", "base")),
-    "quick": dict(trials=10, top=2, seeds=3, settings={
+    "quick": dict(trials=8, top=2, seeds=2, settings={
         "ds": {"epochs": 300, "time_budget": 12.0},
         "ppo": {"total_steps": 40_000, "time_budget": 12.0},
         "ddpg": {"total_steps": 25_600, "critic_warmup": 500, "gradient_steps": 8,
@@ -71,8 +71,8 @@ MODES = {
 # ---- the experiments -----------------------------------------------------------------------
 def paper_name(setting: int, trajectories: int | None = None, horizon: int | None = None) -> str:
     n = PAPER_TRAJECTORIES[setting] if trajectories is None else trajectories
-    return f"paper:setting={setting},trajectories={n}" + (f",horizon={horizon}" if horizon
-                                                         else "")
+    return f"paper:setting={setting},trajectories={n},forecasts=false" + (
+        f",horizon={horizon}" if horizon else "")
 
 
 def experiments(mode: dict, settings: list[int], zipkin: bool) -> list[dict]:

@@ -90,3 +90,17 @@ def test_a_catalog_takes_no_training_set():
     with pytest.raises(ValueError, match="unknown \\['trajectories'\\]"):
         InstanceConfig(demand={"kind": "replay", "history": [[1.0] * 200], "trajectories": 2},
                        horizon=10)
+
+
+def test_paper_settings_without_forecasts_observe_no_future_demand():
+    with_forecasts = InstanceConfig.from_name("paper:setting=2,trajectories=5")
+    without = InstanceConfig.from_name("paper:setting=2,trajectories=5,forecasts=false")
+    assert {"forecast_7", "forecast_28"} <= set(with_forecasts.features)
+    assert not any(f.startswith("forecast") for f in without.features)
+    # observed: the state, the trailing means, the constant and yesterday's demand
+    env = InventoryEnv(without, seed=0)
+    episode = env.sample_episode()
+    assert "yesterday" in env.obs_names and episode.exogenous_obs.shape[2] == \
+        len(without.features) + 1
+    with pytest.raises(ValueError, match="forecasts"):
+        InstanceConfig.from_name("paper:setting=2,forecasts=3")

@@ -58,9 +58,15 @@ def paper(params: dict) -> dict:
 
     ``trajectories=n`` (and ``dataset_seed=s``) trains on a fixed set of n trajectories, as the
     paper does (:data:`deepstock_fast.demand.DATASET_PARAMS`; validation and test draw fresh
-    ones); without it every training episode draws new trajectories."""
+    ones); without it every training episode draws new trajectories. ``forecasts=false``
+    leaves out the forecast features (the noisy 7- and 28-day forward means: information
+    about future demand that the settings' optimal and oracle references do not have), so
+    that the policies see the setting's one feature, the state and the trailing means."""
     setting = params.pop("setting", None)
     dataset = {k: params.pop(k) for k in ("trajectories", "dataset_seed") if k in params}
+    forecasts = params.pop("forecasts", True)
+    if not isinstance(forecasts, bool):
+        raise ValueError(f"forecasts must be true or false, got {forecasts!r}")
     settings = {
         1: dict(num_skus=10, demand={"kind": "paper_independent"},
                 extra_observations=("day",)),
@@ -74,6 +80,8 @@ def paper(params: dict) -> dict:
     }
     if setting not in settings:
         raise ValueError("paper needs setting in 1..4")
+    if not forecasts:
+        settings[setting]["features"] = ("trailing_28", "trailing_7", "constant")
     settings[setting]["demand"].update(dataset)
     if "trajectories" in dataset:  # the instance's SKUs are its training set
         DATASET_PARAMS["trajectories"]("demand.trajectories", dataset["trajectories"])
