@@ -436,6 +436,11 @@ def render(payload: dict, figure_paths: list[str]) -> str:
         "stream; every policy and reference of an instance tested on the same "
         f"{payload['results'][0]['test_trajectories'] if payload['results'] else ''} fresh "
         "trajectories (Zipkin: 1024 SKUs x 1000 days), never seen in training or tuning.",
+        "- Observations: the state, the setting's one feature (the day; yesterday's demand; "
+        "sigma) and the 28- and 7-day trailing means, which with a constant are also the Coeff "
+        "heads' features; no forecast features (`forecasts=false`): the noisy forward means of "
+        "the paper's synthetic code reveal future demand that none of the references uses, and "
+        "with them a trained policy can beat the AR(1) oracle by a wide margin (docs/METHOD.md).",
         "- Gaps are paired (same test demand) with their standard errors over test "
         "trajectories; \"vs reference\" is against the optimal policy (setting 1: the "
         "finite-horizon DP; setting 4: the critical-fractile newsvendor; Zipkin: the exact "
