@@ -106,6 +106,9 @@ def references(exp: dict, device) -> tuple[list[dict], str]:
     instance = InstanceConfig.from_name(exp["name"])
     test = compare.held_out_instance(instance)
     rows = compare.reference_rows(instance, test, seed=TEST_SEED, device=device)
+    for r in rows:  # next to the trained policies' per-SKU costs, on the CPU
+        if r["per_sku"] is not None:
+            r["per_sku"] = r["per_sku"].double().cpu()
     if exp["setting"] is None:
         return rows, "DP policy, test episode"
     oracle = oracles.reference_rows(test, TEST_SEED)
