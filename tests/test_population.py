@@ -290,6 +290,21 @@ def test_a_member_with_non_finite_outputs_is_stopped_not_the_population():
     assert stacked.healthy() == [True, True]
 
 
+def test_a_member_whose_finite_output_overflows_into_orders_is_stopped():
+    # a None head's order is its output times the demand scale: a finite output near float32's
+    # largest makes an infinite order, which the ops refuse
+    members = [setup(SMALL, PolicyConfig(head="none", hidden=(8, 8)), train_skus=4,
+                     validation_skus=4, seed=s, device="cpu").policy for s in range(2)]
+    stacked = StackedPolicy(members)
+    with torch.no_grad():
+        stacked.net.bias[-1][1].fill_(3e38)
+    env = InventoryEnv(f"{SMALL},num_skus=8", seed=0)
+    with torch.no_grad():
+        result = env.simulate(stacked, env.sample_episode())  # no error from the ops
+    assert torch.isfinite(result.average_cost).all()
+    assert stacked.healthy() == [True, False]
+
+
 def test_threads_follow_the_work():
     assert choose_threads(128) == 1 and choose_threads(16 * 128) == 1
     assert 1 <= choose_threads(2 ** 20) <= (__import__("os").cpu_count() or 1)

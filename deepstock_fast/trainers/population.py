@@ -158,15 +158,20 @@ class StackedPolicy(nn.Module):
             bounds = self.bounds if self.index is None else self.bounds[self.index]
             low, high = bounds[:, :1, None], bounds[:, 1:, None]
             x = low + (high - low) * torch.sigmoid(x)
+        return self._finite(x).reshape(-1, x.shape[-1])
+
+    def _finite(self, x: Tensor) -> Tensor:
+        """``x`` [K', ...] (the members of :meth:`restricted`) with non-finite values replaced
+        by 0, their members marked ``spoilt`` (no host synchronisation: ``healthy`` reads it
+        back)."""
         finite = torch.isfinite(x)
-        with torch.no_grad():  # no host synchronisation: read back by ``healthy``
+        with torch.no_grad():
             bad = ~finite.flatten(1).all(1)
             if self.index is None:
                 self.spoilt |= bad
             else:
                 self.spoilt.index_copy_(0, self.index, self.spoilt[self.index] | bad)
-        x = torch.where(finite, x, torch.zeros_like(x))
-        return x.reshape(-1, x.shape[-1])
+        return torch.where(finite, x, torch.zeros_like(x))
 
     def normalize(self, obs: Tensor) -> Tensor:
         """Observations [K * B, n] as each member's network input [K, B, n] (the members of
@@ -184,8 +189,12 @@ class StackedPolicy(nn.Module):
         return HEADS[self.config.head].project(raw, state, cap)
 
     def forward(self, state) -> Tensor:
-        """The deterministic actions [K * B] of the members for a K * B-SKU state."""
-        return self.project(self.raw(state.obs), state)
+        """The deterministic actions [K * B] of the members for a K * B-SKU state. Finite
+        outputs can still make an infinite order (a None head's output times the demand
+        scale overflows): such a member is spoilt too, its orders 0."""
+        orders = self.project(self.raw(state.obs), state)
+        members = self.members if self.index is None else self.index.numel()
+        return self._finite(orders.view(members, -1)).view(-1)
 
     # ---- one member at a time ------------------------------------------------------------
     def member_state(self, k: int) -> dict:
