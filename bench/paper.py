@@ -544,8 +544,19 @@ def main(argv=None) -> int:
     parser.add_argument("--report-only", type=pathlib.Path, default=None, metavar="JSON")
     args = parser.parse_args(argv)
     args.mode = args.mode or "quick"
+    for name in ("workers", "population"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.report_only:
-        payload = json.loads(args.report_only.read_text())
+        try:
+            payload = json.loads(args.report_only.read_text())
+        except (OSError, ValueError) as e:
+            parser.error(f"--report-only {args.report_only}: {e}")
+        missing = [k for k in ("machine", "run", "claims", "results")
+                   if not isinstance(payload, dict) or k not in payload]
+        if missing:
+            parser.error(f"--report-only {args.report_only}: not a report's JSON (no "
+                         f"{', '.join(missing)})")
         print(f"wrote {write_report(payload, payload['results'], args.docs)}")
         return 0
     if args.workers is None:

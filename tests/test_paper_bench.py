@@ -115,3 +115,13 @@ def test_the_smoke_run_writes_the_report_figures_and_json(tmp_path):
                     str(path), "--docs", str(tmp_path / "docs")], env=env, check=True,
                    capture_output=True, timeout=300)
     assert "## The paper's claims" in (tmp_path / "docs" / "REPRODUCTION.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--report-only", "/nonexistent.json"], "--report-only /nonexistent.json"),
+])
+def test_bad_arguments_are_named(args, message):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "paper.py"), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and message in done.stderr
