@@ -169,8 +169,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(algo, last_checkpoi
     # the trainers' loss flags are read back before each validation and checkpoint, and when the
     # spoilt orders reach the op.
     module = importlib.import_module(f"deepstock_fast.trainers.{algo}")
-    name = "StackedMLP"  # what makes the critic of the members (and only that)
-    make_mlp = getattr(module, name)
+    make = module.actor_critic  # what makes the critic of the members (and the actor)
 
     class Poisoned(torch.nn.Module):
         def __init__(self, net):
@@ -182,7 +181,12 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(algo, last_checkpoi
                 self.calls += 1
             return self.net(x) * (math.nan if self.calls > (40 if algo == "ppo" else 100) else 1)
 
-    monkeypatch.setattr(module, name, lambda *a, **k: Poisoned(make_mlp(*a, **k)))
+    def poisoned(*args, **kwargs):
+        runs, actor, env, extra = make(*args, **kwargs)
+        extra.critic = Poisoned(extra.critic)
+        return runs, actor, env, extra
+
+    monkeypatch.setattr(module, "actor_critic", poisoned)
     policy, result = run(algo, tmp_path)
     assert result.stopped == "diverged" and "not finite" in result.message
     assert "last good checkpoint" in result.message

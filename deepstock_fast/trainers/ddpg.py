@@ -28,12 +28,12 @@ from torch import nn
 
 from .. import seeding
 from ..envs import InstanceConfig
-from ..policies import PolicyConfig, default_bounds, mlp
+from ..policies import PolicyConfig, default_bounds
 from . import TRAINERS, register
 from .common import (DISCOUNT, NON_NEGATIVE, SEEDS, MemberPlan, Range, check_fields,
-                     objective_reward, reward_scale, run_members, setup)
-from .population import (StackedAdam, StackedMLP, StackedPolicy, StackedWeights, identity,
-                         stepping_env, train_members, validation)
+                     objective_reward, run_members)
+from .population import (StackedAdam, StackedWeights, actor_critic, identity, train_members,
+                         validation)
 
 
 @dataclass
@@ -193,25 +193,13 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
                  resume, progress, label, callbacks, interruption, device, write=True):
     """One population of DDPG members of the same shapes: (K policies, K RunResults)."""
     K, first = len(configs), configs[0]
-    runs, critics, scales = [], [], []
-    for pc, c in zip(policy_configs, configs):  # each member's draws in its single run's order
-        run = setup(instance, pc, train_skus=c.num_envs, validation_skus=c.validation_skus,
-                    seed=c.seed, device=device, reset=True)
-        runs.append(run)
-        k_out = run.policy.head.out_features
-        critics.append(mlp([run.env.obs_size + k_out, *c.critic_hidden, 1],
-                           pc.activation).to(device))
-        scales.append(reward_scale(run.instance, c.seed, device))
-    instance, actor = runs[0].instance, StackedPolicy([r.policy for r in runs])
-    env = stepping_env([r.env for r in runs])
-    B = first.num_envs
-    extra = nn.Module()
-    extra.critic = StackedMLP(critics, actor.config.activation)
+    runs, actor, env, extra = actor_critic(  # the critic sees the state and the raw action
+        instance, policy_configs, configs, device,
+        critic_inputs=lambda run: run.env.obs_size + run.policy.head.out_features)
+    instance, B, k_out = runs[0].instance, first.num_envs, runs[0].policy.head.out_features
     extra.target_critic = copy.deepcopy(extra.critic)
     extra.target_actor = copy.deepcopy(actor)
     extra.buffer = StackedReplayBuffer(K, first.buffer_size, env.obs_size, k_out, device)
-    extra.register_buffer("reward_scale", torch.tensor(scales, dtype=torch.float64,
-                                                       device=device))
     actor_opt = StackedAdam(actor.parameters(), [c.lr for c in configs])
     critic_opt = StackedAdam(extra.critic.parameters(), [c.lr for c in configs])
     samplers = [seeding.generator(c.seed, "minibatch", device) for c in configs]

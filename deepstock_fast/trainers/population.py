@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from ..envs import InstanceConfig, InventoryEnv
 from ..envs.env import concat_episodes
-from ..policies import ACTIVATIONS, HEADS, Policy, PolicyConfig
-from .common import claimed
+from ..policies import ACTIVATIONS, HEADS, Policy, PolicyConfig, mlp
+from .common import claimed, reward_scale, setup
 
 #: PolicyConfig fields that members of one population may differ in (they leave shapes alone).
 POLICY_PER_MEMBER = ("initial_output", "output_bounds")
@@ -407,6 +407,29 @@ def validation(runs: list, policy: StackedPolicy, ctx=None) -> Callable[[list[bo
 
     return validate
 
+
+
+def actor_critic(instance: InstanceConfig, policy_configs: list[PolicyConfig], configs: list,
+                 device, critic_inputs: Callable) -> tuple:
+    """What a PPO or DDPG population starts from, each member's draws in its single run's
+    order (its :func:`~.common.setup` with a reset environment of ``num_envs`` SKUs, its
+    critic's initial weights, its reward scale): (the members' Setups, the stacked actor, the
+    stepping environment, a module holding the stacked ``critic``, an MLP of
+    ``critic_inputs(setup)`` inputs, ``critic_hidden`` and one output, and the members'
+    ``reward_scale`` [K])."""
+    runs, critics, scales = [], [], []
+    for pc, c in zip(policy_configs, configs):
+        run = setup(instance, pc, train_skus=c.num_envs, validation_skus=c.validation_skus,
+                    seed=c.seed, device=device, reset=True)
+        runs.append(run)
+        critics.append(mlp([critic_inputs(run), *c.critic_hidden, 1], pc.activation).to(device))
+        scales.append(reward_scale(run.instance, c.seed, device))
+    actor = StackedPolicy([r.policy for r in runs])
+    extra = nn.Module()
+    extra.critic = StackedMLP(critics, actor.config.activation)
+    extra.register_buffer("reward_scale", torch.tensor(scales, dtype=torch.float64,
+                                                       device=device))
+    return runs, actor, stepping_env([r.env for r in runs]), extra
 
 
 # ---- lists of configurations -----------------------------------------------------------------

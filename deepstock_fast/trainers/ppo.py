@@ -24,12 +24,12 @@ from torch import nn
 
 from .. import seeding
 from ..envs import InstanceConfig
-from ..policies import PolicyConfig, mlp
+from ..policies import PolicyConfig
 from . import TRAINERS, register
 from .common import (DISCOUNT, NON_NEGATIVE, SEEDS, UNIT, MemberPlan, Range, check_fields,
-                     objective_reward, reward_scale, run_members, setup)
-from .population import (StackedAdam, StackedMLP, StackedPolicy, StackedWeights,
-                         clip_grad_norms_, identity, stepping_env, train_members, validation)
+                     objective_reward, run_members)
+from .population import (StackedAdam, StackedWeights, actor_critic, clip_grad_norms_, identity,
+                         train_members, validation)
 
 
 @dataclass
@@ -145,22 +145,12 @@ def _train_group(instance: InstanceConfig, policy_configs: list[PolicyConfig],
                  resume, progress, label, callbacks, interruption, device, write=True):
     """One population of PPO members of the same shapes: (K policies, K RunResults)."""
     K, first = len(configs), configs[0]
-    runs, critics, scales = [], [], []
-    for pc, c in zip(policy_configs, configs):  # each member's draws in its single run's order
-        run = setup(instance, pc, train_skus=c.num_envs, validation_skus=c.validation_skus,
-                    seed=c.seed, device=device, reset=True)
-        runs.append(run)
-        critics.append(mlp([run.env.obs_size, *c.critic_hidden, 1], pc.activation).to(device))
-        scales.append(reward_scale(run.instance, c.seed, device))
-    instance, policy = runs[0].instance, StackedPolicy([r.policy for r in runs])
-    env = stepping_env([r.env for r in runs])
+    runs, policy, env, extra = actor_critic(instance, policy_configs, configs, device,
+                                            critic_inputs=lambda run: run.env.obs_size)
+    instance = runs[0].instance
     B, k_out = first.num_envs, runs[0].policy.head.out_features
-    extra = nn.Module()
-    extra.critic = StackedMLP(critics, policy.config.activation)
     extra.log_std = nn.Parameter(torch.tensor([[c.log_std_init] * k_out for c in configs],
                                               device=device))
-    extra.register_buffer("reward_scale", torch.tensor(scales, dtype=torch.float64,
-                                                       device=device))
     params = list(policy.parameters()) + list(extra.parameters())
     optimizer = StackedAdam(params, [c.lr for c in configs], eps=1e-5)
     steps = first.n_steps // B
