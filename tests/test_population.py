@@ -334,6 +334,19 @@ def test_deepstock_train_population(tmp_path):
 
 
 # ---- PPO ---------------------------------------------------------------------------------------
+def assert_members_are_single_runs(policies, results, members, solo, instance, policy_config,
+                                   tol):
+    """Each member ran its budget, validated as its single run (``solo``: (weights at every
+    validation, validation costs)) did, and ended with that run's weights at its best."""
+    for policy, result, c in zip(policies, results, members):
+        assert result.stopped == "completed" and result.iterations == c.iterations
+        states, costs = solo(instance, policy_config, c)
+        assert [h["validation_cost"] for h in result.history] == pytest.approx(costs, rel=tol)
+        best = states[result.best_iteration // c.eval_every]
+        for name, value in policy.state_dict().items():
+            torch.testing.assert_close(value, best[name], rtol=tol, atol=tol)
+
+
 def solo_ppo(instance, policy_config: PolicyConfig, c):
     """A single PPO run as the trainer was written before populations (torch.optim.Adam and
     clip_grad_norm_ on one Policy and one critic): the validation costs at each validation
@@ -421,13 +434,8 @@ def test_each_ppo_member_ends_as_its_single_run(dtype, tol, request):
                ppo_config(seed=2, total_steps=1024, vf_coef=1.0)]
     policy_config = PolicyConfig(hidden=(16,))
     policies, results = train_ppo(instance, policy_config, members, progress=False)
-    for policy, result, c in zip(policies, results, members):
-        assert result.stopped == "completed" and result.iterations == c.iterations
-        states, costs = solo_ppo(instance, policy_config, c)
-        assert [h["validation_cost"] for h in result.history] == pytest.approx(costs, rel=tol)
-        best = states[result.best_iteration // c.eval_every]
-        for name, value in policy.state_dict().items():
-            torch.testing.assert_close(value, best[name], rtol=tol, atol=tol)
+    assert_members_are_single_runs(policies, results, members, solo_ppo, instance, policy_config,
+                                   tol)
 
 
 def test_a_killed_ppo_population_resumes_exactly_and_a_diverging_member(tmp_path):
@@ -554,13 +562,8 @@ def test_each_ddpg_member_ends_as_its_single_run(dtype, tol, request):
                ddpg_config(seed=2, total_steps=16 * 32, lr_final=1e-3)]
     policy_config = PolicyConfig(hidden=(16,))
     policies, results = train_ddpg(instance, policy_config, members, progress=False)
-    for policy, result, c in zip(policies, results, members):
-        assert result.stopped == "completed" and result.iterations == c.iterations
-        states, costs = solo_ddpg(instance, policy_config, c)
-        assert [h["validation_cost"] for h in result.history] == pytest.approx(costs, rel=tol)
-        best = states[result.best_iteration // c.eval_every]
-        for name, value in policy.state_dict().items():
-            torch.testing.assert_close(value, best[name], rtol=tol, atol=tol)
+    assert_members_are_single_runs(policies, results, members, solo_ddpg, instance, policy_config,
+                                   tol)
 
 
 def test_a_diverging_ddpg_member_is_frozen_and_the_others_go_on():
