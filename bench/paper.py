@@ -98,13 +98,12 @@ def slug(name: str) -> str:
 
 
 # ---- references -------------------------------------------------------------------------
-def references(exp: dict, device) -> tuple[list[dict], str]:
-    """The references of an experiment's instance on its test episode: rows {"policy",
-    "cost", "cost_se", "per_sku", "note"} (per_sku [S], or None for an expected cost) and the
-    name of the row that gaps are measured against (the optimal or oracle policy on the same
-    test demand)."""
-    instance = InstanceConfig.from_name(exp["name"])
-    test = compare.held_out_instance(instance)
+def references(exp: dict, instance: InstanceConfig, test: InstanceConfig,
+               device) -> tuple[list[dict], str]:
+    """The references of an experiment's instance on the episode of its test instance:
+    rows {"policy", "cost", "cost_se", "per_sku", "note"} (per_sku [S], or None for an
+    expected cost) and the name of the row that gaps are measured against (the optimal or
+    oracle policy on the same test demand)."""
     rows = compare.reference_rows(instance, test, seed=TEST_SEED, device=device)
     for r in rows:  # next to the trained policies' per-SKU costs, on the CPU
         if r["per_sku"] is not None:
@@ -121,7 +120,7 @@ def run_experiment(exp: dict, mode: dict, args, progress) -> dict:
     episode next to its references."""
     instance = InstanceConfig.from_name(exp["name"])
     test = compare.held_out_instance(instance)
-    refs, ref_name = references(exp, args.device)
+    refs, ref_name = references(exp, instance, test, args.device)
     ref = next(r for r in refs if r["policy"] == ref_name)
     static = next((r for r in refs if r["policy"] == "best base-stock"), None)
     trained = []
